@@ -1,0 +1,163 @@
+// Tiled causal attention on the CPU with an online softmax (FlashAttention's algorithm, Dao et al.
+// 2022, done with CPU tiles): for each (head, block of queries) walk the visible keys in blocks,
+// keep a running max/sum per query row (attention/online_softmax.hpp) and a [block, head_dim]
+// accumulator. Memory per thread is O(block x head_dim); no [seq, seq] score matrix ever exists.
+//
+//   work item (h, query block Qb):          for each key block Kb (up to the causal limit):
+//     Qs = Qb * scale       [bq, d]           S  = Qs Kb^T            [bq, bk]   (-inf where j > i)
+//     acc = 0               [bq, d]           m' = max(m, rowmax S);  acc *= exp(m - m')
+//     state[r] = {-inf, 0}                    P  = exp(S - m');       l = l*exp(m-m') + rowsum P
+//                                             acc += P Vb             [bq, d]
+//     out = acc / l
+//
+// The tile products are small loops the compiler vectorizes (they run inside OpenMP threads, where
+// handing them to a threaded BLAS would oversubscribe the cores); exp uses Eigen's packet math.
+#pragma once
+#include <ropex/attention/layout.hpp>
+#include <ropex/attention/online_softmax.hpp>
+#include <ropex/attention/reference.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace ropex::backends::eigen {
+
+using attention::AttentionShape;
+using attention::HeadsView;
+
+/// Tile sizes of the tiled attention: queries per block, keys per block.
+struct AttentionTiles {
+  int64_t queries = 32;
+  int64_t keys = 64;
+};
+
+namespace detail {
+
+// S[r*lds + c] = dot(q_r, k_c) for r < nr, c < nc; q rows contiguous (stride ldq), k rows via view.
+inline void scores_tile(const float* q, int64_t ldq, int64_t nr, const float* const* krows, int64_t nc,
+                        int64_t d, float* s, int64_t lds) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* qr = q + r * ldq;
+    float* sr = s + r * lds;
+    int64_t c = 0;
+    for (; c + 4 <= nc; c += 4) {  // four keys per pass: q_r is loaded once per four products
+      const float *k0 = krows[c], *k1 = krows[c + 1], *k2 = krows[c + 2], *k3 = krows[c + 3];
+      float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (int64_t t = 0; t < d; ++t) {
+        const float x = qr[t];
+        a0 += x * k0[t];
+        a1 += x * k1[t];
+        a2 += x * k2[t];
+        a3 += x * k3[t];
+      }
+      sr[c] = a0, sr[c + 1] = a1, sr[c + 2] = a2, sr[c + 3] = a3;
+    }
+    for (; c < nc; ++c) {
+      const float* kc = krows[c];
+      float a = 0;
+#pragma omp simd reduction(+ : a)
+      for (int64_t t = 0; t < d; ++t) a += qr[t] * kc[t];
+      sr[c] = a;
+    }
+  }
+}
+
+// acc_r += sum_c p[r, c] v_c over c < nc.
+inline void accumulate_tile(const float* p, int64_t ldp, int64_t nr, const float* const* vrows, int64_t nc,
+                            int64_t d, float* acc, int64_t ldacc) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* pr = p + r * ldp;
+    float* ar = acc + r * ldacc;
+    int64_t c = 0;
+    for (; c + 4 <= nc; c += 4) {  // four value rows per pass over the accumulator row
+      const float p0 = pr[c], p1 = pr[c + 1], p2 = pr[c + 2], p3 = pr[c + 3];
+      const float *v0 = vrows[c], *v1 = vrows[c + 1], *v2 = vrows[c + 2], *v3 = vrows[c + 3];
+#pragma omp simd
+      for (int64_t t = 0; t < d; ++t) ar[t] += p0 * v0[t] + p1 * v1[t] + p2 * v2[t] + p3 * v3[t];
+    }
+    for (; c < nc; ++c) {
+      const float pc = pr[c];
+      const float* vc = vrows[c];
+#pragma omp simd
+      for (int64_t t = 0; t < d; ++t) ar[t] += pc * vc[t];
+    }
+  }
+}
+
+}  // namespace detail
+
+/// out = softmax(q k^T * scale, causal) v, computed in tiles with an online softmax; GQA through
+/// shape.n_kv_heads. `out` may not alias q/k/v. OpenMP threads share the (head, query block) items.
+inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, HeadsView<const float> v,
+                            HeadsView<float> out, const AttentionShape& s, AttentionTiles tiles = {}) {
+  attention::validate(s);
+  const int64_t d = s.head_dim, group = s.group();
+  const int64_t bq = std::max<int64_t>(1, std::min(tiles.queries, s.n_queries));
+  const int64_t bk = std::max<int64_t>(1, tiles.keys);
+  const int64_t n_qblocks = (s.n_queries + bq - 1) / bq;
+  // Items ordered (kv head, query block, head within group): neighbours reuse the same K/V rows.
+  const int64_t n_items = s.n_kv_heads * n_qblocks * group;
+  const float scale = static_cast<float>(s.scale);
+  const double work = double(s.n_queries) * double(s.n_keys) * double(d) * double(s.n_heads);
+  (void)work;
+
+#pragma omp parallel if (work > 2e5)
+  {
+    std::vector<float> qs(static_cast<size_t>(bq * d)), acc(static_cast<size_t>(bq * d)),
+        sc(static_cast<size_t>(bq * bk));
+    std::vector<const float*> krows(static_cast<size_t>(bk)), vrows(static_cast<size_t>(bk));
+    std::vector<attention::SoftmaxState<float>> state(static_cast<size_t>(bq));
+
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_items; ++item) {
+      const int64_t kvh = item / (n_qblocks * group);
+      const int64_t qb = (item / group) % n_qblocks;
+      const int64_t h = kvh * group + item % group;
+      const int64_t i0 = qb * bq, nr = std::min(bq, s.n_queries - i0);
+
+      for (int64_t r = 0; r < nr; ++r) {
+        const float* src = q.row(i0 + r, h);
+        for (int64_t t = 0; t < d; ++t) qs[r * d + t] = src[t] * scale;
+      }
+      std::fill(acc.begin(), acc.begin() + nr * d, 0.0f);
+      std::fill(state.begin(), state.begin() + nr, attention::SoftmaxState<float>{});
+
+      const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
+      for (int64_t j0 = 0; j0 < keys_end; j0 += bk) {
+        const int64_t nc = std::min(bk, keys_end - j0);
+        for (int64_t c = 0; c < nc; ++c) {
+          krows[c] = k.row(j0 + c, kvh);
+          vrows[c] = v.row(j0 + c, kvh);
+        }
+        detail::scores_tile(qs.data(), d, nr, krows.data(), nc, d, sc.data(), bk);
+        for (int64_t r = 0; r < nr; ++r) {
+          float* sr = sc.data() + r * bk;
+          const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
+          for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = -std::numeric_limits<float>::infinity();
+          Eigen::Map<Eigen::ArrayXf> row(sr, nc);
+          const float factor = attention::softmax_rescale(state[r], row.maxCoeff());
+          if (state[r].max == -std::numeric_limits<float>::infinity()) {
+            row.setZero();
+            continue;
+          }
+          row = (row - state[r].max).exp();
+          state[r].sum += row.sum();
+          if (factor != 1.0f) Eigen::Map<Eigen::ArrayXf>(acc.data() + r * d, d) *= factor;
+        }
+        detail::accumulate_tile(sc.data(), bk, nr, vrows.data(), nc, d, acc.data(), d);
+      }
+      for (int64_t r = 0; r < nr; ++r) {
+        const float inv = attention::softmax_finalize(state[r]);
+        float* dst = out.row(i0 + r, h);
+        for (int64_t t = 0; t < d; ++t) dst[t] = acc[r * d + t] * inv;
+      }
+    }
+  }
+}
+
+}  // namespace ropex::backends::eigen
