@@ -1,6 +1,7 @@
 // ropex: RoPE scaling laws on the command line. Subcommands register themselves (cli.hpp).
 #include "cli.hpp"
 
+#include <ropex/config.hpp>
 #include <ropex/error.hpp>
 
 #include <algorithm>
