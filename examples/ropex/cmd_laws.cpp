@@ -1,0 +1,451 @@
+// ropex predict | base | periods: the paper's scaling laws on the command line
+// (Liu et al., arXiv 2310.05209; formulas in include/ropex/scaling_law.hpp, docs/scaling-laws.md).
+//
+// Inputs come from flags, a built-in preset (--model) or a Hugging Face config.json (--config);
+// explicit flags override the preset/file. Every value remembers where it came from, so an error
+// names the flag or file field to fix.
+#include "cli.hpp"
+
+#include <ropex/error.hpp>
+#include <ropex/presets.hpp>
+#include <ropex/rope/scaling.hpp>
+#include <ropex/scaling_law.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// Integral values print as integers in JSON ("train_len": 4096, not 4096.0).
+ojson number(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15) return static_cast<std::int64_t>(v);
+  return v;
+}
+
+std::string fmt(double v, const char* f = "%.10g") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// ---- inputs -------------------------------------------------------------------------------------
+
+struct InputFlags {  // what the user typed
+  int head_dim = 0;
+  double train_len = 0, base = 0, tune_len = 0, pretrain_base = 10000, target = 0;
+  std::string model, config;
+  CLI::Option *o_head_dim = nullptr, *o_train_len = nullptr, *o_base = nullptr, *o_tune_len = nullptr,
+              *o_pretrain_base = nullptr, *o_model = nullptr, *o_config = nullptr;
+};
+
+struct Inputs {  // resolved values + provenance
+  int head_dim = 0;
+  double train_len = 0, base = 0, tune_len = 0, pretrain_base = 10000;
+  bool has_base = false, has_tune = false;
+  std::string model, config, scaling = "default";
+  double factor = 1;
+  std::map<std::string, std::string> origin;  // law field -> "--flag" / "preset X" / "file: field"
+};
+
+void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune) {
+  f.o_model = s->add_option("--model", f.model, "built-in preset: " + ropex::model_preset_names());
+  f.o_config = s->add_option("--config", f.config, "Hugging Face config.json to read d, T_train and base from");
+  f.o_config->excludes(f.o_model);
+  f.o_head_dim = s->add_option("--head-dim", f.head_dim, "rotary dimensions per head d (e.g. 128)");
+  f.o_train_len = s->add_option("--train-len", f.train_len, "pre-training context T_train, tokens (e.g. 4096)");
+  if (with_base) f.o_base = s->add_option("--base", f.base, "rotary base beta used (after tuning), e.g. 1000000");
+  if (with_tune)
+    f.o_tune_len = s->add_option("--tune-len", f.tune_len, "continued-training context T_tune (default: T_train)");
+  f.o_pretrain_base = s->add_option("--pretrain-base", f.pretrain_base,
+                                    "base of the pre-training stage (the paper: 10000)");
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ropex::make_error(path, "", "cannot open file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw ropex::make_error(path, "", std::string("malformed JSON: ") + e.what());
+  }
+}
+
+int config_int(const nlohmann::json& j, const char* key, const std::string& path) {
+  const auto& v = j[key];
+  if (!v.is_number() || (v.is_number_float() && v.get<double>() != std::floor(v.get<double>())))
+    throw ropex::make_error(path, key, "must be an integer, got " + v.dump());
+  const double x = v.get<double>();
+  if (x <= 0 || x > 1e9) throw ropex::make_error(path, key, "must be positive, got " + v.dump());
+  return static_cast<int>(x);
+}
+
+// Head dim of a HF config: "head_dim", else hidden_size / num_attention_heads; times
+// partial_rotary_factor (the law's d is the rotary part).
+void read_config(Inputs& in, const std::string& path) {
+  const nlohmann::json j = read_json_file(path);
+  if (!j.is_object()) throw ropex::make_error(path, "", "expected a JSON object at the top level");
+  const ropex::RopeScaling rs = ropex::rope_scaling_from_config(j, path);
+  int head_dim = 0;
+  std::string head_origin;
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    head_dim = config_int(j, "head_dim", path);
+    head_origin = path + ": head_dim";
+  } else {
+    for (const char* k : {"hidden_size", "num_attention_heads"})
+      if (!j.contains(k)) throw ropex::make_error(path, k, "missing (needed for head_dim when \"head_dim\" is absent)");
+    const int hidden = config_int(j, "hidden_size", path), heads = config_int(j, "num_attention_heads", path);
+    if (hidden % heads != 0)
+      throw ropex::make_error(path, "hidden_size", std::to_string(hidden) + " is not divisible by num_attention_heads " +
+                                                       std::to_string(heads));
+    head_dim = hidden / heads;
+    head_origin = path + ": hidden_size/num_attention_heads";
+  }
+  in.head_dim = rs.rotary_dim(head_dim);
+  in.origin["head_dim"] = rs.partial_rotary_factor != 1.0 ? head_origin + " x partial_rotary_factor" : head_origin;
+  const std::int64_t T = rs.original_length();
+  if (T <= 0)
+    throw ropex::make_error(path, "max_position_embeddings",
+                            "missing (needed for T_train; or original_max_position_embeddings)");
+  in.train_len = static_cast<double>(T);
+  in.origin["train_len"] = path + (rs.original_max_position_embeddings > 0 ? ": original_max_position_embeddings"
+                                                                           : ": max_position_embeddings");
+  in.base = rs.base;
+  in.has_base = true;
+  in.origin["base"] = path + ": rope_theta";
+  in.scaling = ropex::to_string(rs.type);
+  in.factor = rs.factor;
+  in.config = path;
+}
+
+Inputs resolve(const InputFlags& f, bool need_base) {
+  Inputs in;
+  if (*f.o_model) {
+    const ropex::ModelPreset& p = ropex::model_preset(f.model);
+    in.model = std::string(p.name);
+    in.head_dim = p.head_dim;
+    in.train_len = p.train_len;
+    in.base = p.base;
+    in.has_base = true;
+    in.tune_len = p.tune_len;
+    in.has_tune = p.tune_len != p.train_len;
+    in.pretrain_base = p.pretrain_base;
+    in.scaling = std::string(p.scaling);
+    in.factor = p.factor;
+    for (const char* k : {"head_dim", "train_len", "base", "tune_len", "pretrain_base"})
+      in.origin[k] = "--model " + in.model;
+  } else if (*f.o_config) {
+    read_config(in, f.config);
+  }
+  auto take = [&](CLI::Option* o, const char* field, auto& dst, auto value) {
+    if (o && *o) {
+      dst = value;
+      in.origin[field] = o->get_name();
+    }
+  };
+  take(f.o_head_dim, "head_dim", in.head_dim, f.head_dim);
+  take(f.o_train_len, "train_len", in.train_len, f.train_len);
+  take(f.o_pretrain_base, "pretrain_base", in.pretrain_base, f.pretrain_base);
+  if (f.o_base && *f.o_base) {
+    in.base = f.base;
+    in.has_base = true;
+    in.origin["base"] = "--base";
+  }
+  if (f.o_tune_len && *f.o_tune_len) {
+    in.tune_len = f.tune_len;
+    in.has_tune = true;
+    in.origin["tune_len"] = "--tune-len";
+  }
+  if (!in.origin.count("head_dim")) throw ropex::cli::UsageError("--head-dim: required (or --model / --config)");
+  if (!in.origin.count("train_len")) throw ropex::cli::UsageError("--train-len: required (or --model / --config)");
+  if (need_base && !in.has_base) throw ropex::cli::UsageError("--base: required (or --model / --config)");
+  if (!in.has_tune) in.tune_len = in.train_len;
+  if (!in.origin.count("pretrain_base")) in.origin["pretrain_base"] = "--pretrain-base (default)";
+  if (!in.origin.count("tune_len")) in.origin["tune_len"] = "--tune-len (default: T_train)";
+  return in;
+}
+
+// Runs a law; a ropex::Error "field: problem" gets " (from <origin>)" appended so the user knows
+// which flag or file field to fix.
+template <class F>
+auto with_origin(const Inputs& in, F&& f) {
+  try {
+    return f();
+  } catch (const ropex::Error& e) {
+    std::string msg = e.what();
+    const auto colon = msg.find(':');
+    if (colon != std::string::npos) {
+      auto it = in.origin.find(msg.substr(0, colon));
+      if (it != in.origin.end()) msg += " (from " + it->second + ")";
+    }
+    throw ropex::Error(msg);
+  }
+}
+
+ojson inputs_json(const Inputs& in) {
+  ojson j;
+  j["head_dim"] = in.head_dim;
+  j["train_len"] = number(in.train_len);
+  if (in.has_base) j["base"] = number(in.base);
+  j["tune_len"] = number(in.tune_len);
+  j["pretrain_base"] = number(in.pretrain_base);
+  if (!in.model.empty()) j["model"] = in.model;
+  if (!in.config.empty()) j["config"] = in.config;
+  j["scaling"] = in.scaling;
+  if (in.scaling != "default") j["factor"] = number(in.factor);
+  return j;
+}
+
+std::string tokens_human(double t) {
+  if (t >= 1e6) return fmt(t / 1048576.0, "%.2fM");
+  if (t >= 1024) return fmt(t / 1024.0, "%.1fK");
+  return fmt(t, "%.0f");
+}
+
+// ---- predict ------------------------------------------------------------------------------------
+
+ojson predict_json(const Inputs& in, const ropex::ExtrapolationLimit& r) {
+  ojson j = inputs_json(in);
+  j["critical_dimension"] = r.critical_dimension;
+  j["critical_base"] = r.critical_base;
+  j["extrapolation_limit"] = r.limit;
+  j["regime"] = ropex::regime_name(r.regime);
+  j["equation"] = ropex::regime_equation(r.regime);
+  j["hard_bound"] = r.hard_bound;
+  if (r.updated_applies) j["updated_critical_dimension"] = r.updated_critical_dimension;
+  j["larger_base_limit"] = r.larger_base_limit;
+  j["beta_1"] = r.thresholds.beta_1;
+  j["beta_2"] = r.thresholds.beta_2;
+  j["beta_3"] = r.thresholds.beta_3;
+  return j;
+}
+
+const char* kCsvHeader =
+    "base,extrapolation_limit,regime,hard_bound,critical_dimension,updated_critical_dimension,"
+    "critical_base,larger_base_limit,beta_1,beta_2,beta_3\n";
+
+void print_csv_row(double base, const ropex::ExtrapolationLimit& r) {
+  std::printf("%.10g,%.10g,%s,%d,%d,%s,%.10g,%.10g,%.10g,%.10g,%.10g\n", base, r.limit, ropex::regime_name(r.regime),
+              r.hard_bound ? 1 : 0, r.critical_dimension,
+              r.updated_applies ? std::to_string(r.updated_critical_dimension).c_str() : "", r.critical_base,
+              r.larger_base_limit, r.thresholds.beta_1, r.thresholds.beta_2, r.thresholds.beta_3);
+}
+
+void print_predict_table(const Inputs& in, const ropex::ExtrapolationLimit& r) {
+  const char* what = in.model.empty() ? (in.config.empty() ? "" : in.config.c_str()) : in.model.c_str();
+  std::printf("ropex predict%s%s: d=%d, T_train=%s (pre-training base %s), base=%s, T_tune=%s\n", *what ? " " : "",
+              what, in.head_dim, fmt(in.train_len).c_str(), fmt(in.pretrain_base).c_str(), fmt(in.base).c_str(),
+              fmt(in.tune_len).c_str());
+  if (in.scaling != "default")
+    std::printf("  note: the model also uses '%s' scaling (factor %s); the law models the base only\n",
+                in.scaling.c_str(), fmt(in.factor).c_str());
+  std::printf("  %-50s %d\n", "critical dimension d_extra (eq. 13)", r.critical_dimension);
+  std::printf("  %-50s %s\n", "critical base beta_0 (16a)", fmt(r.critical_base, "%.6g").c_str());
+  std::printf("  %-50s %s (%s)%s\n", "regime", ropex::regime_name(r.regime), ropex::regime_equation(r.regime),
+              r.hard_bound ? ": hard bound" : ": no hard bound, degrades smoothly past T_tune");
+  if (r.updated_applies)
+    std::printf("  %-50s %d\n", "updated critical dimension d'_extra (16c)", r.updated_critical_dimension);
+  std::printf("  %-50s %s tokens (%s)\n", "extrapolation limit", fmt(r.limit, "%.1f").c_str(),
+              tokens_human(r.limit).c_str());
+  if (r.regime != ropex::Regime::larger_base)
+    std::printf("  %-50s %s tokens\n", "(16b alone would give 2*pi*beta^(d_extra/d))",
+                fmt(r.larger_base_limit, "%.1f").c_str());
+  std::printf("  %-50s %s / %s / %s\n", "small-base thresholds beta_1/2/3 (16d)",
+              fmt(r.thresholds.beta_1, "%.2f").c_str(), fmt(r.thresholds.beta_2, "%.2f").c_str(),
+              fmt(r.thresholds.beta_3, "%.2f").c_str());
+}
+
+struct PredictOpts {
+  InputFlags f;
+  bool json = false, csv = false, list = false;
+  std::vector<double> sweep;
+};
+
+void run_predict(PredictOpts& o) {
+  if (o.list) {
+    for (const auto& p : ropex::model_presets)
+      std::printf("%-13s d=%d T_train=%s base_pt=%s base=%s T_tune=%s scaling=%s  %s\n", std::string(p.name).c_str(),
+                  p.head_dim, fmt(p.train_len).c_str(), fmt(p.pretrain_base).c_str(), fmt(p.base).c_str(),
+                  fmt(p.tune_len).c_str(), std::string(p.scaling).c_str(), std::string(p.hf_id).c_str());
+    return;
+  }
+  if (!o.sweep.empty()) {
+    // --sweep-base LO,HI,N: N log-spaced bases, CSV (for plots).
+    if (o.sweep.size() != 3) throw ropex::cli::UsageError("--sweep-base: expected LO,HI,N");
+    const double lo = o.sweep[0], hi = o.sweep[1], n = o.sweep[2];
+    if (!(std::isfinite(lo) && lo > 1)) throw ropex::cli::UsageError("--sweep-base: LO must be a finite number > 1");
+    if (!(std::isfinite(hi) && hi >= lo)) throw ropex::cli::UsageError("--sweep-base: HI must be finite and >= LO");
+    if (!(n >= 2 && n <= 100000 && n == std::floor(n)))
+      throw ropex::cli::UsageError("--sweep-base: N must be an integer in [2, 100000]");
+    Inputs in = resolve(o.f, false);
+    std::fputs(kCsvHeader, stdout);
+    const int count = static_cast<int>(n);
+    for (int i = 0; i < count; ++i) {
+      const double b = lo * std::pow(hi / lo, static_cast<double>(i) / (count - 1));
+      in.base = b;
+      const auto r = with_origin(in, [&] {
+        return ropex::extrapolation_limit(in.head_dim, in.train_len, b, in.tune_len, in.pretrain_base);
+      });
+      print_csv_row(b, r);
+    }
+    return;
+  }
+  const Inputs in = resolve(o.f, true);
+  const auto r = with_origin(in, [&] {
+    return ropex::extrapolation_limit(in.head_dim, in.train_len, in.base, in.tune_len, in.pretrain_base);
+  });
+  if (o.json) {
+    std::printf("%s\n", predict_json(in, r).dump(2).c_str());
+  } else if (o.csv) {
+    std::fputs(kCsvHeader, stdout);
+    print_csv_row(in.base, r);
+  } else {
+    print_predict_table(in, r);
+  }
+}
+
+ROPEX_SUBCOMMAND(10, [](CLI::App& app) {
+  auto o = std::make_shared<PredictOpts>();
+  auto* s = app.add_subcommand("predict",
+                               "Predict the extrapolation limit of a RoPE model tuned with a new base "
+                               "(Theorem 3, eq. 16a-16d)");
+  s->footer(
+      "Examples:\n"
+      "  ropex predict --model llama2-7b --base 1000000\n"
+      "  ropex predict --head-dim 128 --train-len 4096 --base 500 --tune-len 16384 --json\n"
+      "  ropex predict --config path/to/config.json\n"
+      "  ropex predict --model llama2-7b --sweep-base 100,1e7,200 > limits.csv");
+  add_input_flags(s, o->f, true, true);
+  auto* js = s->add_flag("--json", o->json, "print JSON (keys: critical_dimension, critical_base, "
+                                            "extrapolation_limit, regime, updated_critical_dimension, inputs)");
+  s->add_flag("--csv", o->csv, "print one CSV row (with header)")->excludes(js);
+  s->add_option("--sweep-base", o->sweep, "LO,HI,N: CSV over N log-spaced bases in [LO, HI] (ignores --base)")
+      ->delimiter(',')
+      ->expected(3);
+  s->add_flag("--list-models", o->list, "list the built-in presets and exit");
+  s->callback([o] { run_predict(*o); });
+});
+
+// ---- base ---------------------------------------------------------------------------------------
+
+struct BaseOpts {
+  InputFlags f;
+  bool json = false;
+};
+
+void run_base(BaseOpts& o) {
+  const Inputs in = resolve(o.f, false);
+  Inputs with_target = in;
+  with_target.origin["target"] = "--target";
+  const auto r = with_origin(with_target, [&] {
+    return ropex::base_for_context(o.f.target, in.head_dim, in.train_len, in.pretrain_base);
+  });
+  if (o.json) {
+    ojson j;
+    j["head_dim"] = in.head_dim;
+    j["train_len"] = number(in.train_len);
+    j["pretrain_base"] = number(in.pretrain_base);
+    if (!in.model.empty()) j["model"] = in.model;
+    if (!in.config.empty()) j["config"] = in.config;
+    j["target"] = number(r.target);
+    j["critical_dimension"] = r.critical_dimension;
+    j["base"] = r.base;
+    j["base_ceiling_free"] = r.base_ceiling_free;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("ropex base: target %s tokens, d=%d, T_train=%s (pre-training base %s), d_extra=%d\n",
+              fmt(r.target).c_str(), in.head_dim, fmt(in.train_len).c_str(), fmt(in.pretrain_base).c_str(),
+              r.critical_dimension);
+  std::printf("  %-50s %s\n", "base (exact inverse of 16b: (T/2pi)^(d/d_extra))", fmt(r.base, "%.1f").c_str());
+  std::printf("  %-50s %s\n", "base_ceiling_free (16a form, no ceil)", fmt(r.base_ceiling_free, "%.1f").c_str());
+}
+
+ROPEX_SUBCOMMAND(11, [](CLI::App& app) {
+  auto o = std::make_shared<BaseOpts>();
+  auto* s = app.add_subcommand("base", "Base whose larger-base bound (16b) reaches a target context");
+  s->footer("Example:\n  ropex base --head-dim 128 --train-len 4096 --target 131072 --json");
+  add_input_flags(s, o->f, false, false);
+  s->add_option("--target", o->f.target, "target context T, tokens (e.g. 131072)")->required();
+  s->add_flag("--json", o->json, "print JSON (keys: base, base_ceiling_free, critical_dimension, inputs)");
+  s->callback([o] { run_base(*o); });
+});
+
+// ---- periods ------------------------------------------------------------------------------------
+
+struct PeriodOpts {
+  InputFlags f;
+  bool json = false, csv = false;
+};
+
+void run_periods(PeriodOpts& o) {
+  Inputs in = resolve(o.f, false);
+  if (!in.has_base) {  // no base given: the pre-training base
+    in.base = in.pretrain_base;
+    in.has_base = true;
+    in.origin["base"] = in.origin["pretrain_base"];
+  }
+  const auto rows = with_origin(in, [&] { return ropex::period_table(in.head_dim, in.base, in.train_len, in.tune_len); });
+  const int d = in.head_dim;
+  if (o.json) {
+    ojson j = inputs_json(in);
+    ojson arr = ojson::array();
+    int seen_train = 0, seen_tune = 0;
+    for (const auto& p : rows) {
+      seen_train += p.full_period_in_train;
+      seen_tune += p.full_period_in_tune;
+      arr.push_back({{"pair", p.pair},
+                     {"dims_half", {p.pair, p.pair + d / 2}},
+                     {"dims_interleaved", {2 * p.pair, 2 * p.pair + 1}},
+                     {"theta", p.theta},
+                     {"period", p.period},
+                     {"full_period_in_train", p.full_period_in_train},
+                     {"full_period_in_tune", p.full_period_in_tune}});
+    }
+    j["dims_full_period_in_train"] = 2 * seen_train;
+    j["dims_full_period_in_tune"] = 2 * seen_tune;
+    j["pairs"] = arr;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  if (o.csv) {
+    std::printf("pair,dim_half_a,dim_half_b,theta,period,full_period_in_train,full_period_in_tune\n");
+    for (const auto& p : rows)
+      std::printf("%d,%d,%d,%.17g,%.17g,%d,%d\n", p.pair, p.pair, p.pair + d / 2, p.theta, p.period,
+                  p.full_period_in_train ? 1 : 0, p.full_period_in_tune ? 1 : 0);
+    return;
+  }
+  std::printf("ropex periods: d=%d, base=%s, T_train=%s, T_tune=%s\n", d, fmt(in.base).c_str(),
+              fmt(in.train_len).c_str(), fmt(in.tune_len).c_str());
+  std::printf("%5s  %-11s %-14s %16s  %-8s %-8s\n", "pair", "dims(half)", "theta", "period", "T_train", "T_tune");
+  for (const auto& p : rows) {
+    const std::string dims = std::to_string(p.pair) + "," + std::to_string(p.pair + d / 2);
+    std::printf("%5d  %-11s %-14.6e %16.2f  %-8s %-8s\n", p.pair, dims.c_str(), p.theta, p.period,
+                p.full_period_in_train ? "full" : "partial", p.full_period_in_tune ? "full" : "partial");
+  }
+}
+
+ROPEX_SUBCOMMAND(12, [](CLI::App& app) {
+  auto o = std::make_shared<PeriodOpts>();
+  auto* s = app.add_subcommand("periods",
+                               "Per-pair frequency/period table and whether each pair sees a full period "
+                               "inside T_train / T_tune");
+  s->footer("Example:\n  ropex periods --model llama2-7b --csv\n"
+            "  ropex periods --head-dim 128 --train-len 4096 --base 1000000 --tune-len 16384 --json");
+  add_input_flags(s, o->f, true, true);
+  auto* js = s->add_flag("--json", o->json, "print JSON");
+  s->add_flag("--csv", o->csv, "print CSV")->excludes(js);
+  s->callback([o] { run_periods(*o); });
+});
+
+}  // namespace
