@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs ropex's build and test dependencies from Debian 12 (bookworm) packages.
+# Idempotent: skips apt when everything is already there.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libeigen3-dev libxtensor-dev xtl-dev doctest-dev
+      nlohmann-json3-dev libbenchmark-dev libcli11-dev libsentencepiece-dev sentencepiece
+      libopenblas-dev clang libclang-rt-dev python3 python3-numpy)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds ropex and runs every test. In CI (CI=true) also: ASan+UBSan build of the tests, an nvcc
+# compile of every CUDA target (no GPU needed to compile), and a short libFuzzer smoke run.
+#   ROPEX_SANITIZE=ON|OFF  (default ON when CI=true)
+#   ROPEX_CUDA_COMPILE=ON|OFF  (default ON when nvcc is on PATH and CI=true)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+CI=${CI:-false}
+SAN=${ROPEX_SANITIZE:-$([ "$CI" = true ] && echo ON || echo OFF)}
+CUDA_COMPILE=${ROPEX_CUDA_COMPILE:-$([ "$CI" = true ] && command -v nvcc >/dev/null && echo ON || echo OFF)}
+scripts/install-deps.sh
+
+build=build-test
+[ "$SAN" = ON ] && build=build-asan
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROPEX_SANITIZE="$SAN" -DROPEX_BUILD_BENCH=OFF
+cmake --build "$build" -j"$JOBS"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+(cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
+
+if [ "$CUDA_COMPILE" = ON ]; then
+  echo "== nvcc: compiling every CUDA target (sm_90a) =="
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=OFF \
+        -DROPEX_BUILD_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES=90a
+  cmake --build build-cuda -j"$JOBS" --target ropex_cuda_all
+fi
+
+if [ "$CI" = true ] && [ -x scripts/fuzz_smoke.sh ]; then
+  echo "== libFuzzer smoke run =="
+  scripts/fuzz_smoke.sh
+fi
+echo "== all tests passed =="
