@@ -1,0 +1,97 @@
+// `ropex rope`: what a checkpoint's RoPE settings compute to — variant, inv_freq, periods and the
+// attention factor at a given sequence length. For debugging a config.json before running a model.
+#include "cli.hpp"
+
+#include <ropex/io/json_file.hpp>
+#include <ropex/rope/scaling.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace {
+
+struct RopeOptions {
+  std::string config, rope_scaling;
+  std::int64_t positions = 0;
+  int head_dim = 0;
+  std::optional<double> base;
+  bool json = false;
+};
+
+// head_dim of a HF config: "head_dim" if present, else hidden_size / num_attention_heads.
+int config_head_dim(const nlohmann::json& j, const std::string& src) {
+  auto get = [&](const char* k) -> std::int64_t {
+    if (!j.contains(k) || !j[k].is_number_integer() || j[k].get<std::int64_t>() <= 0)
+      throw ropex::make_error(src, k, "missing or not a positive integer (or pass --head-dim)");
+    return j[k].get<std::int64_t>();
+  };
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) return static_cast<int>(get("head_dim"));
+  const auto hidden = get("hidden_size"), heads = get("num_attention_heads");
+  if (hidden % heads != 0)
+    throw ropex::make_error(src, "hidden_size", "not divisible by num_attention_heads");
+  return static_cast<int>(hidden / heads);
+}
+
+void run_rope(const RopeOptions& o) {
+  const nlohmann::json cfg = ropex::read_json_file(o.config);
+  ropex::RopeScaling rs = ropex::rope_scaling_from_config(cfg, o.config);
+  std::optional<nlohmann::json> over;
+  if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
+  if (over || o.base) ropex::apply_rope_override(rs, o.base, over ? &*over : nullptr);
+  const int head_dim = o.head_dim > 0 ? o.head_dim : config_head_dim(cfg, o.config);
+  const int rotary = rs.rotary_dim(head_dim);
+  if (rotary <= 0 || rotary % 2)
+    throw ropex::make_error(o.config, "head_dim", "rotary dim " + std::to_string(rotary) + " must be even and > 0");
+  if (o.positions < 0) throw ropex::cli::UsageError("--positions: must be >= 0");
+  const std::int64_t seq_len = o.positions;
+  const auto inv = rs.inv_freq(rotary, seq_len);
+  const double att = rs.attention_factor(seq_len);
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["config"] = o.config;
+    j["rope_type"] = ropex::to_string(rs.type);
+    j["base"] = rs.base;
+    j["factor"] = rs.factor;
+    j["head_dim"] = head_dim;
+    j["rotary_dim"] = rotary;
+    j["max_position_embeddings"] = rs.max_position_embeddings;
+    j["original_max_position_embeddings"] = rs.original_length();
+    j["seq_len"] = seq_len;
+    j["attention_factor"] = att;
+    j["inv_freq"] = inv;
+    std::vector<double> periods;
+    for (double f : inv) periods.push_back(ropex::period(f));
+    j["period"] = periods;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("%s: rope_type %s, base %.10g, factor %g, rotary_dim %d of head_dim %d\n", o.config.c_str(),
+              ropex::to_string(rs.type), rs.base, rs.factor, rotary, head_dim);
+  std::printf("sequence length %lld: attention_factor %.6f\n", static_cast<long long>(seq_len), att);
+  std::printf("%5s %16s %16s %16s\n", "pair", "inv_freq", "default", "period");
+  const auto def = [&] { ropex::RopeScaling d; d.base = rs.base; return d.inv_freq(rotary); }();
+  for (size_t i = 0; i < inv.size(); ++i)
+    std::printf("%5zu %16.9e %16.9e %16.2f\n", i, inv[i], def[i], ropex::period(inv[i]));
+}
+
+}  // namespace
+
+ROPEX_SUBCOMMAND(40, [](CLI::App& app) {
+  auto o = std::make_shared<RopeOptions>();
+  auto* s = app.add_subcommand("rope", "Show the inv_freq / attention factor a config.json's RoPE settings give");
+  s->add_option("--config", o->config, "Hugging Face config.json")->required();
+  s->add_option("--positions", o->positions,
+                "sequence length (max position + 1) to evaluate at; matters for dynamic / longrope")
+      ->default_val(0);
+  s->add_option("--head-dim", o->head_dim, "override head_dim (default: from the config)");
+  s->add_option("--rope-base", o->base, "override rope_theta");
+  s->add_option("--rope-scaling", o->rope_scaling, "override rope_scaling, as HF JSON");
+  s->add_flag("--json", o->json, "print JSON (keys: rope_type, base, inv_freq, period, attention_factor, ...)");
+  s->footer("Example:\n  ropex rope --config llama3.1-8b/config.json --positions 131072 --json");
+  s->callback([o] { run_rope(*o); });
+});
