@@ -1,0 +1,55 @@
+// Shared pieces of the CUDA backend: error checks, element types, 16-byte vector access.
+#pragma once
+#if !defined(__CUDACC__)
+#error "ropex/backends/cuda/*.cuh must be compiled by nvcc (put the CUDA half of a program in a .cu file)"
+#endif
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include <ropex/config.hpp>
+#include <ropex/error.hpp>
+
+namespace ropex::cuda {
+
+/// Throws ropex::Error naming the failed call and the CUDA error string.
+inline void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess)
+    throw ropex::Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(status));
+}
+/// After a launch: catches bad launch configurations at once (kernel faults surface at the next sync).
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+#define ROPEX_CUDA_CHECK(call) ::ropex::cuda::check((call), #call)
+
+// Element conversions for the storage types we support (float, __half, __nv_bfloat16).
+template <class T> __device__ __forceinline__ float to_float(T x) { return static_cast<float>(x); }
+template <> __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T> __device__ __forceinline__ T from_float(float x) { return static_cast<T>(x); }
+template <> __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
+
+/// Number of elements of T in one 16-byte access.
+template <class T> inline constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+
+/// Sixteen bytes of T, loaded and stored as one int4 so each thread moves 16 bytes per instruction.
+template <class T>
+struct alignas(16) Vec16 {
+  T v[kVec<T>];
+};
+
+inline int device_sm_count() {
+  int dev = 0, n = 0;
+  ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+  ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  return n;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace ropex::cuda

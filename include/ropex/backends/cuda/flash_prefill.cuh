@@ -1,0 +1,378 @@
+// Flash attention forward (prefill), FlashAttention-2 style on mma.sync tensor cores.
+//
+//   O[b, i, h] = softmax_j(Q[b, i, h] . K[b, j, h/group] * scale, j visible from i) V[b, j, h/group]
+//   LSE[b, h, i] = log sum_j exp(scale * q_i . k_j)                       (natural log)
+//
+// grid = (query blocks of BM rows, heads, batch). A block keeps its BM x head_dim Q tile, streams
+// BN-key tiles of K and V through shared memory (cp.async, two stages: tile j+1 loads while tile j
+// is multiplied), and each warp owns 16*MT query rows:
+//   S = Q K^T      (mma m16n8k16, fp32 accumulators, K fragments by ldmatrix)
+//   online softmax (attention/online_softmax.hpp's recurrence, in base 2: exp2 of scale*log2e*s)
+//   O += P V       (P re-packed from the S accumulators in registers, V by ldmatrix.trans)
+// Causal masking follows attention::AttentionShape (query i sees keys <= query_offset + i), so a
+// prefill that extends a KV cache is the same kernel. GQA: head h reads KV head h / group.
+// Optional fused RoPE: after a Q or K tile lands in shared memory it is rotated there with a
+// per-token cos/sin table (rope_cos_sin_table), so an un-rotated KV cache can be attended at any
+// positions / base without writing a rotated copy.
+#pragma once
+#include <ropex/attention/layout.hpp>
+#include <ropex/backends/cuda/mma.cuh>
+#include <ropex/rope/frequencies.hpp>
+
+#include <string>
+
+namespace ropex::cuda {
+
+/// Fused RoPE for flash attention: cos/sin tables from rope_cos_sin_table (attention factor
+/// included), one row per query token [batch * n_queries, half] and per key token [batch * n_keys, half].
+struct FusedRope {
+  const float2* q_table = nullptr;
+  const float2* k_table = nullptr;
+  int half = 0;
+  RopeLayout layout = RopeLayout::half;
+  __host__ __device__ bool enabled() const { return q_table != nullptr || k_table != nullptr; }
+};
+
+namespace detail {
+
+template <class T>
+struct FlashArgs {
+  const T* q;  // [batch, n_queries, n_heads, HD]
+  const T* k;  // [batch, n_keys, n_kv_heads, HD]
+  const T* v;  // [batch, n_keys, n_kv_heads, HD]
+  T* o;        // [batch, n_queries, n_heads, HD]
+  float* lse;  // [batch, n_heads, n_queries] or nullptr
+  attention::AttentionShape shape;
+  float scale_log2;
+  FusedRope rope;
+};
+
+/// Copies rows [row0, row0 + ROWS) of one head of a [tokens, heads, HD] tensor into a shared tile
+/// with row stride LDS (16 bytes per cp.async; rows past n_rows become zeros).
+template <class T, int HD, int LDS, int ROWS, int NT>
+__device__ __forceinline__ void load_tile(T* tile, const T* head_base, int64_t token_stride, int64_t row0,
+                                          int64_t n_rows) {
+  constexpr int CH = HD / 8;  // 16-byte chunks per row
+#pragma unroll
+  for (int idx = threadIdx.x; idx < ROWS * CH; idx += NT) {
+    const int r = idx / CH, c = idx - r * CH;
+    const bool valid = row0 + r < n_rows;
+    const T* src = head_base + (valid ? (row0 + r) * token_stride + c * 8 : 0);
+    mma::cp_async16(tile + r * LDS + c * 8, src, valid);
+  }
+}
+
+/// Rotates the first 2*half dims of each row of a shared tile: row r holds token table_row0 + r.
+template <class T, int LDS, int ROWS, int NT>
+__device__ __forceinline__ void rope_tile(T* tile, const float2* table, int64_t table_row0, int64_t n_rows,
+                                          int half, RopeLayout layout) {
+  for (int idx = threadIdx.x; idx < ROWS * half; idx += NT) {
+    const int r = idx / half, i = idx - r * half;
+    if (table_row0 + r >= n_rows) continue;
+    const RopePair p = rope_pair(layout, i, 2 * half);
+    const float2 cs = table[(table_row0 + r) * half + i];
+    float x = to_float(tile[r * LDS + p.a]), y = to_float(tile[r * LDS + p.b]);
+    rotate_pair(x, y, cs.x, cs.y);
+    tile[r * LDS + p.a] = from_float<T>(x);
+    tile[r * LDS + p.b] = from_float<T>(y);
+  }
+}
+
+template <class T, int HD, int NW, int MT, int BN>
+struct FlashConfig {
+  static constexpr int BM = 16 * MT * NW;  // query rows per block
+  static constexpr int LDS = HD + 8;       // padded smem row: ldmatrix rows fall in distinct banks
+  static constexpr int NT = NW * 32;
+  static constexpr bool Q_IN_REGS = MT == 1;
+  static constexpr size_t smem_bytes = sizeof(T) * (BM + 4 * BN) * LDS;  // Q + 2 stages of K and V
+};
+
+template <class T, int HD, int NW, int MT, int BN>
+__global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) {
+  using C = FlashConfig<T, HD, NW, MT, BN>;
+  constexpr int BM = C::BM, LDS = C::LDS, NT = C::NT;
+  constexpr int KC = HD / 16;  // k-steps of S = Q K^T, and pairs of 8-wide output column tiles
+  constexpr int NTILE = BN / 8;
+  static_assert(HD % 16 == 0 && BN % 16 == 0, "head_dim and BN must be multiples of 16");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + BM * LDS;        // [2][BN][LDS]
+  T* sV = sK + 2 * BN * LDS;    // [2][BN][LDS]
+
+  const attention::AttentionShape& s = a.shape;
+  // Causal: the longest query blocks first, so the short ones fill the tail of the grid.
+  const int m_block = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kvh = h / static_cast<int>(s.group());
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c4 = lane % 4;
+  const int64_t m0 = static_cast<int64_t>(m_block) * BM;
+  const int64_t nq = s.n_queries, nk = s.n_keys;
+
+  const int64_t q_ts = s.n_heads * HD, kv_ts = s.n_kv_heads * HD;
+  const T* q_head = a.q + b * nq * q_ts + h * HD;
+  const T* k_head = a.k + b * nk * kv_ts + kvh * HD;
+  const T* v_head = a.v + b * nk * kv_ts + kvh * HD;
+
+  // Keys this block needs: causal stops at the last row's diagonal.
+  const int64_t last_row = min(m0 + BM, nq) - 1;
+  const int64_t key_end = s.causal ? min(nk, s.query_offset + last_row + 1) : nk;
+  const int n_tiles = static_cast<int>((key_end + BN - 1) / BN);
+
+  load_tile<T, HD, LDS, BM, NT>(sQ, q_head, q_ts, m0, nq);
+  mma::cp_async_commit();
+  if (n_tiles > 0) {
+    load_tile<T, HD, LDS, BN, NT>(sK, k_head, kv_ts, 0, nk);
+    load_tile<T, HD, LDS, BN, NT>(sV, v_head, kv_ts, 0, nk);
+  }
+  mma::cp_async_commit();
+  mma::cp_async_wait<0>();
+  __syncthreads();
+  if (a.rope.enabled()) {
+    if (a.rope.q_table) rope_tile<T, LDS, BM, NT>(sQ, a.rope.q_table, b * nq + m0, b * nq + nq, a.rope.half, a.rope.layout);
+    if (a.rope.k_table) rope_tile<T, LDS, BN, NT>(sK, a.rope.k_table, b * nk, b * nk + nk, a.rope.half, a.rope.layout);
+    __syncthreads();
+  }
+
+  const int wr0 = warp * 16 * MT;  // this warp's first row within the block
+  // A-operand (Q) ldmatrix address pattern: lane -> row (lane%8) + 8*((lane/8)%2), col 8*(lane/16).
+  const int a_row = (lane % 8) + ((lane / 8) % 2) * 8, a_col = (lane / 16) * 8;
+  // B-operand (K) pattern: key (lane%8) + 8*(lane/16), dim 8*((lane/8)%2).
+  const int k_row = (lane % 8) + (lane / 16) * 8, k_col = ((lane / 8) % 2) * 8;
+  // V (transposed) pattern: key (lane%8) + 8*((lane/8)%2), dim 8*(lane/16).
+  const int v_row = a_row, v_col = a_col;
+
+  uint32_t qf[C::Q_IN_REGS ? MT : 1][C::Q_IN_REGS ? KC : 1][4];
+  if constexpr (C::Q_IN_REGS) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc)
+        mma::ldmatrix_x4(qf[mt][kc], sQ + (wr0 + mt * 16 + a_row) * LDS + kc * 16 + a_col);
+  }
+
+  float o[MT][HD / 8][4];
+  float row_max[MT][2], row_sum[MT][2];  // raw-score running max; this thread's partial sum
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][d][e] = 0.f;
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_tiles) {  // prefetch the next K/V tile into the other stage
+      load_tile<T, HD, LDS, BN, NT>(sK + (buf ^ 1) * BN * LDS, k_head, kv_ts, int64_t(j + 1) * BN, nk);
+      load_tile<T, HD, LDS, BN, NT>(sV + (buf ^ 1) * BN * LDS, v_head, kv_ts, int64_t(j + 1) * BN, nk);
+    }
+    mma::cp_async_commit();
+    if (j > 0) {
+      mma::cp_async_wait<1>();  // tile j landed (tile j+1 may still be in flight)
+      __syncthreads();
+      if (a.rope.k_table) {
+        rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, a.rope.k_table, b * nk + int64_t(j) * BN, b * nk + nk,
+                                  a.rope.half, a.rope.layout);
+        __syncthreads();
+      }
+    }
+    const T* tK = sK + buf * BN * LDS;
+    const T* tV = sV + buf * BN * LDS;
+
+    // ---- S = Q K^T -------------------------------------------------------------------------
+    float sc[MT][NTILE][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int n = 0; n < NTILE; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sc[mt][n][e] = 0.f;
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (C::Q_IN_REGS) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[mt][kc][e];
+        } else {
+          mma::ldmatrix_x4(qa[mt], sQ + (wr0 + mt * 16 + a_row) * LDS + kc * 16 + a_col);
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < NTILE / 2; ++np) {
+        uint32_t kb[4];
+        mma::ldmatrix_x4(kb, tK + (np * 16 + k_row) * LDS + kc * 16 + k_col);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma_16816<T>(sc[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma::mma_16816<T>(sc[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
+      }
+    }
+
+    // ---- mask: keys past the end, or past the causal diagonal --------------------------------
+    const int64_t key0 = int64_t(j) * BN;
+    const bool need_mask = key0 + BN > nk || (s.causal && key0 + BN > s.query_offset + m0 + 1);
+    if (need_mask) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int64_t row = m0 + wr0 + mt * 16 + g + 8 * hr;
+          const int64_t limit = s.causal ? min(nk, s.query_offset + row + 1) : nk;
+#pragma unroll
+          for (int n = 0; n < NTILE; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (key0 + n * 8 + 2 * c4 + e >= limit) sc[mt][n][2 * hr + e] = -INFINITY;
+        }
+    }
+
+    // ---- online softmax (base 2): m' = max(m, rowmax S); alpha = 2^((m - m') s log2e) -----------
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        float mx = row_max[mt][hr];
+#pragma unroll
+        for (int n = 0; n < NTILE; ++n) mx = fmaxf(mx, fmaxf(sc[mt][n][2 * hr], sc[mt][n][2 * hr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_scaled = mx == -INFINITY ? 0.f : mx * a.scale_log2;
+        const float alpha = exp2f(row_max[mt][hr] * a.scale_log2 - m_scaled);  // 0 on the first tile
+        row_max[mt][hr] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < NTILE; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(fmaf(sc[mt][n][2 * hr + e], a.scale_log2, -m_scaled));
+            sc[mt][n][2 * hr + e] = p;
+            sum += p;
+          }
+        row_sum[mt][hr] = row_sum[mt][hr] * alpha + sum;
+#pragma unroll
+        for (int d = 0; d < HD / 8; ++d) {
+          o[mt][d][2 * hr] *= alpha;
+          o[mt][d][2 * hr + 1] *= alpha;
+        }
+      }
+
+    // ---- O += P V ----------------------------------------------------------------------------
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = mma::pack2<T>(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+        pa[mt][1] = mma::pack2<T>(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+        pa[mt][2] = mma::pack2<T>(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+        pa[mt][3] = mma::pack2<T>(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < KC; ++dp) {
+        uint32_t vb[4];
+        mma::ldmatrix_x4_trans(vb, tV + (kk * 16 + v_row) * LDS + dp * 16 + v_col);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma_16816<T>(o[mt][2 * dp], pa[mt], vb[0], vb[1]);
+          mma::mma_16816<T>(o[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+        }
+      }
+    }
+    __syncthreads();  // everyone is done with this stage before it is refilled
+  }
+
+  // ---- epilogue: O / l, LSE = scale * m + ln l ------------------------------------------------
+  const float scale = a.scale_log2 * 0.6931471805599453f;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float l = row_sum[mt][hr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int64_t row = m0 + wr0 + mt * 16 + g + 8 * hr;
+      if (row >= nq) continue;
+      T* orow = a.o + (b * nq + row) * q_ts + h * HD;
+#pragma unroll
+      for (int d = 0; d < HD / 8; ++d)
+        *reinterpret_cast<uint32_t*>(orow + d * 8 + 2 * c4) =
+            mma::pack2<T>(o[mt][d][2 * hr] * inv, o[mt][d][2 * hr + 1] * inv);
+      if (a.lse && c4 == 0)
+        a.lse[(static_cast<int64_t>(b) * s.n_heads + h) * nq + row] =
+            l > 0.f ? row_max[mt][hr] * scale + logf(l) : -INFINITY;
+    }
+}
+
+template <class T, int HD, int NW, int MT, int BN>
+void launch_flash(const FlashArgs<T>& a, int batch, cudaStream_t stream) {
+  using C = FlashConfig<T, HD, NW, MT, BN>;
+  auto kernel = flash_forward_kernel<T, HD, NW, MT, BN>;
+  static bool configured = false;  // once per instantiation: allow > 48 KB of dynamic smem
+  if (!configured) {
+    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(C::smem_bytes)));
+    configured = true;
+  }
+  dim3 grid(static_cast<unsigned>(ceil_div(a.shape.n_queries, C::BM)), static_cast<unsigned>(a.shape.n_heads),
+            static_cast<unsigned>(batch));
+  kernel<<<grid, C::NT, C::smem_bytes, stream>>>(a);
+  check_launch("flash_forward_kernel");
+}
+
+}  // namespace detail
+
+/// Tile shape of the flash kernel (warps per block, 16-row m-tiles per warp); 0 = default.
+struct FlashTiling {
+  int warps = 0, m_tiles = 0;
+};
+
+/// Flash attention forward. q, o: [batch, n_queries, n_heads, head_dim]; k, v: [batch, n_keys,
+/// n_kv_heads, head_dim], contiguous; lse: [batch, n_heads, n_queries] (natural log) or nullptr.
+/// shape.scale is the softmax scale (1/sqrt(head_dim) times any attention factor not already
+/// folded into q/k). T = __nv_bfloat16 or __half; head_dim 64, 80 or 128. rope: optional fused
+/// rotation of Q and K tiles as they are loaded.
+template <class T>
+void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int batch,
+                     const attention::AttentionShape& shape, FusedRope rope = {}, FlashTiling tiling = {},
+                     cudaStream_t stream = nullptr) {
+  if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0)
+    throw make_error("cuda::flash_attention", "n_heads", "must be a positive multiple of n_kv_heads");
+  if (shape.n_keys < 0 || shape.n_queries < 0 || shape.query_offset < 0)
+    throw make_error("cuda::flash_attention", "shape", "sizes must be non-negative");
+  if (rope.enabled() && 2 * rope.half > shape.head_dim)
+    throw make_error("cuda::flash_attention", "rope.half", "rotary dim exceeds head_dim");
+  if (shape.n_queries == 0 || batch == 0) return;
+  if (shape.n_keys == 0) throw make_error("cuda::flash_attention", "n_keys", "must be positive");
+  detail::FlashArgs<T> a{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * 1.4426950408889634f, rope};
+  const bool wide = tiling.warps == 0 ? true : tiling.warps == 8;  // default: 8 warps x 16 rows
+  const bool two_m = tiling.m_tiles == 2;
+  switch (shape.head_dim) {
+    case 64:
+      if (two_m) detail::launch_flash<T, 64, 4, 2, 64>(a, batch, stream);
+      else if (wide) detail::launch_flash<T, 64, 8, 1, 64>(a, batch, stream);
+      else detail::launch_flash<T, 64, 4, 1, 64>(a, batch, stream);
+      break;
+    case 80:
+      if (wide) detail::launch_flash<T, 80, 8, 1, 64>(a, batch, stream);
+      else detail::launch_flash<T, 80, 4, 1, 64>(a, batch, stream);
+      break;
+    case 128:
+      if (two_m) detail::launch_flash<T, 128, 4, 2, 64>(a, batch, stream);
+      else if (wide) detail::launch_flash<T, 128, 8, 1, 64>(a, batch, stream);
+      else detail::launch_flash<T, 128, 4, 1, 64>(a, batch, stream);
+      break;
+    default:
+      throw make_error("cuda::flash_attention", "head_dim",
+                       "must be 64, 80 or 128, got " + std::to_string(shape.head_dim));
+  }
+}
+
+}  // namespace ropex::cuda

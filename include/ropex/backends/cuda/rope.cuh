@@ -1,0 +1,217 @@
+// RoPE on the GPU: rotate q and k in place, [tokens, heads, head_dim], per-token positions.
+//
+//   x[t, h, a_i], x[t, h, b_i]  <-  R(af * positions[t] * inv_freq[i])  (a_i, b_i)   i < rotary_dim/2
+//   half layout (HF/NeoX):     head = [x0 x1 .. x_{r/2-1} | y0 y1 .. | untouched]   (a, b) = (i, i + r/2)
+//   interleaved (GPT-J/Meta):  head = [x0 y0 x1 y1 .. | untouched]                  (a, b) = (2i, 2i + 1)
+//
+// The angles come from the same ROPEX_HD code as the CPU path (rope/frequencies.hpp: rope_angle,
+// rotate_pair): pos * inv_freq is formed and reduced mod 2*pi in double, so position 1e6 is as
+// accurate as position 10; only the final sincos is float. Each block computes the cos/sin of
+// one token once and reuses them for every head of q and k (the angle math is per token, the
+// bytes are per head), and every thread moves 16 bytes per access.
+#pragma once
+#include <ropex/backends/cuda/common.cuh>
+#include <ropex/rope/frequencies.hpp>
+
+#include <span>
+#include <string>
+#include <utility>
+
+namespace ropex::cuda {
+
+/// inv_freq (one double per rotary pair) and the attention factor, copied to the device once per
+/// model / scaling variant. Build it from RopeScaling::inv_freq(rotary_dim, seq_len) and
+/// RopeScaling::attention_factor(seq_len).
+class RopeFrequencies {
+ public:
+  RopeFrequencies() = default;
+  RopeFrequencies(std::span<const double> inv_freq, double attention_factor)
+      : half_(static_cast<int>(inv_freq.size())), attention_factor_(static_cast<float>(attention_factor)) {
+    if (inv_freq.empty()) throw make_error("cuda::RopeFrequencies", "inv_freq", "is empty");
+    ROPEX_CUDA_CHECK(cudaMalloc(&inv_freq_, inv_freq.size() * sizeof(double)));
+    ROPEX_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double),
+                                cudaMemcpyHostToDevice));
+  }
+  RopeFrequencies(const RopeFrequencies&) = delete;
+  RopeFrequencies& operator=(const RopeFrequencies&) = delete;
+  RopeFrequencies(RopeFrequencies&& o) noexcept { swap(o); }
+  RopeFrequencies& operator=(RopeFrequencies&& o) noexcept { swap(o); return *this; }
+  ~RopeFrequencies() { if (inv_freq_) cudaFree(inv_freq_); }
+
+  const double* inv_freq() const { return inv_freq_; }  // device pointer, [half]
+  int half() const { return half_; }                    // rotary_dim / 2
+  float attention_factor() const { return attention_factor_; }
+
+ private:
+  void swap(RopeFrequencies& o) noexcept {
+    std::swap(inv_freq_, o.inv_freq_);
+    std::swap(half_, o.half_);
+    std::swap(attention_factor_, o.attention_factor_);
+  }
+  double* inv_freq_ = nullptr;
+  int half_ = 0;
+  float attention_factor_ = 1.f;
+};
+
+namespace detail {
+
+/// cos/sin of positions[token] for pair i, times the attention factor.
+__device__ __forceinline__ float2 rope_cos_sin(int64_t position, double inv_freq, float attention_factor) {
+  float s, c;
+  sincosf(static_cast<float>(rope_angle(position, inv_freq)), &s, &c);
+  return make_float2(attention_factor * c, attention_factor * s);
+}
+
+/// One 16-byte chunk of a head: VEC elements, rotated with the cached cos/sin of this token.
+///   half layout: the chunk holds dims a..a+VEC-1 of the first half; its partners are r/2 further.
+///   interleaved: the chunk holds VEC/2 whole pairs.
+template <class T, int VEC>
+__device__ __forceinline__ void rotate_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs) {
+  using V = Vec16<T>;
+  if (layout == RopeLayout::half) {
+    const int i0 = chunk * VEC;
+    if constexpr (VEC == kVec<T>) {
+      V a = *reinterpret_cast<const V*>(head + i0);
+      V b = *reinterpret_cast<const V*>(head + half + i0);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        float x = to_float(a.v[e]), y = to_float(b.v[e]);
+        rotate_pair(x, y, cs[i0 + e].x, cs[i0 + e].y);
+        a.v[e] = from_float<T>(x);
+        b.v[e] = from_float<T>(y);
+      }
+      *reinterpret_cast<V*>(head + i0) = a;
+      *reinterpret_cast<V*>(head + half + i0) = b;
+    } else {  // scalar fallback (rotary dim not a multiple of the vector width)
+      float x = to_float(head[i0]), y = to_float(head[half + i0]);
+      rotate_pair(x, y, cs[i0].x, cs[i0].y);
+      head[i0] = from_float<T>(x);
+      head[half + i0] = from_float<T>(y);
+    }
+  } else {
+    if constexpr (VEC == kVec<T>) {
+      V a = *reinterpret_cast<const V*>(head + chunk * VEC);
+      const int p0 = chunk * VEC / 2;
+#pragma unroll
+      for (int e = 0; e < VEC / 2; ++e) {
+        float x = to_float(a.v[2 * e]), y = to_float(a.v[2 * e + 1]);
+        rotate_pair(x, y, cs[p0 + e].x, cs[p0 + e].y);
+        a.v[2 * e] = from_float<T>(x);
+        a.v[2 * e + 1] = from_float<T>(y);
+      }
+      *reinterpret_cast<V*>(head + chunk * VEC) = a;
+    } else {
+      float x = to_float(head[2 * chunk]), y = to_float(head[2 * chunk + 1]);
+      rotate_pair(x, y, cs[chunk].x, cs[chunk].y);
+      head[2 * chunk] = from_float<T>(x);
+      head[2 * chunk + 1] = from_float<T>(y);
+    }
+  }
+}
+
+struct RopeTensor {
+  void* data;
+  int heads;
+  int64_t token_stride, head_stride;  // in elements
+};
+
+/// grid.x covers tokens (TOKENS_PER_BLOCK each); each block rotates every head of q and k.
+template <class T, int VEC, int TOKENS_PER_BLOCK>
+__global__ void __launch_bounds__(256) rope_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens,
+                                                   const int64_t* __restrict__ positions,
+                                                   const double* __restrict__ inv_freq, int half,
+                                                   float attention_factor, RopeLayout layout) {
+  extern __shared__ float2 cos_sin[];  // [TOKENS_PER_BLOCK][half]
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * TOKENS_PER_BLOCK;
+  const int n_tok = static_cast<int>(n_tokens - t0 < TOKENS_PER_BLOCK ? n_tokens - t0 : TOKENS_PER_BLOCK);
+  for (int idx = threadIdx.x; idx < n_tok * half; idx += blockDim.x) {
+    const int t = idx / half, i = idx - t * half;
+    cos_sin[idx] = rope_cos_sin(positions[t0 + t], inv_freq[i], attention_factor);
+  }
+  __syncthreads();
+  // Chunks per head: half layout walks the first half (partners at +half); interleaved walks r dims.
+  const int chunks = layout == RopeLayout::half ? half / VEC : 2 * half / VEC;
+  const int per_token = (q.heads + k.heads) * chunks;
+  for (int idx = threadIdx.x; idx < n_tok * per_token; idx += blockDim.x) {
+    const int t = idx / per_token;
+    int rest = idx - t * per_token;
+    const int h = rest / chunks, c = rest - h * chunks;
+    const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
+    const int hh = is_q ? h : h - q.heads;
+    T* head = static_cast<T*>(is_q ? q.data : k.data) + (t0 + t) * (is_q ? q.token_stride : k.token_stride) +
+              hh * (is_q ? q.head_stride : k.head_stride);
+    rotate_chunk<T, VEC>(head, c, half, layout, cos_sin + t * half);
+  }
+}
+
+/// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(positions[t] * inv_freq[i]).
+__global__ void rope_table_kernel(float2* __restrict__ table, const int64_t* __restrict__ positions,
+                                  int64_t n_tokens, const double* __restrict__ inv_freq, int half,
+                                  float attention_factor) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_tokens * half) return;
+  const int64_t t = idx / half;
+  const int i = static_cast<int>(idx - t * half);
+  table[idx] = rope_cos_sin(positions[t], inv_freq[i], attention_factor);
+}
+
+}  // namespace detail
+
+/// A strided [tokens, heads, head_dim] tensor on the device (strides in elements).
+template <class T>
+struct DeviceHeads {
+  T* data = nullptr;
+  int heads = 0;
+  int64_t token_stride = 0, head_stride = 0;
+  static DeviceHeads contiguous(T* data, int heads, int head_dim) {
+    return {data, heads, static_cast<int64_t>(heads) * head_dim, head_dim};
+  }
+};
+
+/// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
+/// head, by the angles of positions[t] (device array, one per token). T: float, __half,
+/// __nv_bfloat16. Pass k = {} to rotate one tensor.
+template <class T>
+void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
+                  const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,
+                  cudaStream_t stream = nullptr) {
+  const int half = freq.half();
+  if (2 * half > head_dim)
+    throw make_error("cuda::rope_inplace", "rotary_dim",
+                     std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
+  if (n_tokens <= 0 || q.heads + k.heads == 0) return;
+  constexpr int V = kVec<T>;
+  auto aligned = [&](const DeviceHeads<T>& x) {
+    return x.heads == 0 || (reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.token_stride % V == 0 &&
+                            x.head_stride % V == 0);
+  };
+  // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
+  const bool vec = aligned(q) && aligned(k) &&
+                   (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
+  constexpr int TPB = 4;  // tokens per block: enough independent 16-byte accesses per thread
+  const unsigned blocks = static_cast<unsigned>(ceil_div(n_tokens, TPB));
+  const size_t smem = sizeof(float2) * TPB * half;
+  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
+  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
+  if (smem > 48 * 1024) throw make_error("cuda::rope_inplace", "rotary_dim", "too large");
+  if (vec)
+    detail::rope_kernel<T, V, TPB><<<blocks, 256, smem, stream>>>(rq, rk, n_tokens, positions, freq.inv_freq(),
+                                                                   half, freq.attention_factor(), layout);
+  else
+    detail::rope_kernel<T, 1, TPB><<<blocks, 256, smem, stream>>>(rq, rk, n_tokens, positions, freq.inv_freq(),
+                                                                   half, freq.attention_factor(), layout);
+  check_launch("rope_kernel");
+}
+
+/// Fills table [n_tokens, half] (device, float2 = (cos, sin) * attention factor) for fused RoPE in
+/// flash attention (positions per token, so shifted or re-based positions work).
+inline void rope_cos_sin_table(float2* table, const int64_t* positions, int64_t n_tokens,
+                               const RopeFrequencies& freq, cudaStream_t stream = nullptr) {
+  const int64_t n = n_tokens * freq.half();
+  if (n == 0) return;
+  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      table, positions, n_tokens, freq.inv_freq(), freq.half(), freq.attention_factor());
+  check_launch("rope_table_kernel");
+}
+
+}  // namespace ropex::cuda

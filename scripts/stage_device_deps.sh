@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Copies the header-only dependencies the CUDA build needs into .deps/ (git-ignored), mirroring the
+# /usr layout so each package's CMake config finds its headers relative to itself. The GPU machine
+# has no network; bench/gpu/run.sh configures with -DCMAKE_PREFIX_PATH=$PWD/.deps and the device
+# call names .deps in `carry`.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dst="$root/.deps"
+rm -rf "$dst"
+copy() {  # copy /usr/<rel> to .deps/<rel> if it exists
+  local rel="$1"
+  if [[ -e "/usr/$rel" ]]; then
+    mkdir -p "$dst/$(dirname "$rel")"
+    cp -a "/usr/$rel" "$dst/$rel"
+  else
+    echo "stage_device_deps: /usr/$rel not found (skipped)" >&2
+  fi
+}
+copy include/xtensor
+copy include/xtl
+copy lib/x86_64-linux-gnu/cmake/xtensor
+copy share/cmake/xtl
+copy include/CLI
+copy share/cmake/CLI11
+copy include/eigen3
+copy share/eigen3/cmake
+copy include/nlohmann
+copy share/cmake/nlohmann_json
+copy include/doctest
+copy lib/cmake/doctest
+du -sh "$dst"
