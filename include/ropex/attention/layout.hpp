@@ -18,6 +18,12 @@ struct HeadsView {
   ROPEX_HD T* row(int64_t token, int64_t head) const { return data + token * token_stride + head * head_stride; }
 };
 
+/// The same view, read-only.
+template <class T>
+ROPEX_HD inline HeadsView<const T> const_view(HeadsView<T> v) {
+  return {v.data, v.token_stride, v.head_stride};
+}
+
 /// Token-major [tokens, heads, head_dim] view.
 template <class T>
 ROPEX_HD inline HeadsView<T> token_major(T* data, int64_t n_heads, int64_t head_dim) {

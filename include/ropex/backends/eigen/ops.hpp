@@ -1,0 +1,179 @@
+// ops<cpu>: the math a LLaMA layer needs, on the CPU with Eigen (+ OpenMP, + BLAS when Eigen was
+// built with EIGEN_USE_BLAS). Activations are float32 row-major [tokens, features]; weights stay in
+// their stored dtype (F32/F16/BF16 TensorViews into the mmapped checkpoint) and are converted to
+// float32 a block of rows at a time, just before they are multiplied.
+#pragma once
+#include <ropex/attention/layout.hpp>
+#include <ropex/backends/eigen/attention.hpp>
+#include <ropex/model/tensor.hpp>
+#include <ropex/rope/apply.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace ropex::backends {
+
+/// Compile-time backend tags: Llama<cpu> runs on ops<cpu>. (ops<cuda> lives in backends/cuda.)
+struct cpu {};
+template <class Backend>
+struct ops;
+
+namespace eigen_detail {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapRows = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+using ConstMapRows = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
+
+// n elements of a stored tensor (from element `offset`) -> float, vectorizable loops for the
+// 16-bit types (bf16: the top half of a float; f16: rebias via one multiply, fix inf/NaN).
+inline void to_float(const model::TensorView& w, size_t offset, size_t n, float* dst) {
+  const std::byte* p = w.data + offset * model::dtype_size(w.dtype);
+  if (w.dtype == model::DType::f32) {
+    std::memcpy(dst, p, n * 4);
+    return;
+  }
+  if (reinterpret_cast<uintptr_t>(p) % 2 != 0) {  // never from a sane writer; keep it correct anyway
+    w.to_float(dst, offset, n);
+    return;
+  }
+  const auto* h = reinterpret_cast<const uint16_t*>(p);
+  if (w.dtype == model::DType::bf16) {
+#pragma omp simd
+    for (size_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(h[i]) << 16);
+  } else {
+#pragma omp simd
+    for (size_t i = 0; i < n; ++i) {
+      // (exp|mant) << 13 read as a float is 2^(e-127)(1+m/1024); * 2^112 rebias to 2^(e-15)(...)
+      // (subnormals come out exact too). e == 31 is inf/NaN: force the float exponent to 255.
+      const uint32_t em = uint32_t(h[i] & 0x7fffu) << 13;
+      const uint32_t sign = uint32_t(h[i] & 0x8000u) << 16;
+      const float mag = std::bit_cast<float>(em) * 0x1p112f;
+      const uint32_t bits = (h[i] & 0x7c00u) == 0x7c00u ? (em | 0x7f800000u) : std::bit_cast<uint32_t>(mag);
+      dst[i] = std::bit_cast<float>(bits | sign);
+    }
+  }
+}
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace eigen_detail
+
+template <>
+struct ops<cpu> {
+  using RowMatrix = eigen_detail::RowMatrix;
+
+  /// y[n, out] = x[n, in] W^T for W [out, in] in its stored dtype (an nn.Linear weight).
+  /// Few rows (decode): one fused pass over W, converting each weight row once while it is hot,
+  /// rows split across threads — memory-bound, reads W exactly once. Many rows (prefill): W is
+  /// converted a block of rows at a time into float scratch and multiplied by a GEMM.
+  static void matmul(const model::TensorView& w, const float* x, int64_t n, float* y) {
+    const int64_t out = w.shape.at(0), in = w.shape.at(1);
+    if (n <= 0 || out <= 0) return;
+    if (n <= 4) {
+      gemv_rows(w, x, n, y, 0, out, out);
+      return;
+    }
+    eigen_detail::ConstMapRows X(x, n, in, Eigen::OuterStride<>(in));
+    if (const float* wf = w.as_f32()) {
+      eigen_detail::MapRows Y(y, n, out, Eigen::OuterStride<>(out));
+      Y.noalias() = X * eigen_detail::ConstMapRows(wf, out, in, Eigen::OuterStride<>(in)).transpose();
+      return;
+    }
+    // Blocks of ~4M weights (16 MB of float scratch): big enough for GEMM efficiency, small
+    // enough that the whole matrix is never expanded.
+    const int64_t block = std::clamp<int64_t>(int64_t(1 << 22) / in, 64, out);
+    std::vector<float> scratch(size_t(std::min(block, out) * in));
+    float* buf = scratch.data();  // shared by the converting threads (not thread_local: OpenMP threads)
+    for (int64_t r0 = 0; r0 < out; r0 += block) {
+      const int64_t rows = std::min(block, out - r0);
+#pragma omp parallel for schedule(static) if (rows * in > (1 << 16))
+      for (int64_t r = 0; r < rows; ++r)
+        eigen_detail::to_float(w, size_t((r0 + r) * in), size_t(in), buf + r * in);
+      eigen_detail::MapRows Y(y + r0, n, rows, Eigen::OuterStride<>(out));
+      Y.noalias() = X * eigen_detail::ConstMapRows(buf, rows, in, Eigen::OuterStride<>(in)).transpose();
+    }
+  }
+
+  /// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight   (RMSNorm, Zhang & Sennrich 2019)
+  static void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, double eps) {
+#pragma omp parallel for schedule(static) if (n * dim > (1 << 16))
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * dim;
+      double ss = 0;
+      for (int64_t i = 0; i < dim; ++i) ss += double(xt[i]) * double(xt[i]);
+      const float inv = float(1.0 / std::sqrt(ss / double(dim) + eps));
+      float* ot = out + t * dim;
+      for (int64_t i = 0; i < dim; ++i) ot[i] = xt[i] * inv * weight[i];
+    }
+  }
+
+  /// gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g))   (SwiGLU, Shazeer 2020)
+  static void swiglu(float* gate, const float* up, int64_t count) {
+#pragma omp parallel for schedule(static) if (count > (1 << 16))
+    for (int64_t c0 = 0; c0 < count; c0 += 4096) {
+      const int64_t len = std::min<int64_t>(4096, count - c0);
+      Eigen::Map<Eigen::ArrayXf> g(gate + c0, len);
+      Eigen::Map<const Eigen::ArrayXf> u(up + c0, len);
+      g = g / (1.0f + (-g).exp()) * u;
+    }
+  }
+
+  /// x[i] += y[i]  (the residual connection)
+  static void add(float* x, const float* y, int64_t count) {
+    Eigen::Map<Eigen::ArrayXf>(x, count) += Eigen::Map<const Eigen::ArrayXf>(y, count);
+  }
+
+  /// Rotates the first 2*table.half dims of every head of x [n, heads, head_dim] in place.
+  static void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const RopeTable& table, RopeLayout layout) {
+    ropex::apply_rope(x, n, heads, head_dim, table, layout);
+  }
+
+  /// Causal GQA attention, tiled with an online softmax (backends/eigen/attention.hpp).
+  static void attention(attention::HeadsView<const float> q, attention::HeadsView<const float> k,
+                        attention::HeadsView<const float> v, attention::HeadsView<float> out,
+                        const attention::AttentionShape& s) {
+    eigen::attention_tiled(q, k, v, out, s);
+  }
+
+ private:
+  // y[t, r] for rows r in [r_begin, r_end): each weight row converted once, dotted with all n inputs.
+  static void gemv_rows(const model::TensorView& w, const float* x, int64_t n, float* y, int64_t r_begin,
+                        int64_t r_end, int64_t ldy) {
+    const int64_t in = w.shape.at(1);
+    const float* wf = w.as_f32();
+#pragma omp parallel if ((r_end - r_begin) * in > (1 << 15))
+    {
+      std::vector<float> row(wf ? 0 : size_t(in));
+#pragma omp for schedule(static)
+      for (int64_t r = r_begin; r < r_end; ++r) {
+        const float* wr = wf ? wf + r * in : row.data();
+        if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
+        for (int64_t t = 0; t < n; ++t) {
+          const float* xt = x + t * in;
+          float acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < in; ++i) acc += wr[i] * xt[i];
+          y[t * ldy + r] = acc;
+        }
+      }
+    }
+  }
+};
+
+}  // namespace ropex::backends
