@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 
 using ropex::test::run_cli;
@@ -242,4 +243,29 @@ TEST_CASE("bad inputs: non-zero exit, one line naming the field") {
   const auto odd = temp_file("odd.json", R"({"hidden_size": 4095, "num_attention_heads": 4095,
     "max_position_embeddings": 4096})");
   check_fails("predict --config " + odd, "head_dim");
+}
+
+TEST_CASE("predict --config: the HF fixtures give the same prediction in both formats") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(ROPEX_SOURCE_DIR) / "tests/fixtures/hf";
+  if (!fs::exists(dir)) {
+    MESSAGE("skipped: " << dir << " not present");
+    return;
+  }
+  int pairs = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const std::string suffix = ".legacy.config.json";
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const fs::path current = dir / (name.substr(0, name.size() - suffix.size()) + ".config.json");
+    if (!fs::exists(current)) continue;
+    CAPTURE(name);
+    auto a = json_of("predict --config " + e.path().string() + " --json");
+    auto b = json_of("predict --config " + current.string() + " --json");
+    a.erase("config");
+    b.erase("config");
+    CHECK(a == b);
+    ++pairs;
+  }
+  CHECK(pairs > 0);
 }
