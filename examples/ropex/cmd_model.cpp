@@ -1,0 +1,283 @@
+// ropex logits | generate | perplexity: run a real checkpoint (HF directory or llama2.c .bin) on
+// the CPU, optionally at another RoPE base or scaling than it was trained with.
+#include "cli.hpp"
+
+#include <ropex/error.hpp>
+#include <ropex/eval/perplexity.hpp>
+#include <ropex/io/npy.hpp>
+#include <ropex/io/tokens.hpp>
+#include <ropex/model/checkpoint.hpp>
+#include <ropex/model/llama.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+#include <sentencepiece_processor.h>
+#endif
+
+namespace {
+
+using ropex::model::Checkpoint;
+using ropex::model::Llama;
+
+// Options every model subcommand shares.
+struct ModelOptions {
+  std::string model;
+  std::optional<double> rope_base;
+  std::string rope_scaling;
+  int threads = 0;
+};
+
+void add_model_options(CLI::App* s, ModelOptions& o) {
+  s->add_option("--model", o.model, "Hugging Face model directory or llama2.c .bin checkpoint")->required();
+  s->add_option("--rope-base", o.rope_base, "override the checkpoint's rope_theta");
+  s->add_option("--rope-scaling", o.rope_scaling,
+                "override its rope scaling, HF JSON, e.g. '{\"rope_type\":\"yarn\",\"factor\":4}'");
+  s->add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::Range(1, 4096));
+}
+
+// OpenMP threads for our kernels; OpenBLAS's own pool when the BLAS is OpenBLAS (found at run
+// time so no link dependency on it).
+void set_threads(int n) {
+  if (n <= 0) return;
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+  using SetFn = void (*)(int);
+  if (auto f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+Checkpoint open_model(const ModelOptions& o) {
+  set_threads(o.threads);
+  Checkpoint ck = Checkpoint::open(o.model);
+  std::optional<nlohmann::json> scaling;
+  if (!o.rope_scaling.empty()) {
+    try {
+      scaling = nlohmann::json::parse(o.rope_scaling);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw ropex::make_error("--rope-scaling", "", std::string("invalid JSON: ") + e.what());
+    }
+  }
+  if (o.rope_base || scaling) ropex::apply_rope_override(ck.config().rope, o.rope_base, scaling ? &*scaling : nullptr);
+  return ck;
+}
+
+std::vector<int32_t> read_token_file(const std::string& path, const char* flag) {
+  if (!std::filesystem::exists(path)) throw ropex::make_error(flag, path, "no such file");
+  return ropex::io::read_tokens(path);
+}
+
+// ---------------------------------------------------------------------------------------- logits
+struct LogitsOptions {
+  ModelOptions m;
+  std::string tokens, out;
+};
+
+void run_logits(const LogitsOptions& o) {
+  const Checkpoint ck = open_model(o.m);
+  const auto tokens = read_token_file(o.tokens, "--tokens");
+  if (tokens.empty()) throw ropex::make_error("--tokens", o.tokens, "no token ids");
+  Llama<> model(ck);
+  auto cache = model.make_cache(int64_t(tokens.size()));
+  const auto logits = model.logits(tokens, cache);  // [n, vocab]
+  ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())});
+}
+
+// -------------------------------------------------------------------------------------- generate
+struct GenerateOptions {
+  ModelOptions m;
+  std::string prompt;
+  int64_t steps = 0;
+  double temperature = 0;
+  uint64_t seed = 0;
+  bool json = false, stop_at_eos = false;
+};
+
+// Greedy when temperature == 0, else a draw from softmax(logits / T).
+int32_t pick_token(const float* logits, int64_t vocab, double temperature, std::mt19937_64& rng) {
+  int64_t best = 0;
+  for (int64_t v = 1; v < vocab; ++v)
+    if (logits[v] > logits[best]) best = v;
+  if (temperature <= 0) return int32_t(best);
+  std::vector<double> p(static_cast<size_t>(vocab));
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += (p[size_t(v)] = std::exp((double(logits[v]) - logits[best]) / temperature));
+  double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  for (int64_t v = 0; v < vocab; ++v)
+    if ((u -= p[size_t(v)]) <= 0) return int32_t(v);
+  return int32_t(vocab - 1);
+}
+
+void run_generate(const GenerateOptions& o) {
+  const Checkpoint ck = open_model(o.m);
+  std::vector<int32_t> prompt;
+  if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
+  if (prompt.empty()) prompt.push_back(int32_t(ck.config().bos_token_id));
+  Llama<> model(ck);
+  const int64_t vocab = ck.config().vocab_size;
+  auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
+  std::mt19937_64 rng(o.seed);
+  std::vector<int32_t> out;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto hidden = model.forward(prompt, cache);  // prefill; the last row predicts the first new token
+  model.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
+  for (int64_t step = 0; step < o.steps; ++step) {
+    const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
+    out.push_back(next);
+    if (o.stop_at_eos && next == ck.config().eos_token_id) break;
+    if (step + 1 == o.steps) break;
+    hidden = model.forward(std::span(&next, 1), cache);
+    model.logits(hidden.data(), 1, logits.data());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (o.json) {
+    std::cout << nlohmann::json{{"tokens", out}}.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < out.size(); ++i) std::cout << (i ? " " : "") << out[i];
+    std::cout << "\n";
+  }
+  std::fprintf(stderr, "%zu tokens in %.3f s (%.1f tokens/s, prompt %zu)\n", out.size(), secs,
+               secs > 0 ? double(out.size()) / secs : 0.0, prompt.size());
+}
+
+// ------------------------------------------------------------------------------------ perplexity
+struct PerplexityCliOptions {
+  ModelOptions m;
+  std::string tokens, text, csv;
+  int64_t context = 0, stride = 0, bins = 32;
+  bool json = false;
+};
+
+std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+  std::filesystem::path model_dir = ck.path();
+  if (!std::filesystem::is_directory(model_dir)) model_dir = model_dir.parent_path();
+  const auto spm = model_dir / "tokenizer.model";
+  if (!std::filesystem::exists(spm))
+    throw ropex::make_error("--text", spm.string(), "no tokenizer.model next to the model (needed to tokenize text)");
+  sentencepiece::SentencePieceProcessor sp;
+  if (const auto st = sp.Load(spm.string()); !st.ok())
+    throw ropex::make_error(spm.string(), "", "cannot load SentencePiece model: " + st.ToString());
+  std::ifstream in(text_path, std::ios::binary);
+  if (!in) throw ropex::make_error("--text", text_path, "cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<int> ids;
+  if (const auto st = sp.Encode(ss.str(), &ids); !st.ok())
+    throw ropex::make_error("--text", text_path, "tokenization failed: " + st.ToString());
+  std::vector<int32_t> tokens;
+  tokens.reserve(ids.size() + 1);
+  tokens.push_back(int32_t(ck.config().bos_token_id));  // a document starts with BOS, as LLaMA saw in training
+  for (int id : ids) tokens.push_back(id);
+  return tokens;
+#else
+  (void)text_path, (void)ck;
+  throw ropex::make_error("--text", "",
+                          "this ropex was built without SentencePiece (install libsentencepiece-dev and "
+                          "reconfigure), pass token ids with --tokens instead");
+#endif
+}
+
+void run_perplexity(const PerplexityCliOptions& o) {
+  if (o.tokens.empty() == o.text.empty()) throw ropex::cli::UsageError("perplexity: give exactly one of --tokens or --text");
+  const Checkpoint ck = open_model(o.m);
+  const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens") : tokenize_text(o.text, ck);
+  Llama<> model(ck);
+  ropex::eval::PerplexityOptions po;
+  po.context = o.context, po.stride = o.stride, po.bins = o.bins;
+  const bool tty = isatty(STDERR_FILENO);
+  if (tty)
+    po.progress = [](int64_t done, int64_t total) {
+      const int width = 40, filled = int(double(width) * double(done) / double(std::max<int64_t>(total, 1)));
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld tokens", std::string(size_t(filled), '#').c_str(),
+                   std::string(size_t(width - filled), ' ').c_str(), (long long)done, (long long)total);
+      std::fflush(stderr);
+    };
+  const auto r = ropex::eval::perplexity(model, tokens, po);
+  if (tty) std::fprintf(stderr, "\n");
+  if (!o.csv.empty()) {
+    std::ofstream csv(o.csv);
+    if (!csv) throw ropex::make_error("--csv", o.csv, "cannot open for writing");
+    csv << "position,count,mean_nll\n";
+    for (size_t p = 0; p < r.position_count.size(); ++p)
+      if (r.position_count[p])
+        csv << p << "," << r.position_count[p] << "," << r.position_nll_sum[p] / double(r.position_count[p]) << "\n";
+  }
+  if (o.json) {
+    nlohmann::json curve = nlohmann::json::array();
+    for (const auto& b : r.curve)
+      curve.push_back({{"begin", b.begin}, {"end", b.end}, {"count", b.count}, {"mean_nll", b.mean_nll},
+                       {"perplexity", b.count ? std::exp(b.mean_nll) : 0.0}});
+    nlohmann::json j{{"perplexity", r.perplexity}, {"mean_nll", r.mean_nll}, {"tokens", r.tokens},
+                     {"context", r.context}, {"stride", r.stride}, {"windows", r.windows}, {"curve", curve}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::printf("perplexity %.4f over %lld tokens (context %lld, stride %lld, %lld windows)\n", r.perplexity,
+                (long long)r.tokens, (long long)r.context, (long long)r.stride, (long long)r.windows);
+    std::printf("%-18s %8s %10s %12s\n", "positions", "count", "mean_nll", "perplexity");
+    for (const auto& b : r.curve)
+      if (b.count)
+        std::printf("[%6lld, %6lld)   %8lld %10.4f %12.4f\n", (long long)b.begin, (long long)b.end, (long long)b.count,
+                    b.mean_nll, std::exp(b.mean_nll));
+  }
+}
+
+}  // namespace
+
+ROPEX_SUBCOMMAND(50, [](CLI::App& app) {
+  auto o = std::make_shared<LogitsOptions>();
+  auto* s = app.add_subcommand("logits", "run a checkpoint on token ids, write float32 logits [n, vocab] as .npy");
+  add_model_options(s, o->m);
+  s->add_option("--tokens", o->tokens, "token ids: 1-D .npy (int32/int64) or text of whitespace/comma separated ids")
+      ->required();
+  s->add_option("--out", o->out, "output .npy")->required();
+  s->callback([o] { run_logits(*o); });
+});
+
+ROPEX_SUBCOMMAND(51, [](CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  auto* s = app.add_subcommand("generate", "continue a prompt with the KV cache (greedy at --temperature 0)");
+  add_model_options(s, o->m);
+  s->add_option("--prompt-tokens", o->prompt, "prompt token ids (default: just BOS)");
+  s->add_option("--steps", o->steps, "tokens to generate")->required()->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  s->add_option("--temperature", o->temperature, "0 = greedy (default), else sample softmax(logits/T)")
+      ->check(CLI::Range(0.0, 1e6));
+  s->add_option("--seed", o->seed, "sampling seed (default 0)");
+  s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits eos_token_id");
+  s->add_flag("--json", o->json, "print {\"tokens\": [...]} (generated ids only)");
+  s->callback([o] { run_generate(*o); });
+});
+
+ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
+  auto o = std::make_shared<PerplexityCliOptions>();
+  auto* s = app.add_subcommand("perplexity", "long-context perplexity over windows, with the per-position loss curve");
+  add_model_options(s, o->m);
+  s->add_option("--tokens", o->tokens, "token ids file (.npy or text)");
+  s->add_option("--text", o->text, "text file, tokenized with the model directory's tokenizer.model (SentencePiece)");
+  s->add_option("--context", o->context, "window length N")->required()->check(CLI::Range(int64_t(2), int64_t(1) << 30));
+  s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  s->add_option("--csv", o->csv, "write the unbinned per-position mean loss here");
+  s->add_flag("--json", o->json, "print JSON: perplexity, tokens, context, stride, windows, curve");
+  s->callback([o] { run_perplexity(*o); });
+});
