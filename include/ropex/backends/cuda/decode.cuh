@@ -332,9 +332,14 @@ void launch_decode(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max
   a.row_groups = static_cast<int>(ceil_div(n_rows, ROWS));
   const int64_t n_keys = a.shape.n_keys;
   const int64_t units = static_cast<int64_t>(batch) * kv_heads * a.row_groups;
-  // Enough blocks for ~4 waves of 132-ish SMs, but at least STEP keys per split.
-  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(4 * device_sm_count(), units),
-                                                                        ceil_div(n_keys, STEP))));
+  // One full wave: as many equal splits as the resident block slots allow (a partial second wave
+  // would leave SMs idle for a whole block's time), but at least STEP keys per split.
+  static const int slots = [] {
+    int per_sm = 0;
+    ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<T, HD, ROWS, NW, U>, NW * 32, 0));
+    return std::max(1, per_sm) * device_sm_count();
+  }();
+  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(slots / units, ceil_div(n_keys, STEP))));
   if (max_splits > 0) splits = std::min(splits, max_splits);
   a.keys_per_split = ceil_div(ceil_div(n_keys, splits), STEP) * STEP;
   a.splits = static_cast<int>(ceil_div(n_keys, a.keys_per_split));

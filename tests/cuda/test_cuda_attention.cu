@@ -1,0 +1,214 @@
+// CUDA flash prefill and split-KV decode vs the double-precision reference kernel, with the
+// FlashAttention calibrated tolerance: max error <= 2x the error of the same-precision naive
+// kernel (eager-framework numerics) against the same oracle. Fresh random inputs, poisoned outputs.
+#include "cuda_test_util.cuh"
+
+#include <ropex/attention/reference.hpp>
+#include <ropex/backends/cuda/decode.cuh>
+#include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/reference.cuh>
+#include <ropex/backends/cuda/rope.cuh>
+
+#include <cstdlib>
+
+using namespace ropex;
+using namespace ropex::cuda;
+using namespace ropex::cuda::test;
+using attention::AttentionShape;
+
+namespace {
+
+/// Quick mode (compute-sanitizer run): smaller sizes only.
+bool quick() { return std::getenv("ROPEX_CUDA_TEST_QUICK") != nullptr; }
+
+struct Case {
+  int batch;
+  int64_t nq, nk;
+  int hq, hkv, d;
+  bool causal;
+};
+
+template <class T>
+struct Inputs {
+  DeviceArray<T> q, k, v;
+  Inputs(const Case& c)
+      : q(random_vector<T>(static_cast<size_t>(c.batch * c.nq * c.hq * c.d), -2.f, 2.f)),
+        k(random_vector<T>(static_cast<size_t>(c.batch * c.nk * c.hkv * c.d), -2.f, 2.f)),
+        v(random_vector<T>(static_cast<size_t>(c.batch * c.nk * c.hkv * c.d))) {}
+};
+
+AttentionShape shape_of(const Case& c) {
+  AttentionShape s;
+  s.n_queries = c.nq; s.n_keys = c.nk; s.n_heads = c.hq; s.n_kv_heads = c.hkv; s.head_dim = c.d;
+  s.query_offset = c.nk - c.nq;  // new tokens at the end of the key sequence
+  s.causal = c.causal;
+  s.scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  return s;
+}
+
+/// Runs `fast` (writes o, lse) and checks it against the oracle with the calibrated ratio.
+template <class T, class Fast>
+void check_against_oracle(const Case& c, const Inputs<T>& in, Fast fast, const char* what) {
+  CAPTURE(what); CAPTURE(c.batch); CAPTURE(c.nq); CAPTURE(c.nk); CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d);
+  CAPTURE(c.causal); CAPTURE(sizeof(T));
+  const AttentionShape s = shape_of(c);
+  const size_t n_out = static_cast<size_t>(c.batch * c.nq * c.hq * c.d), n_lse = static_cast<size_t>(c.batch * c.hq * c.nq);
+  const auto kv = KVView<T>::token_major(in.k.ptr, c.nk, c.hkv, c.d);
+  const auto vv = KVView<T>::token_major(in.v.ptr, c.nk, c.hkv, c.d);
+  DeviceArray<double> o_ref(n_out), lse_ref(n_lse);
+  DeviceArray<T> o_naive(n_out), o_fast(n_out);
+  DeviceArray<float> lse_naive(n_lse), lse_fast(n_lse);
+  attention_reference(in.q.ptr, kv, vv, o_ref.ptr, lse_ref.ptr, c.batch, s);
+  attention_naive(in.q.ptr, kv, vv, o_naive.ptr, lse_naive.ptr, c.batch, s);
+  o_fast.poison();
+  lse_fast.poison();
+  fast(o_fast.ptr, lse_fast.ptr);
+  const auto ref = o_ref.download(), lref = lse_ref.download();
+  const ErrorStats e = compare(o_fast.download(), ref), en = compare(o_naive.download(), ref);
+  const ErrorStats el = compare(lse_fast.download(), lref), eln = compare(lse_naive.download(), lref);
+  INFO("out: max err " << e.max_abs << " (naive " << en.max_abs << "), nmse " << e.nmse << " (naive " << en.nmse
+                       << "); lse: max err " << el.max_abs << " (naive " << eln.max_abs << ")");
+  CHECK(e.all_finite);
+  CHECK(el.all_finite);
+  CHECK(e.max_abs <= 2 * en.max_abs);
+  CHECK(e.nmse <= 2 * en.nmse);
+  CHECK(el.max_abs <= 2 * eln.max_abs + 1e-6);  // fp32 LSE: naive's rounded scores dominate its error
+}
+
+template <class T>
+void check_flash(const Case& c, FlashTiling tiling = {}) {
+  Inputs<T> in(c);
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    flash_attention<T>(in.q.ptr, in.k.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), {}, tiling);
+  }, "flash");
+}
+
+template <class T>
+void check_decode(const Case& c, int max_splits) {
+  Inputs<T> in(c);
+  DecodeWorkspace ws;
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    decode_attention<T>(in.q.ptr, KVView<T>::token_major(in.k.ptr, c.nk, c.hkv, c.d),
+                        KVView<T>::token_major(in.v.ptr, c.nk, c.hkv, c.d), o, lse, c.batch, shape_of(c), ws,
+                        max_splits);
+  }, max_splits == 1 ? "decode (one split)" : "decode (split-KV)");
+}
+
+}  // namespace
+
+TEST_CASE("GPU reference kernel agrees with the CPU oracle (attention/reference.hpp)") {
+  const Case c{1, 7, 129, 4, 2, 64, true};
+  Inputs<float> in(c);
+  const AttentionShape s = shape_of(c);
+  DeviceArray<double> o(static_cast<size_t>(c.nq * c.hq * c.d)), lse(static_cast<size_t>(c.hq * c.nq));
+  attention_reference(in.q.ptr, KVView<float>::token_major(in.k.ptr, c.nk, c.hkv, c.d),
+                      KVView<float>::token_major(in.v.ptr, c.nk, c.hkv, c.d), o.ptr, lse.ptr, 1, s);
+  const auto q = in.q.download(), k = in.k.download(), v = in.v.download();
+  const auto cpu = attention::attention_reference<float>(
+      attention::token_major<const float>(q.data(), c.hq, c.d), attention::token_major<const float>(k.data(), c.hkv, c.d),
+      attention::token_major<const float>(v.data(), c.hkv, c.d), s);
+  const ErrorStats e = compare(o.download(), cpu);
+  INFO("max err " << e.max_abs);
+  CHECK(e.max_abs <= 1e-12);
+}
+
+TEST_CASE_TEMPLATE("flash prefill: odd sizes, head dims 64/80/128, every GQA ratio, causal and not", T,
+                   __nv_bfloat16, __half) {
+  for (bool causal : {false, true}) {
+    for (int d : {64, 80, 128}) {
+      for (int64_t n : {1, 7, 129}) check_flash<T>({2, n, n, 4, 2, d, causal});
+      check_flash<T>({1, 7, 300, 6, 3, d, causal});    // queries after a 293-token cache (query_offset)
+    }
+    for (int hkv : {1, 2, 4, 8}) check_flash<T>({1, 129, 129, 8, hkv, 128, causal});  // GQA 8, 4, 2, 1
+    check_flash<T>({1, 65, 65, 6, 2, 64, causal});  // ratio 3
+    check_flash<T>({1, 65, 65, 5, 1, 80, causal});  // ratio 5
+  }
+  if (!quick()) {
+    check_flash<T>({1, 4097, 4097, 4, 1, 128, true});
+    check_flash<T>({1, 4097, 4097, 2, 2, 64, false});
+  }
+}
+
+TEST_CASE("flash prefill: every tiling variant gives the same accuracy") {
+  for (FlashTiling t : {FlashTiling{4, 1}, FlashTiling{8, 1}, FlashTiling{4, 2}})
+    for (int d : {64, 128}) check_flash<__nv_bfloat16>({1, 257, 257, 4, 2, d, true}, t);
+}
+
+TEST_CASE("flash prefill with fused RoPE equals rope_inplace followed by flash (bit for bit)") {
+  using T = __nv_bfloat16;
+  for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
+    const Case c{2, 130, 130, 4, 2, 128, true};
+    Inputs<T> in(c);
+    std::vector<double> inv(64);
+    for (int i = 0; i < 64; ++i) inv[static_cast<size_t>(i)] = default_inv_freq(10000.0, i, 128);
+    RopeFrequencies freq(inv, 1.1);  // attention factor != 1
+    std::vector<int64_t> pos(static_cast<size_t>(c.batch * c.nq));
+    for (size_t t = 0; t < pos.size(); ++t) pos[t] = 1'000'000 + 3 * static_cast<int64_t>(t);  // shifted positions
+    DeviceArray<int64_t> dpos(pos);
+    DeviceArray<float2> table(pos.size() * 64);
+    rope_cos_sin_table(table.ptr, dpos.ptr, static_cast<int64_t>(pos.size()), freq);
+    const size_t n_out = static_cast<size_t>(c.batch * c.nq * c.hq * c.d);
+    DeviceArray<T> o_fused(n_out), o_sep(n_out);
+    DeviceArray<float> l_fused(static_cast<size_t>(c.batch * c.hq * c.nq)), l_sep(l_fused.n);
+    o_fused.poison();
+    flash_attention<T>(in.q.ptr, in.k.ptr, in.v.ptr, o_fused.ptr, l_fused.ptr, c.batch, shape_of(c),
+                       FusedRope{table.ptr, table.ptr, 64, layout});
+    rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d),
+                 c.batch * c.nq, c.d, dpos.ptr, freq, layout);
+    flash_attention<T>(in.q.ptr, in.k.ptr, in.v.ptr, o_sep.ptr, l_sep.ptr, c.batch, shape_of(c));
+    const auto a = o_fused.download(), b = o_sep.download();
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+    const auto la = l_fused.download(), lb = l_sep.download();
+    CHECK(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE_TEMPLATE("decode: KV 1..100K, every GQA ratio, one and several query tokens, with and without splits", T,
+                   __nv_bfloat16, __half) {
+  for (int max_splits : {0, 1}) {
+    for (int64_t nk : {1, 7, 129, 4097}) {
+      check_decode<T>({1, 1, nk, 8, 2, 128, true}, max_splits);
+      check_decode<T>({2, 1, nk, 4, 4, 64, true}, max_splits);
+    }
+    for (int hkv : {1, 2, 4, 8}) check_decode<T>({1, 1, 1000, 8, hkv, 128, true}, max_splits);  // GQA 8..1
+    check_decode<T>({1, 1, 1000, 12, 4, 128, true}, max_splits);   // ratio 3
+    check_decode<T>({1, 3, 777, 8, 2, 128, true}, max_splits);     // 3 new tokens, causal among them (12 rows)
+    check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits);    // head_dim 256, 32 rows in 4 row groups
+  }
+  if (!quick()) check_decode<T>({1, 1, 100'003, 8, 2, 128, true}, 0);
+}
+
+TEST_CASE("decode reads a head-major KV cache through strides") {
+  using T = __nv_bfloat16;
+  const Case c{1, 1, 333, 4, 2, 128, true};
+  // Head-major cache [hkv, capacity, d] with capacity > n_keys.
+  const int64_t cap = 400;
+  const auto kh = random_vector<T>(static_cast<size_t>(c.hkv * cap * c.d), -2.f, 2.f);
+  const auto vh = random_vector<T>(static_cast<size_t>(c.hkv * cap * c.d));
+  std::vector<T> kt(static_cast<size_t>(c.nk * c.hkv * c.d)), vt(kt.size());
+  for (int64_t t = 0; t < c.nk; ++t)
+    for (int h = 0; h < c.hkv; ++h)
+      for (int d = 0; d < c.d; ++d) {
+        kt[static_cast<size_t>((t * c.hkv + h) * c.d + d)] = kh[static_cast<size_t>((h * cap + t) * c.d + d)];
+        vt[static_cast<size_t>((t * c.hkv + h) * c.d + d)] = vh[static_cast<size_t>((h * cap + t) * c.d + d)];
+      }
+  Inputs<T> in(c);
+  in.k.upload(kt);
+  in.v.upload(vt);
+  DeviceArray<T> dkh(kh), dvh(vh);
+  DecodeWorkspace ws;
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    const KVView<T> k{dkh.ptr, 0, c.d, cap * c.d}, v{dvh.ptr, 0, c.d, cap * c.d};
+    decode_attention<T>(in.q.ptr, k, v, o, lse, 1, shape_of(c), ws);
+  }, "decode head-major");
+}
+
+TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
+  using T = __nv_bfloat16;
+  AttentionShape s = shape_of({1, 4, 4, 6, 4, 128, true});  // 6 heads over 4 kv heads
+  DecodeWorkspace ws;
+  CHECK_THROWS_AS(flash_attention<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, s), ropex::Error);
+  CHECK_THROWS_AS(decode_attention<T>(nullptr, {}, {}, nullptr, nullptr, 1, s, ws), ropex::Error);
+  s = shape_of({1, 4, 4, 4, 4, 96, true});
+  CHECK_THROWS_AS(flash_attention<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, s), ropex::Error);
+}

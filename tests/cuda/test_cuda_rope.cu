@@ -1,0 +1,141 @@
+// CUDA RoPE vs the CPU path (rope/apply.hpp) and a double reference, on fresh random inputs.
+#include "cuda_test_util.cuh"
+
+#include <ropex/backends/cuda/rope.cuh>
+#include <ropex/rope/apply.hpp>
+#include <ropex/rope/frequencies.hpp>
+
+#include <algorithm>
+#include <numeric>
+
+using namespace ropex;
+using namespace ropex::cuda;
+using namespace ropex::cuda::test;
+
+namespace {
+
+/// YaRN x4 frequencies (an attention factor != 1 and a non-trivial inv_freq) for rotary dim d.
+std::vector<double> yarn_inv_freq(int d, double* attention_factor_out) {
+  RopeParams p;
+  p.type = RopeType::yarn;
+  p.base = 500000;
+  p.factor = 4;
+  p.original_max_position_embeddings = 8192;
+  std::vector<double> f(static_cast<size_t>(d / 2));
+  for (int i = 0; i < d / 2; ++i) f[static_cast<size_t>(i)] = inv_freq(p, i, d);
+  *attention_factor_out = attention_factor(p);
+  return f;
+}
+
+std::vector<int64_t> random_positions(int64_t n, int64_t max_pos) {
+  std::uniform_int_distribution<int64_t> u(0, max_pos);
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  for (auto& x : p) x = u(rng());
+  p[0] = max_pos;  // always include the far end (angles at ~1M+ positions)
+  return p;
+}
+
+template <class T>
+void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim, RopeLayout layout) {
+  CAPTURE(n_tokens); CAPTURE(hq); CAPTURE(hkv); CAPTURE(head_dim); CAPTURE(rotary_dim);
+  CAPTURE(static_cast<int>(layout)); CAPTURE(sizeof(T));
+  double af = 1;
+  const auto inv = yarn_inv_freq(rotary_dim, &af);
+  const auto pos = random_positions(n_tokens, 2'000'000);
+  const auto q0 = random_vector<T>(static_cast<size_t>(n_tokens * hq * head_dim));
+  const auto k0 = random_vector<T>(static_cast<size_t>(n_tokens * hkv * head_dim));
+
+  DeviceArray<T> q(q0), k(k0);
+  DeviceArray<int64_t> dpos(pos);
+  RopeFrequencies freq(inv, af);
+  rope_inplace(DeviceHeads<T>::contiguous(q.ptr, hq, head_dim), DeviceHeads<T>::contiguous(k.ptr, hkv, head_dim),
+               n_tokens, head_dim, dpos.ptr, freq, layout);
+  const auto q_gpu = q.download(), k_gpu = k.download();
+
+  // Oracle: double inputs, double table. Naive same-precision: the CPU path in T with a float table.
+  const auto table_d = rope_table<double>(inv, pos, af);
+  const auto table_f = rope_table<float>(inv, pos, af);
+  auto oracle = [&](const std::vector<T>& x0, int heads) {
+    std::vector<double> x(x0.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = to_double(x0[i]);
+    apply_rope(x.data(), n_tokens, heads, head_dim, table_d, layout);
+    return x;
+  };
+  auto naive = [&](std::vector<T> x, int heads) {
+    apply_rope(x.data(), n_tokens, heads, head_dim, table_f, layout);
+    return x;
+  };
+  const auto q_ref = oracle(q0, hq), k_ref = oracle(k0, hkv);
+  const auto q_naive = naive(q0, hq), k_naive = naive(k0, hkv);
+  for (int which = 0; which < 2; ++which) {
+    const auto& got = which == 0 ? q_gpu : k_gpu;
+    const auto& ref = which == 0 ? q_ref : k_ref;
+    const auto& nai = which == 0 ? q_naive : k_naive;
+    const auto& orig = which == 0 ? q0 : k0;
+    const ErrorStats e = compare(got, ref), en = compare(nai, ref);
+    INFO("tensor " << (which == 0 ? "q" : "k") << ": max err " << e.max_abs << " (naive " << en.max_abs
+                   << "), nmse " << e.nmse);
+    CHECK(e.all_finite);
+    if constexpr (std::is_same_v<T, float>) {
+      CHECK(e.nmse <= 1e-7);
+      CHECK(e.max_abs <= 1e-5);  // a float32 pos*inv_freq at 2e6 would be off by ~0.1
+    } else {
+      CHECK(e.max_abs <= 2 * en.max_abs);
+    }
+    // Dims past the rotary dim are untouched, bit for bit.
+    bool untouched = true;
+    const int heads = which == 0 ? hq : hkv;
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int d = rotary_dim; d < head_dim; ++d) {
+          const size_t i = static_cast<size_t>((t * heads + h) * head_dim + d);
+          untouched &= std::memcmp(&got[i], &orig[i], sizeof(T)) == 0;
+        }
+    CHECK(untouched);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda rope_inplace matches the double reference (bf16, fp16, fp32; both layouts; partial rotary)") {
+  for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
+    for (int64_t n : {1, 7, 129, 4097}) {
+      check_rope<__nv_bfloat16>(n, 4, 2, 128, 128, layout);
+      check_rope<__half>(n, 3, 1, 64, 64, layout);
+      check_rope<float>(n, 2, 2, 128, 128, layout);
+    }
+    check_rope<__nv_bfloat16>(129, 4, 1, 80, 40, layout);   // partial rotary 0.5, half = 20 (scalar path)
+    check_rope<__nv_bfloat16>(129, 2, 2, 128, 32, layout);  // partial rotary 0.25
+    check_rope<float>(33, 3, 1, 96, 48, layout);
+  }
+}
+
+TEST_CASE("cuda rope_cos_sin_table matches rope_table (angles reduced in double at 2M positions)") {
+  double af = 1;
+  const auto inv = yarn_inv_freq(128, &af);
+  const auto pos = random_positions(1000, 2'000'000);
+  DeviceArray<int64_t> dpos(pos);
+  DeviceArray<float2> table(pos.size() * inv.size());
+  table.poison();
+  RopeFrequencies freq(inv, af);
+  rope_cos_sin_table(table.ptr, dpos.ptr, static_cast<int64_t>(pos.size()), freq);
+  const auto got = table.download();
+  const auto ref = rope_table<double>(inv, pos, af);
+  double max_err = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double e = std::max(std::abs(got[i].x - ref.cos[i]), std::abs(got[i].y - ref.sin[i]));
+    max_err = std::isfinite(e) ? std::max(max_err, e) : INFINITY;
+  }
+  INFO("max error " << max_err);
+  CHECK(max_err <= 1e-6);
+}
+
+TEST_CASE("cuda rope_inplace rejects a rotary dim larger than head_dim") {
+  std::vector<double> inv(80, 0.1);
+  RopeFrequencies freq(inv, 1.0);
+  DeviceArray<__nv_bfloat16> q(128);
+  DeviceArray<int64_t> pos(1);
+  CHECK_THROWS_AS(rope_inplace(DeviceHeads<__nv_bfloat16>::contiguous(q.ptr, 1, 128), DeviceHeads<__nv_bfloat16>{}, 1,
+                               128, pos.ptr, freq, RopeLayout::half),
+                  ropex::Error);
+}
