@@ -47,7 +47,8 @@ ROPEX_HD constexpr double exp_series(double x) {
   if (x < -745.2) return 0.0;
   const double kd = x / ln2;
   const long k = static_cast<long>(kd < 0 ? kd - 0.5 : kd + 0.5);
-  const double r = (x - k * ln2_hi) - k * ln2_lo;
+  const double kf = static_cast<double>(k);
+  const double r = (x - kf * ln2_hi) - kf * ln2_lo;
   double term = 1.0, sum = 1.0;
   for (int n = 1; n < 40; ++n) {
     term *= r / n;
