@@ -20,8 +20,16 @@ int main(int argc, char** argv) {
   for (auto& [order, reg] : regs) reg(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // one line, like every other bad input (CLI11 would add a "Run with --help" line)
+    std::fprintf(stderr, "ropex: error: %s (see ropex --help)\n", e.what());
+    return 2;
   } catch (const ropex::cli::UsageError& e) {
     std::fprintf(stderr, "ropex: error: %s\n", e.what());
     return 2;
