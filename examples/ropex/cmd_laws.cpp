@@ -11,6 +11,8 @@
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
 
+#include <ropex/io/json_file.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -69,18 +71,6 @@ void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune)
                                     "base of the pre-training stage (the paper: 10000)");
 }
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ropex::make_error(path, "", "cannot open file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw ropex::make_error(path, "", std::string("malformed JSON: ") + e.what());
-  }
-}
-
 int config_int(const nlohmann::json& j, const char* key, const std::string& path) {
   const auto& v = j[key];
   if (!v.is_number() || (v.is_number_float() && v.get<double>() != std::floor(v.get<double>())))
@@ -93,7 +83,7 @@ int config_int(const nlohmann::json& j, const char* key, const std::string& path
 // Head dim of a HF config: "head_dim", else hidden_size / num_attention_heads; times
 // partial_rotary_factor (the law's d is the rotary part).
 void read_config(Inputs& in, const std::string& path) {
-  const nlohmann::json j = read_json_file(path);
+  const nlohmann::json j = ropex::read_json_file(path);
   if (!j.is_object()) throw ropex::make_error(path, "", "expected a JSON object at the top level");
   const ropex::RopeScaling rs = ropex::rope_scaling_from_config(j, path);
   int head_dim = 0;
