@@ -243,4 +243,18 @@ TEST_CASE("stories260K: KV-cache decode equals one full forward; perplexity of i
   CHECK(r.curve[3].end == 128);
   CHECK(r.curve[0].count + r.curve[1].count + r.curve[2].count + r.curve[3].count == 199);
   CHECK_THROWS_AS(ropex::eval::perplexity(chunked, seq, ropex::eval::PerplexityOptions{1}), ropex::Error);
+  // window_bos: windows 2 and 3 start with BOS instead of tokens 64 / 128; targets unchanged.
+  po.window_bos = 1;
+  const auto rb = ropex::eval::perplexity(chunked, seq, po);
+  double expect_bos = 0;
+  for (auto [begin, first, last] : {std::tuple{0, 1, 127}, std::tuple{64, 128, 191}, std::tuple{128, 192, 199}}) {
+    auto c = chunked.make_cache(128);
+    std::vector<int32_t> w(seq.begin() + begin, seq.begin() + std::min(begin + 128, 200));
+    w[0] = 1;
+    const auto lg = chunked.logits(w, c);
+    for (int target = first; target <= last; ++target)
+      expect_bos += ropex::eval::token_nll(&lg(target - 1 - begin, 0), 512, seq[size_t(target)]);
+  }
+  CHECK(rb.perplexity == doctest::Approx(std::exp(expect_bos / 199)).epsilon(1e-6));
+  MESSAGE("greedy text, 128-token windows stride 64: perplexity " << r.perplexity << ", with BOS windows " << rb.perplexity);
 }

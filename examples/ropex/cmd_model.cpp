@@ -165,7 +165,7 @@ struct PerplexityCliOptions {
   ModelOptions m;
   std::string tokens, text, csv;
   int64_t context = 0, stride = 0, bins = 32;
-  bool json = false;
+  bool json = false, bos_windows = false;
 };
 
 std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
@@ -205,6 +205,7 @@ void run_perplexity(const PerplexityCliOptions& o) {
   Llama<> model(ck);
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
+  if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
   const bool tty = isatty(STDERR_FILENO);
   if (tty)
     po.progress = [](int64_t done, int64_t total) {
@@ -277,6 +278,8 @@ ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
   s->add_option("--context", o->context, "window length N")->required()->check(CLI::Range(int64_t(2), int64_t(1) << 30));
   s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  s->add_flag("--bos-windows", o->bos_windows,
+              "start every window after the first with BOS (in place of its first token), like a document start");
   s->add_option("--csv", o->csv, "write the unbinned per-position mean loss here");
   s->add_flag("--json", o->json, "print JSON: perplexity, tokens, context, stride, windows, curve");
   s->callback([o] { run_perplexity(*o); });

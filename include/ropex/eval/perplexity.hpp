@@ -26,6 +26,10 @@ struct PerplexityOptions {
   int64_t stride = 0;      ///< window step S (0 = context: non-overlapping windows)
   int64_t bins = 32;       ///< bins of the per-position curve
   int64_t logits_rows = 64;  ///< lm_head rows at once: [rows, vocab] floats, never [N, vocab]
+  /// >= 0: every window after the first starts with this token (BOS) in place of its first
+  /// token, so each window looks like a document start (models lean on BOS as an attention sink,
+  /// StreamingLLM, Xiao et al. 2023). -1 (default): windows are plain slices (HF's recipe).
+  int32_t window_bos = -1;
   /// Called after each window with (tokens scored so far, tokens to score in all).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -93,7 +97,9 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
   for (int64_t begin = 0; scored_until < n - 1; begin += S) {
     const int64_t end = std::min(begin + N, n);
     cache.clear();
-    const auto hidden = model.forward(tokens.subspan(size_t(begin), size_t(end - begin)), cache);
+    std::vector<int32_t> window(tokens.begin() + begin, tokens.begin() + end);
+    if (opts.window_bos >= 0 && begin > 0) window[0] = opts.window_bos;
+    const auto hidden = model.forward(window, cache);
     // Targets begin+p+1 for window positions p; score only those not yet scored.
     const int64_t p_first = std::max<int64_t>(0, scored_until - begin - 1), p_end = end - begin - 1;
     for (int64_t p0 = p_first; p0 < p_end; p0 += opts.logits_rows) {
