@@ -160,10 +160,11 @@ json bench_prefill() {
                     {"unit", "TFLOP/s"}, {"ropex", flops / ms / 1e9}, {"ms", ms}};
         // Tiling variants (for picking the default) and fused RoPE overhead.
         json variants;
-        for (FlashTiling t : {FlashTiling{4, 1}, FlashTiling{8, 1}, FlashTiling{4, 2}}) {
+        for (FlashTiling t : {FlashTiling{4, 1, 64}, FlashTiling{8, 1, 64}, FlashTiling{4, 2, 32}}) {
           if (g_quick) break;
           const double vms = median_ms([&](int) { flash_attention(q.p, k.p, v.p, o.p, lse.p, batch, s, {}, t); }, 3, 10);
-          variants[std::to_string(t.warps) + "x" + std::to_string(t.m_tiles)] = flops / vms / 1e9;
+          variants[std::to_string(t.warps) + "x" + std::to_string(t.m_tiles) + "x" + std::to_string(t.block_n)] =
+              flops / vms / 1e9;
         }
         rec["tiling_tflops"] = variants;
         {

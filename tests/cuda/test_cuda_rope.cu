@@ -106,6 +106,7 @@ TEST_CASE("cuda rope_inplace matches the double reference (bf16, fp16, fp32; bot
     }
     check_rope<__nv_bfloat16>(129, 4, 1, 80, 40, layout);   // partial rotary 0.5, half = 20 (scalar path)
     check_rope<__nv_bfloat16>(129, 2, 2, 128, 32, layout);  // partial rotary 0.25
+    check_rope<__nv_bfloat16>(33, 2, 1, 64, 20, layout);    // rotary 20: scalar path in both layouts
     check_rope<float>(33, 3, 1, 96, 48, layout);
   }
 }

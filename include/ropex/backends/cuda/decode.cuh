@@ -300,20 +300,36 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeArgs<T> a) {
   __syncthreads();
   if (!is_last) return;
   __threadfence();
+  // Each split's normalized output o_s with lse_s is the state {max = lse_s, sum = 1}.
+  // (1) merged state per row: lanes merge strided splits, then the warp merges its lanes.
+  __shared__ State merged[ROWS];
+  for (int r = warp; r < ROWS; r += NW) {
+    State m{};
+    for (int sp = lane; sp < a.splits; sp += 32) {
+      const float lse = __ldcg(a.partial_lse + (gi * a.splits + sp) * ROWS + r);
+      if (lse != -INFINITY) m = attention::softmax_merge(m, State{lse, 1.f}).merged;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      const State other{__shfl_xor_sync(0xffffffffu, m.max, off), __shfl_xor_sync(0xffffffffu, m.sum, off)};
+      m = attention::softmax_merge(m, other).merged;
+    }
+    if (lane == 0) merged[r] = m;
+  }
+  __syncthreads();
+  // (2) o = sum_s exp(lse_s - max) o_s / sum: independent loads, so many are in flight at once.
   for (int idx = threadIdx.x; idx < ROWS * HD; idx += NW * 32) {
     const int r = idx / HD, d = idx - r * HD;
     const int gr = rg * ROWS + r;
     if (gr >= n_rows) continue;
-    // Each split's normalized output o_s with lse_s is the state {max = lse_s, sum = 1}.
-    State m{};
+    const State m = merged[r];
     float o = 0.f;
+#pragma unroll 8
     for (int sp = 0; sp < a.splits; ++sp) {
       const int64_t pr = (gi * a.splits + sp) * ROWS + r;
-      const State other{__ldcg(a.partial_lse + pr), 1.f};
-      if (other.max == -INFINITY) continue;  // split saw no key of this row
-      const auto mg = attention::softmax_merge(m, other);
-      o = o * mg.factor_a + __ldcg(a.partial_o + pr * HD + d) * mg.factor_b;
-      m = mg.merged;
+      const float lse = __ldcg(a.partial_lse + pr);
+      const float w = lse == -INFINITY ? 0.f : attention::softmax_weight(m, lse);
+      o += w * __ldcg(a.partial_o + pr * HD + d);
     }
     const int t = gr / group, h = kvh * group + gr % group;
     a.o[((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d] =

@@ -17,6 +17,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/mma.cuh>
+#include <ropex/backends/cuda/rope.cuh>
 #include <ropex/rope/frequencies.hpp>
 
 #include <string>
@@ -63,18 +64,19 @@ __device__ __forceinline__ void load_tile(T* tile, const T* head_base, int64_t t
 }
 
 /// Rotates the first 2*half dims of each row of a shared tile: row r holds token table_row0 + r.
+/// Same 16-byte chunk rotation as the standalone RoPE kernel (rope.cuh), on shared memory.
 template <class T, int LDS, int ROWS, int NT>
 __device__ __forceinline__ void rope_tile(T* tile, const float2* table, int64_t table_row0, int64_t n_rows,
                                           int half, RopeLayout layout) {
-  for (int idx = threadIdx.x; idx < ROWS * half; idx += NT) {
-    const int r = idx / half, i = idx - r * half;
+  constexpr int V = kVec<T>;
+  const bool vec = layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0;
+  const int chunks = vec ? (layout == RopeLayout::half ? half / V : 2 * half / V) : half;  // scalar: one pair each
+  for (int idx = threadIdx.x; idx < ROWS * chunks; idx += NT) {
+    const int r = idx / chunks, c = idx - r * chunks;
     if (table_row0 + r >= n_rows) continue;
-    const RopePair p = rope_pair(layout, i, 2 * half);
-    const float2 cs = table[(table_row0 + r) * half + i];
-    float x = to_float(tile[r * LDS + p.a]), y = to_float(tile[r * LDS + p.b]);
-    rotate_pair(x, y, cs.x, cs.y);
-    tile[r * LDS + p.a] = from_float<T>(x);
-    tile[r * LDS + p.b] = from_float<T>(y);
+    const float2* cs = table + (table_row0 + r) * half;
+    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs);
+    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs);
   }
 }
 
@@ -244,14 +246,14 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_scaled = mx == -INFINITY ? 0.f : mx * a.scale_log2;
-        const float alpha = exp2f(row_max[mt][hr] * a.scale_log2 - m_scaled);  // 0 on the first tile
+        const float alpha = mma::fast_exp2(row_max[mt][hr] * a.scale_log2 - m_scaled);  // 0 on the first tile
         row_max[mt][hr] = mx;
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < NTILE; ++n)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(fmaf(sc[mt][n][2 * hr + e], a.scale_log2, -m_scaled));
+            const float p = mma::fast_exp2(fmaf(sc[mt][n][2 * hr + e], a.scale_log2, -m_scaled));
             sc[mt][n][2 * hr + e] = p;
             sum += p;
           }
@@ -329,9 +331,10 @@ void launch_flash(const FlashArgs<T>& a, int batch, cudaStream_t stream) {
 
 }  // namespace detail
 
-/// Tile shape of the flash kernel (warps per block, 16-row m-tiles per warp); 0 = default.
+/// Tile shape of the flash kernel: warps per block, 16-row m-tiles per warp, keys per tile
+/// (0 = default: 4 warps x 2 m-tiles x 64 keys, the fastest on H100 in bench/gpu).
 struct FlashTiling {
-  int warps = 0, m_tiles = 0;
+  int warps = 0, m_tiles = 0, block_n = 0;
 };
 
 /// Flash attention forward. q, o: [batch, n_queries, n_heads, head_dim]; k, v: [batch, n_keys,
@@ -352,21 +355,24 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
   if (shape.n_queries == 0 || batch == 0) return;
   if (shape.n_keys == 0) throw make_error("cuda::flash_attention", "n_keys", "must be positive");
   detail::FlashArgs<T> a{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * 1.4426950408889634f, rope};
-  const bool wide = tiling.warps == 0 ? true : tiling.warps == 8;  // default: 8 warps x 16 rows
-  const bool two_m = tiling.m_tiles == 2;
+  // Variants: 4x2x64 (default), 4x2x32, 8x1x64 and 4x1x64 (Q fragments kept in registers).
+  const int w = tiling.warps ? tiling.warps : 4, mt = tiling.m_tiles ? tiling.m_tiles : 2;
+  const int bn = tiling.block_n ? tiling.block_n : 64;
   switch (shape.head_dim) {
     case 64:
-      if (two_m) detail::launch_flash<T, 64, 4, 2, 64>(a, batch, stream);
-      else if (wide) detail::launch_flash<T, 64, 8, 1, 64>(a, batch, stream);
+      if (mt == 2 && bn == 32) detail::launch_flash<T, 64, 4, 2, 32>(a, batch, stream);
+      else if (mt == 2) detail::launch_flash<T, 64, 4, 2, 64>(a, batch, stream);
+      else if (w == 8) detail::launch_flash<T, 64, 8, 1, 64>(a, batch, stream);
       else detail::launch_flash<T, 64, 4, 1, 64>(a, batch, stream);
       break;
-    case 80:
-      if (wide) detail::launch_flash<T, 80, 8, 1, 64>(a, batch, stream);
+    case 80:  // 80 = 5 k-steps: the 2-m-tile variant would spill
+      if (w == 8) detail::launch_flash<T, 80, 8, 1, 64>(a, batch, stream);
       else detail::launch_flash<T, 80, 4, 1, 64>(a, batch, stream);
       break;
     case 128:
-      if (two_m) detail::launch_flash<T, 128, 4, 2, 64>(a, batch, stream);
-      else if (wide) detail::launch_flash<T, 128, 8, 1, 64>(a, batch, stream);
+      if (mt == 2 && bn == 32) detail::launch_flash<T, 128, 4, 2, 32>(a, batch, stream);
+      else if (mt == 2) detail::launch_flash<T, 128, 4, 2, 64>(a, batch, stream);
+      else if (w == 8) detail::launch_flash<T, 128, 8, 1, 64>(a, batch, stream);
       else detail::launch_flash<T, 128, 4, 1, 64>(a, batch, stream);
       break;
     default:

@@ -62,50 +62,63 @@ __device__ __forceinline__ float2 rope_cos_sin(int64_t position, double inv_freq
   return make_float2(attention_factor * c, attention_factor * s);
 }
 
-/// One 16-byte chunk of a head: VEC elements, rotated with the cached cos/sin of this token.
-///   half layout: the chunk holds dims a..a+VEC-1 of the first half; its partners are r/2 further.
-///   interleaved: the chunk holds VEC/2 whole pairs.
-template <class T, int VEC>
-__device__ __forceinline__ void rotate_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs) {
+/// One 16-byte chunk of a head in registers: `a` holds dims a..a+VEC-1; in the half layout `b`
+/// holds their partners r/2 further, in the interleaved layout `a` holds VEC/2 whole pairs.
+template <class T>
+struct Chunk16 {
+  Vec16<T> a, b;
+};
+
+template <class T>
+__device__ __forceinline__ Chunk16<T> load_chunk(const T* head, int chunk, int half, RopeLayout layout) {
   using V = Vec16<T>;
+  Chunk16<T> d;
+  d.a = *reinterpret_cast<const V*>(head + chunk * kVec<T>);
+  if (layout == RopeLayout::half) d.b = *reinterpret_cast<const V*>(head + half + chunk * kVec<T>);
+  return d;
+}
+
+template <class T>
+__device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs,
+                                                   Chunk16<T> d) {
+  using V = Vec16<T>;
+  constexpr int VEC = kVec<T>;
   if (layout == RopeLayout::half) {
     const int i0 = chunk * VEC;
-    if constexpr (VEC == kVec<T>) {
-      V a = *reinterpret_cast<const V*>(head + i0);
-      V b = *reinterpret_cast<const V*>(head + half + i0);
 #pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        float x = to_float(a.v[e]), y = to_float(b.v[e]);
-        rotate_pair(x, y, cs[i0 + e].x, cs[i0 + e].y);
-        a.v[e] = from_float<T>(x);
-        b.v[e] = from_float<T>(y);
-      }
-      *reinterpret_cast<V*>(head + i0) = a;
-      *reinterpret_cast<V*>(head + half + i0) = b;
-    } else {  // scalar fallback (rotary dim not a multiple of the vector width)
-      float x = to_float(head[i0]), y = to_float(head[half + i0]);
-      rotate_pair(x, y, cs[i0].x, cs[i0].y);
-      head[i0] = from_float<T>(x);
-      head[half + i0] = from_float<T>(y);
+    for (int e = 0; e < VEC; ++e) {
+      float x = to_float(d.a.v[e]), y = to_float(d.b.v[e]);
+      rotate_pair(x, y, cs[i0 + e].x, cs[i0 + e].y);
+      d.a.v[e] = from_float<T>(x);
+      d.b.v[e] = from_float<T>(y);
     }
+    *reinterpret_cast<V*>(head + i0) = d.a;
+    *reinterpret_cast<V*>(head + half + i0) = d.b;
   } else {
-    if constexpr (VEC == kVec<T>) {
-      V a = *reinterpret_cast<const V*>(head + chunk * VEC);
-      const int p0 = chunk * VEC / 2;
+    const int p0 = chunk * VEC / 2;
 #pragma unroll
-      for (int e = 0; e < VEC / 2; ++e) {
-        float x = to_float(a.v[2 * e]), y = to_float(a.v[2 * e + 1]);
-        rotate_pair(x, y, cs[p0 + e].x, cs[p0 + e].y);
-        a.v[2 * e] = from_float<T>(x);
-        a.v[2 * e + 1] = from_float<T>(y);
-      }
-      *reinterpret_cast<V*>(head + chunk * VEC) = a;
-    } else {
-      float x = to_float(head[2 * chunk]), y = to_float(head[2 * chunk + 1]);
-      rotate_pair(x, y, cs[chunk].x, cs[chunk].y);
-      head[2 * chunk] = from_float<T>(x);
-      head[2 * chunk + 1] = from_float<T>(y);
+    for (int e = 0; e < VEC / 2; ++e) {
+      float x = to_float(d.a.v[2 * e]), y = to_float(d.a.v[2 * e + 1]);
+      rotate_pair(x, y, cs[p0 + e].x, cs[p0 + e].y);
+      d.a.v[2 * e] = from_float<T>(x);
+      d.a.v[2 * e + 1] = from_float<T>(y);
     }
+    *reinterpret_cast<V*>(head + chunk * VEC) = d.a;
+  }
+}
+
+/// Rotates one chunk of a head with the cached cos/sin of its token: VEC = kVec<T> moves 16 bytes
+/// (see Chunk16), VEC = 1 is the scalar fallback (one pair; rotary dim not a multiple of the vector).
+template <class T, int VEC>
+__device__ __forceinline__ void rotate_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs) {
+  if constexpr (VEC == kVec<T>) {
+    rotate_store_chunk(head, chunk, half, layout, cs, load_chunk(head, chunk, half, layout));
+  } else {
+    const RopePair p = rope_pair(layout, chunk, 2 * half);
+    float x = to_float(head[p.a]), y = to_float(head[p.b]);
+    rotate_pair(x, y, cs[chunk].x, cs[chunk].y);
+    head[p.a] = from_float<T>(x);
+    head[p.b] = from_float<T>(y);
   }
 }
 
@@ -130,17 +143,49 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeTensor q, RopeTensor k, i
   }
   __syncthreads();
   // Chunks per head: half layout walks the first half (partners at +half); interleaved walks r dims.
-  const int chunks = layout == RopeLayout::half ? half / VEC : 2 * half / VEC;
+  const int chunks = VEC == 1 ? half : (layout == RopeLayout::half ? half / VEC : 2 * half / VEC);
   const int per_token = (q.heads + k.heads) * chunks;
-  for (int idx = threadIdx.x; idx < n_tok * per_token; idx += blockDim.x) {
+  auto locate = [&](int idx, T*& head, int& c, const float2*& cs) {
     const int t = idx / per_token;
-    int rest = idx - t * per_token;
-    const int h = rest / chunks, c = rest - h * chunks;
+    const int rest = idx - t * per_token;
+    const int h = rest / chunks;
+    c = rest - h * chunks;
     const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
     const int hh = is_q ? h : h - q.heads;
-    T* head = static_cast<T*>(is_q ? q.data : k.data) + (t0 + t) * (is_q ? q.token_stride : k.token_stride) +
-              hh * (is_q ? q.head_stride : k.head_stride);
-    rotate_chunk<T, VEC>(head, c, half, layout, cos_sin + t * half);
+    head = static_cast<T*>(is_q ? q.data : k.data) + (t0 + t) * (is_q ? q.token_stride : k.token_stride) +
+           hh * (is_q ? q.head_stride : k.head_stride);
+    cs = cos_sin + t * half;
+  };
+  const int total = n_tok * per_token;
+  if constexpr (VEC == kVec<T>) {
+    // K chunks per thread per round, all loads issued before any store: in-place updates would
+    // otherwise serialize load -> store -> next load (the compiler cannot reorder across aliasing).
+    constexpr int K = 4;
+    for (int base = threadIdx.x; base < total; base += K * blockDim.x) {
+      Chunk16<T> d[K];
+      T* head[K];
+      int c[K];
+      const float2* cs[K];
+#pragma unroll
+      for (int u = 0; u < K; ++u) {
+        const int idx = base + u * blockDim.x;
+        if (idx < total) {
+          locate(idx, head[u], c[u], cs[u]);
+          d[u] = load_chunk(head[u], c[u], half, layout);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < K; ++u)
+        if (base + u * static_cast<int>(blockDim.x) < total) rotate_store_chunk(head[u], c[u], half, layout, cs[u], d[u]);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+      T* head;
+      int c;
+      const float2* cs;
+      locate(idx, head, c, cs);
+      rotate_chunk<T, 1>(head, c, half, layout, cs);
+    }
   }
 }
 
