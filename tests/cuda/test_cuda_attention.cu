@@ -10,6 +10,7 @@
 #include <ropex/backends/cuda/rope.cuh>
 
 #include <cstdlib>
+#include <utility>
 
 using namespace ropex;
 using namespace ropex::cuda;
@@ -137,12 +138,13 @@ TEST_CASE("flash prefill: every tiling variant gives the same accuracy") {
 TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the oracle") {
   using T = __nv_bfloat16;
   for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
-    for (int rotary : {128, 64}) {  // full and partial rotary
-      const Case c{2, 130, 130, 4, 2, 128, true};
+    for (auto [d, rotary] : {std::pair{128, 128}, std::pair{128, 64}, std::pair{80, 80}, std::pair{80, 40}}) {
+      const Case c{2, 130, 130, 4, 2, d, true};  // full and partial rotary; rotary 40 takes the scalar path
       Inputs<T> in(c);
       const int half = rotary / 2;
       std::vector<double> inv(static_cast<size_t>(half));
       for (int i = 0; i < half; ++i) inv[static_cast<size_t>(i)] = default_inv_freq(10000.0, i, rotary);
+      CAPTURE(rotary);
       RopeFrequencies freq(inv, 1.1);  // attention factor != 1
       std::vector<int64_t> pos(static_cast<size_t>(c.batch * c.nq));
       for (size_t t = 0; t < pos.size(); ++t) pos[t] = 1'000'000 + 3 * static_cast<int64_t>(t);  // shifted positions

@@ -121,7 +121,7 @@ __device__ __forceinline__ void unpack8(float (&f)[8], int4 raw) {
 }
 
 template <class T, int HD, int ROWS, int NW, int U>
-__global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeArgs<T> a) {
+__global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
   constexpr int LPK = HD / 8;      // lanes per key row (8 elements = 16 bytes each)
   constexpr int KPW = 32 / LPK;    // keys per warp per load

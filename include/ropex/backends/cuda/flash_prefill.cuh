@@ -63,20 +63,31 @@ __device__ __forceinline__ void load_tile(T* tile, const T* head_base, int64_t t
   }
 }
 
-/// Rotates the first 2*half dims of each row of a shared tile: row r holds token table_row0 + r.
-/// Same 16-byte chunk rotation as the standalone RoPE kernel (rope.cuh), on shared memory.
+/// Rotates the first 2*half dims of rows [0, n_valid) of a shared tile, row r with the cos/sin
+/// row cs + r*half (staged in shared memory by load_cos_sin). Same 16-byte chunk rotation as the
+/// standalone RoPE kernel (rope.cuh).
 template <class T, int LDS, int ROWS, int NT>
-__device__ __forceinline__ void rope_tile(T* tile, const float2* table, int64_t table_row0, int64_t n_rows,
-                                          int half, RopeLayout layout) {
+__device__ __forceinline__ void rope_tile(T* tile, const float2* cs, int64_t n_valid, int half, RopeLayout layout) {
   constexpr int V = kVec<T>;
   const bool vec = layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0;
   const int chunks = vec ? (layout == RopeLayout::half ? half / V : 2 * half / V) : half;  // scalar: one pair each
   for (int idx = threadIdx.x; idx < ROWS * chunks; idx += NT) {
     const int r = idx / chunks, c = idx - r * chunks;
-    if (table_row0 + r >= n_rows) continue;
-    const float2* cs = table + (table_row0 + r) * half;
-    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs);
-    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs);
+    if (r >= n_valid) continue;
+    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs + r * half);
+    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs + r * half);
+  }
+}
+
+/// Stages cos/sin rows [row0, row0 + ROWS) of a [rows, half] float2 table into shared memory
+/// (cp.async, 16 bytes = 2 pairs per copy; half is even). Rows past n_rows are not copied.
+template <int ROWS, int NT>
+__device__ __forceinline__ void load_cos_sin(float2* dst, const float2* table, int64_t row0, int64_t n_rows, int half) {
+  const int per_row = half / 2;
+  for (int idx = threadIdx.x; idx < ROWS * per_row; idx += NT) {
+    const int r = idx / per_row, c = idx - r * per_row;
+    const bool valid = row0 + r < n_rows;
+    mma::cp_async16(dst + r * half + 2 * c, table + (valid ? (row0 + r) * half + 2 * c : 0), valid);
   }
 }
 
@@ -87,6 +98,7 @@ struct FlashConfig {
   static constexpr int NT = NW * 32;
   static constexpr bool Q_IN_REGS = MT == 1;
   static constexpr size_t smem_bytes = sizeof(T) * (BM + 4 * BN) * LDS;  // Q + 2 stages of K and V
+  static constexpr size_t rope_smem_bytes = smem_bytes + sizeof(float2) * BN * (HD / 2);  // + one cos/sin tile
 };
 
 template <class T, int HD, int NW, int MT, int BN>
@@ -131,9 +143,24 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
   mma::cp_async_commit();
   mma::cp_async_wait<0>();
   __syncthreads();
-  if (a.rope.enabled()) {
-    if (a.rope.q_table) rope_tile<T, LDS, BM, NT>(sQ, a.rope.q_table, b * nq + m0, b * nq + nq, a.rope.half, a.rope.layout);
-    if (a.rope.k_table) rope_tile<T, LDS, BN, NT>(sK, a.rope.k_table, b * nk, b * nk + nk, a.rope.half, a.rope.layout);
+  const bool rope_k = a.rope.k_table != nullptr;
+  float2* sCS = reinterpret_cast<float2*>(sV + 2 * BN * LDS);  // [BN][half] cos/sin (fused RoPE only)
+  if (a.rope.q_table) {  // rotate Q once, BN rows of cos/sin at a time
+    for (int r0 = 0; r0 < BM; r0 += BN) {
+      load_cos_sin<BN, NT>(sCS, a.rope.q_table, b * nq + m0 + r0, b * nq + nq, a.rope.half);
+      mma::cp_async_commit();
+      mma::cp_async_wait<0>();
+      __syncthreads();
+      rope_tile<T, LDS, BN, NT>(sQ + r0 * LDS, sCS, nq - m0 - r0, a.rope.half, a.rope.layout);
+      __syncthreads();
+    }
+  }
+  if (rope_k && n_tiles > 0) {
+    load_cos_sin<BN, NT>(sCS, a.rope.k_table, b * nk, b * nk + nk, a.rope.half);
+    mma::cp_async_commit();
+    mma::cp_async_wait<0>();
+    __syncthreads();
+    rope_tile<T, LDS, BN, NT>(sK, sCS, nk, a.rope.half, a.rope.layout);
     __syncthreads();
   }
 
@@ -168,19 +195,31 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
 
   for (int j = 0; j < n_tiles; ++j) {
     const int buf = j & 1;
-    if (j + 1 < n_tiles) {  // prefetch the next K/V tile into the other stage
-      load_tile<T, HD, LDS, BN, NT>(sK + (buf ^ 1) * BN * LDS, k_head, kv_ts, int64_t(j + 1) * BN, nk);
-      load_tile<T, HD, LDS, BN, NT>(sV + (buf ^ 1) * BN * LDS, v_head, kv_ts, int64_t(j + 1) * BN, nk);
-    }
-    mma::cp_async_commit();
-    if (j > 0) {
-      mma::cp_async_wait<1>();  // tile j landed (tile j+1 may still be in flight)
-      __syncthreads();
-      if (a.rope.k_table) {
-        rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, a.rope.k_table, b * nk + int64_t(j) * BN, b * nk + nk,
-                                  a.rope.half, a.rope.layout);
+    if (!rope_k) {
+      if (j + 1 < n_tiles) {  // prefetch the next K/V tile into the other stage
+        load_tile<T, HD, LDS, BN, NT>(sK + (buf ^ 1) * BN * LDS, k_head, kv_ts, int64_t(j + 1) * BN, nk);
+        load_tile<T, HD, LDS, BN, NT>(sV + (buf ^ 1) * BN * LDS, v_head, kv_ts, int64_t(j + 1) * BN, nk);
+      }
+      mma::cp_async_commit();
+      if (j > 0) {
+        mma::cp_async_wait<1>();  // tile j landed (tile j+1 may still be in flight)
         __syncthreads();
       }
+    } else {
+      // Fused RoPE: tile j and its cos/sin landed -> rotate K in place -> only then prefetch tile
+      // j+1 with its cos/sin (one cos/sin buffer), still overlapping this tile's math.
+      if (j > 0) {
+        mma::cp_async_wait<0>();
+        __syncthreads();
+        rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, sCS, nk - int64_t(j) * BN, a.rope.half, a.rope.layout);
+        __syncthreads();
+      }
+      if (j + 1 < n_tiles) {
+        load_tile<T, HD, LDS, BN, NT>(sK + (buf ^ 1) * BN * LDS, k_head, kv_ts, int64_t(j + 1) * BN, nk);
+        load_tile<T, HD, LDS, BN, NT>(sV + (buf ^ 1) * BN * LDS, v_head, kv_ts, int64_t(j + 1) * BN, nk);
+        load_cos_sin<BN, NT>(sCS, a.rope.k_table, b * nk + int64_t(j + 1) * BN, b * nk + nk, a.rope.half);
+      }
+      mma::cp_async_commit();
     }
     const T* tK = sK + buf * BN * LDS;
     const T* tV = sV + buf * BN * LDS;
@@ -320,12 +359,13 @@ void launch_flash(const FlashArgs<T>& a, int batch, cudaStream_t stream) {
   static bool configured = false;  // once per instantiation: allow > 48 KB of dynamic smem
   if (!configured) {
     ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(C::smem_bytes)));
+                                          static_cast<int>(C::rope_smem_bytes)));
     configured = true;
   }
+  const size_t smem = a.rope.enabled() ? C::rope_smem_bytes : C::smem_bytes;
   dim3 grid(static_cast<unsigned>(ceil_div(a.shape.n_queries, C::BM)), static_cast<unsigned>(a.shape.n_heads),
             static_cast<unsigned>(batch));
-  kernel<<<grid, C::NT, C::smem_bytes, stream>>>(a);
+  kernel<<<grid, C::NT, smem, stream>>>(a);
   check_launch("flash_forward_kernel");
 }
 
@@ -350,14 +390,15 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     throw make_error("cuda::flash_attention", "n_heads", "must be a positive multiple of n_kv_heads");
   if (shape.n_keys < 0 || shape.n_queries < 0 || shape.query_offset < 0)
     throw make_error("cuda::flash_attention", "shape", "sizes must be non-negative");
-  if (rope.enabled() && 2 * rope.half > shape.head_dim)
-    throw make_error("cuda::flash_attention", "rope.half", "rotary dim exceeds head_dim");
+  if (rope.enabled() && (2 * rope.half > shape.head_dim || rope.half % 2 != 0 || rope.half <= 0))
+    throw make_error("cuda::flash_attention", "rope.half", "rotary dim must be a multiple of 4 and <= head_dim");
   if (shape.n_queries == 0 || batch == 0) return;
   if (shape.n_keys == 0) throw make_error("cuda::flash_attention", "n_keys", "must be positive");
   detail::FlashArgs<T> a{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * 1.4426950408889634f, rope};
   // Variants: 4x2x64 (default), 4x2x32, 8x1x64 and 4x1x64 (Q fragments kept in registers).
   const int w = tiling.warps ? tiling.warps : 4, mt = tiling.m_tiles ? tiling.m_tiles : 2;
-  const int bn = tiling.block_n ? tiling.block_n : 64;
+  // Fused RoPE stages a cos/sin tile in shared memory too: 32-key tiles keep two blocks per SM.
+  const int bn = tiling.block_n ? tiling.block_n : (rope.enabled() && mt == 2 ? 32 : 64);
   switch (shape.head_dim) {
     case 64:
       if (mt == 2 && bn == 32) detail::launch_flash<T, 64, 4, 2, 32>(a, batch, stream);

@@ -6,9 +6,11 @@
 //
 // The angles come from the same ROPEX_HD code as the CPU path (rope/frequencies.hpp: rope_angle,
 // rotate_pair): pos * inv_freq is formed and reduced mod 2*pi in double, so position 1e6 is as
-// accurate as position 10; only the final sincos is float. Each block computes the cos/sin of
-// one token once and reuses them for every head of q and k (the angle math is per token, the
-// bytes are per head), and every thread moves 16 bytes per access.
+// accurate as position 10; only the final sincos is float. Two passes: the cos/sin of each
+// (token, pair) once into a small table (the angle math is per token, the bytes are per head),
+// then one streaming pass over q and k where every thread rotates one 16-byte chunk. (A single
+// pass with the table in shared memory was slower on H100: its barrier stalls the loads, and
+// in-place loads cannot be hoisted above the previous stores.)
 #pragma once
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/rope/frequencies.hpp>
@@ -36,19 +38,36 @@ class RopeFrequencies {
   RopeFrequencies& operator=(const RopeFrequencies&) = delete;
   RopeFrequencies(RopeFrequencies&& o) noexcept { swap(o); }
   RopeFrequencies& operator=(RopeFrequencies&& o) noexcept { swap(o); return *this; }
-  ~RopeFrequencies() { if (inv_freq_) cudaFree(inv_freq_); }
+  ~RopeFrequencies() {
+    if (inv_freq_) cudaFree(inv_freq_);
+    if (scratch_) cudaFree(scratch_);
+  }
 
   const double* inv_freq() const { return inv_freq_; }  // device pointer, [half]
   int half() const { return half_; }                    // rotary_dim / 2
   float attention_factor() const { return attention_factor_; }
+  /// Device scratch of at least n float2 (the cos/sin table of rope_inplace); grows, never shrinks.
+  float2* scratch(size_t n) const {
+    if (n > scratch_capacity_) {
+      if (scratch_) cudaFree(scratch_);
+      scratch_ = nullptr;
+      ROPEX_CUDA_CHECK(cudaMalloc(&scratch_, n * sizeof(float2)));
+      scratch_capacity_ = n;
+    }
+    return scratch_;
+  }
 
  private:
   void swap(RopeFrequencies& o) noexcept {
     std::swap(inv_freq_, o.inv_freq_);
     std::swap(half_, o.half_);
     std::swap(attention_factor_, o.attention_factor_);
+    std::swap(scratch_, o.scratch_);
+    std::swap(scratch_capacity_, o.scratch_capacity_);
   }
   double* inv_freq_ = nullptr;
+  mutable float2* scratch_ = nullptr;  // per-call cos/sin table (not shared across concurrent streams)
+  mutable size_t scratch_capacity_ = 0;
   int half_ = 0;
   float attention_factor_ = 1.f;
 };
@@ -128,65 +147,24 @@ struct RopeTensor {
   int64_t token_stride, head_stride;  // in elements
 };
 
-/// grid.x covers tokens (TOKENS_PER_BLOCK each); each block rotates every head of q and k.
-template <class T, int VEC, int TOKENS_PER_BLOCK>
-__global__ void __launch_bounds__(256) rope_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens,
-                                                   const int64_t* __restrict__ positions,
-                                                   const double* __restrict__ inv_freq, int half,
-                                                   float attention_factor, RopeLayout layout) {
-  extern __shared__ float2 cos_sin[];  // [TOKENS_PER_BLOCK][half]
-  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * TOKENS_PER_BLOCK;
-  const int n_tok = static_cast<int>(n_tokens - t0 < TOKENS_PER_BLOCK ? n_tokens - t0 : TOKENS_PER_BLOCK);
-  for (int idx = threadIdx.x; idx < n_tok * half; idx += blockDim.x) {
-    const int t = idx / half, i = idx - t * half;
-    cos_sin[idx] = rope_cos_sin(positions[t0 + t], inv_freq[i], attention_factor);
-  }
-  __syncthreads();
-  // Chunks per head: half layout walks the first half (partners at +half); interleaved walks r dims.
+/// One thread per 16-byte chunk (or per pair on the scalar path) of every head of q and k: a plain
+/// streaming pass, the cos/sin of the chunk's token read from the per-token table (L2-resident:
+/// one row per token against heads x head_dim x 2 bytes of q/k per token).
+template <class T, int VEC>
+__global__ void rope_apply_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens, const float2* __restrict__ table,
+                                  int half, RopeLayout layout) {
   const int chunks = VEC == 1 ? half : (layout == RopeLayout::half ? half / VEC : 2 * half / VEC);
   const int per_token = (q.heads + k.heads) * chunks;
-  auto locate = [&](int idx, T*& head, int& c, const float2*& cs) {
-    const int t = idx / per_token;
-    const int rest = idx - t * per_token;
-    const int h = rest / chunks;
-    c = rest - h * chunks;
-    const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
-    const int hh = is_q ? h : h - q.heads;
-    head = static_cast<T*>(is_q ? q.data : k.data) + (t0 + t) * (is_q ? q.token_stride : k.token_stride) +
-           hh * (is_q ? q.head_stride : k.head_stride);
-    cs = cos_sin + t * half;
-  };
-  const int total = n_tok * per_token;
-  if constexpr (VEC == kVec<T>) {
-    // K chunks per thread per round, all loads issued before any store: in-place updates would
-    // otherwise serialize load -> store -> next load (the compiler cannot reorder across aliasing).
-    constexpr int K = 4;
-    for (int base = threadIdx.x; base < total; base += K * blockDim.x) {
-      Chunk16<T> d[K];
-      T* head[K];
-      int c[K];
-      const float2* cs[K];
-#pragma unroll
-      for (int u = 0; u < K; ++u) {
-        const int idx = base + u * blockDim.x;
-        if (idx < total) {
-          locate(idx, head[u], c[u], cs[u]);
-          d[u] = load_chunk(head[u], c[u], half, layout);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < K; ++u)
-        if (base + u * static_cast<int>(blockDim.x) < total) rotate_store_chunk(head[u], c[u], half, layout, cs[u], d[u]);
-    }
-  } else {
-    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
-      T* head;
-      int c;
-      const float2* cs;
-      locate(idx, head, c, cs);
-      rotate_chunk<T, 1>(head, c, half, layout, cs);
-    }
-  }
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= n_tokens * per_token) return;
+  const int64_t t = item / per_token;
+  const int rest = static_cast<int>(item - t * per_token);
+  const int h = rest / chunks, c = rest - h * chunks;
+  const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
+  const int hh = is_q ? h : h - q.heads;
+  T* head = static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
+            hh * (is_q ? q.head_stride : k.head_stride);
+  rotate_chunk<T, VEC>(head, c, half, layout, table + t * half);
 }
 
 /// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(positions[t] * inv_freq[i]).
@@ -233,19 +211,20 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
   // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
   const bool vec = aligned(q) && aligned(k) &&
                    (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
-  constexpr int TPB = 4;  // tokens per block: enough independent 16-byte accesses per thread
-  const unsigned blocks = static_cast<unsigned>(ceil_div(n_tokens, TPB));
-  const size_t smem = sizeof(float2) * TPB * half;
+  // Pass 1: cos/sin per (token, pair), angles reduced in double (n_tokens x half float2).
+  // Pass 2: stream q and k once, 16 bytes per thread.
+  float2* table = freq.scratch(static_cast<size_t>(n_tokens) * half);
+  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n_tokens * half, 256)), 256, 0, stream>>>(
+      table, positions, n_tokens, freq.inv_freq(), half, freq.attention_factor());
+  check_launch("rope_table_kernel");
   detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
   detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
-  if (smem > 48 * 1024) throw make_error("cuda::rope_inplace", "rotary_dim", "too large");
-  if (vec)
-    detail::rope_kernel<T, V, TPB><<<blocks, 256, smem, stream>>>(rq, rk, n_tokens, positions, freq.inv_freq(),
-                                                                   half, freq.attention_factor(), layout);
-  else
-    detail::rope_kernel<T, 1, TPB><<<blocks, 256, smem, stream>>>(rq, rk, n_tokens, positions, freq.inv_freq(),
-                                                                   half, freq.attention_factor(), layout);
-  check_launch("rope_kernel");
+  const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
+  const int64_t items = n_tokens * (q.heads + k.heads) * chunks;
+  const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
+  if (vec) detail::rope_apply_kernel<T, V><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  else detail::rope_apply_kernel<T, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  check_launch("rope_apply_kernel");
 }
 
 /// Fills table [n_tokens, half] (device, float2 = (cos, sin) * attention factor) for fused RoPE in
