@@ -27,6 +27,12 @@ class KVCache {
   int64_t n_kv_heads() const { return n_kv_heads_; }
   /// Forgets every cached token (the memory is kept for the next sequence).
   void clear() { length_ = 0; }
+  /// Keeps only the first n tokens (rewind: retry a continuation, time one decode step).
+  void truncate(int64_t n) {
+    if (n < 0 || n > length_)
+      throw make_error("kv cache", "truncate", std::to_string(n) + " is outside [0, " + std::to_string(length_) + "]");
+    length_ = n;
+  }
 
   /// Throws ropex::Error when n more tokens do not fit.
   void reserve_more(int64_t n) const {

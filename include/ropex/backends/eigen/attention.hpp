@@ -10,8 +10,9 @@
 //                                             acc += P Vb             [bq, d]
 //     out = acc / l
 //
-// The tile products are small loops the compiler vectorizes (they run inside OpenMP threads, where
-// handing them to a threaded BLAS would oversubscribe the cores); exp uses Eigen's packet math.
+// The tile products are small register-blocked loops the compiler vectorizes (they run inside
+// OpenMP threads, where handing them to a threaded BLAS would oversubscribe the cores); a decode
+// step (one query row) uses dot products straight from the cache rows; exp uses Eigen's packets.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/attention/online_softmax.hpp>
@@ -89,6 +90,63 @@ inline void accumulate_tile(const float* p, int64_t ldp, int64_t nr, const float
   }
 }
 
+// C[m, n] (+)= A[m, k] B[k, n], row-major with leading dimensions; a 4 x 16 register block
+// (4 broadcasts of A, 2 vector loads of B, 8 vector FMAs per k step with AVX2) that the compiler
+// vectorizes. Used for both tile products once a query block has several rows:
+//   S = Qs Kt (Kt: the key tile transposed to [d, bk])   and   acc += P V_tile.
+template <bool Accumulate>
+inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                      float* c, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+      float c0[16], c1[16], c2[16], c3[16];
+      for (int jj = 0; jj < 16; ++jj) {
+        c0[jj] = Accumulate ? c[(i + 0) * ldc + j + jj] : 0.0f;
+        c1[jj] = Accumulate ? c[(i + 1) * ldc + j + jj] : 0.0f;
+        c2[jj] = Accumulate ? c[(i + 2) * ldc + j + jj] : 0.0f;
+        c3[jj] = Accumulate ? c[(i + 3) * ldc + j + jj] : 0.0f;
+      }
+      const float* a0 = a + i * lda;
+      for (int64_t p = 0; p < k; ++p) {
+        const float* bp = b + p * ldb + j;
+        const float x0 = a0[p], x1 = a0[lda + p], x2 = a0[2 * lda + p], x3 = a0[3 * lda + p];
+#pragma omp simd
+        for (int jj = 0; jj < 16; ++jj) {
+          c0[jj] += x0 * bp[jj];
+          c1[jj] += x1 * bp[jj];
+          c2[jj] += x2 * bp[jj];
+          c3[jj] += x3 * bp[jj];
+        }
+      }
+      for (int jj = 0; jj < 16; ++jj) {
+        c[(i + 0) * ldc + j + jj] = c0[jj];
+        c[(i + 1) * ldc + j + jj] = c1[jj];
+        c[(i + 2) * ldc + j + jj] = c2[jj];
+        c[(i + 3) * ldc + j + jj] = c3[jj];
+      }
+    }
+    for (int64_t r = i; r < i + 4; ++r)  // ragged columns
+      for (int64_t jj = j; jj < n; ++jj) {
+        float acc = Accumulate ? c[r * ldc + jj] : 0.0f;
+        for (int64_t p = 0; p < k; ++p) acc += a[r * lda + p] * b[p * ldb + jj];
+        c[r * ldc + jj] = acc;
+      }
+  }
+  for (; i < m; ++i) {  // ragged rows
+    float* cr = c + i * ldc;
+    if (!Accumulate)
+      for (int64_t jj = 0; jj < n; ++jj) cr[jj] = 0.0f;
+    for (int64_t p = 0; p < k; ++p) {
+      const float x = a[i * lda + p];
+      const float* bp = b + p * ldb;
+#pragma omp simd
+      for (int64_t jj = 0; jj < n; ++jj) cr[jj] += x * bp[jj];
+    }
+  }
+}
+
 }  // namespace detail
 
 /// out = softmax(q k^T * scale, causal) v, computed in tiles with an online softmax; GQA through
@@ -108,10 +166,12 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
 
 #pragma omp parallel if (work > 2e5)
   {
-    std::vector<float> qs(static_cast<size_t>(bq * d)), acc(static_cast<size_t>(bq * d)),
-        sc(static_cast<size_t>(bq * bk));
-    std::vector<const float*> krows(static_cast<size_t>(bk)), vrows(static_cast<size_t>(bk));
-    std::vector<attention::SoftmaxState<float>> state(static_cast<size_t>(bq));
+    // Per-thread scratch, kept between calls (decode calls this once per layer per token).
+    thread_local std::vector<float> qs, acc, sc, kt;
+    thread_local std::vector<const float*> krows, vrows;
+    thread_local std::vector<attention::SoftmaxState<float>> state;
+    qs.resize(size_t(bq * d)), acc.resize(size_t(bq * d)), sc.resize(size_t(bq * bk)), kt.resize(size_t(d * bk));
+    krows.resize(size_t(bk)), vrows.resize(size_t(bk)), state.resize(size_t(bq));
 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_items; ++item) {
@@ -130,11 +190,20 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
       const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
       for (int64_t j0 = 0; j0 < keys_end; j0 += bk) {
         const int64_t nc = std::min(bk, keys_end - j0);
-        for (int64_t c = 0; c < nc; ++c) {
-          krows[c] = k.row(j0 + c, kvh);
-          vrows[c] = v.row(j0 + c, kvh);
+        const bool blocked = nr >= 4;  // several query rows: register-blocked GEMM tiles
+        if (blocked) {
+          for (int64_t c = 0; c < nc; ++c) {  // Kt[t, c] = k_c[t]
+            const float* kc = k.row(j0 + c, kvh);
+            for (int64_t t = 0; t < d; ++t) kt[t * bk + c] = kc[t];
+          }
+          detail::gemm_tile<false>(nr, nc, d, qs.data(), d, kt.data(), bk, sc.data(), bk);
+        } else {  // decode: dot products straight from the cache rows
+          for (int64_t c = 0; c < nc; ++c) {
+            krows[c] = k.row(j0 + c, kvh);
+            vrows[c] = v.row(j0 + c, kvh);
+          }
+          detail::scores_tile(qs.data(), d, nr, krows.data(), nc, d, sc.data(), bk);
         }
-        detail::scores_tile(qs.data(), d, nr, krows.data(), nc, d, sc.data(), bk);
         for (int64_t r = 0; r < nr; ++r) {
           float* sr = sc.data() + r * bk;
           const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
@@ -149,7 +218,10 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
           state[r].sum += row.sum();
           if (factor != 1.0f) Eigen::Map<Eigen::ArrayXf>(acc.data() + r * d, d) *= factor;
         }
-        detail::accumulate_tile(sc.data(), bk, nr, vrows.data(), nc, d, acc.data(), d);
+        if (blocked)
+          detail::gemm_tile<true>(nr, d, nc, sc.data(), bk, v.row(j0, kvh), v.token_stride, acc.data(), d);
+        else
+          detail::accumulate_tile(sc.data(), bk, nr, vrows.data(), nc, d, acc.data(), d);
       }
       for (int64_t r = 0; r < nr; ++r) {
         const float inv = attention::softmax_finalize(state[r]);
