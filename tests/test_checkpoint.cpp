@@ -215,6 +215,9 @@ TEST_CASE("LlamaConfig::from_json refuses out-of-range values, naming file and f
       {"rope_theta", "big", "rope_theta"},
       {"rope_scaling", {{"type", "warp"}, {"factor", 2.0}}, "rope_scaling.type"},
       {"partial_rotary_factor", 0.1, "partial_rotary_factor"},
+      {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0, 1.0}}, {"long_factor", {1.0, 2.0, 3.0, 4.0}}},
+       "rope_scaling.short_factor: needs rotary_dim/2 = 4 entries, got 2"},
+      {"num_hidden_layers", {{"deep", {{{{{{1}}}}}}}}, "num_hidden_layers: must be an integer, got an object"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.field);

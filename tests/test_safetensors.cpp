@@ -304,6 +304,18 @@ TEST_CASE("malformed safetensors files give one ropex::Error naming file and fie
     CHECK_HAS(m, "'a'");
     CHECK_HAS(m, "'b'");
   }
+  SUBCASE("deeply nested shape is reported briefly, not dumped") {
+    std::string deep = std::string(20000, '[') + std::string(20000, ']');
+    write_raw(p, R"({"a":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})", 0);
+    auto m = open_msg();
+    CHECK_HAS(m, "tensor 'a'.shape: dimensions must be non-negative integers, got an array of 1");
+    CHECK(m.size() < 300);
+  }
+  SUBCASE("a directory is not a file") {
+    auto m = error_of([&] { SafetensorsFile::open(dir.path); });
+    CHECK_HAS(m, dir.path.string());
+    CHECK_HAS(m, "not a regular file");
+  }
   SUBCASE("empty file") {
     std::ofstream(p, std::ios::binary).close();
     CHECK_HAS(open_msg(), "too short");

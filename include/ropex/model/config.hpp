@@ -3,6 +3,7 @@
 // count would otherwise become an out-of-bounds read deep inside attention).
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/json_brief.hpp>
 #include <ropex/rope/scaling.hpp>
 
 #include <nlohmann/json.hpp>
@@ -48,7 +49,7 @@ inline int64_t config_int(const nlohmann::json& j, const char* key, std::string_
   int64_t v;
   if (it->is_number_unsigned()) {
     uint64_t u = it->get<uint64_t>();
-    if (u > uint64_t(hi)) throw make_error(source, key, "must be <= " + std::to_string(hi) + ", got " + it->dump());
+    if (u > uint64_t(hi)) throw make_error(source, key, "must be <= " + std::to_string(hi) + ", got " + io::json_brief(*it));
     v = int64_t(u);
   } else if (it->is_number_integer()) {
     v = it->get<int64_t>();
@@ -57,10 +58,10 @@ inline int64_t config_int(const nlohmann::json& j, const char* key, std::string_
     double d = it->get<double>();
     if (!std::isfinite(d) || d != std::floor(d) || d < double(lo) || d > double(hi))
       throw make_error(source, key, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                                        "], got " + it->dump());
+                                        "], got " + io::json_brief(*it));
     v = int64_t(d);
   } else {
-    throw make_error(source, key, "must be an integer, got " + it->dump());
+    throw make_error(source, key, "must be an integer, got " + io::json_brief(*it));
   }
   if (v < lo || v > hi)
     throw make_error(source, key,
@@ -114,13 +115,13 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, std::string_v
   c.max_position_embeddings = config_int(j, "max_position_embeddings", source, 1, int64_t(1) << 40, 2048);
 
   if (auto it = j.find("rms_norm_eps"); it != j.end() && !it->is_null()) {
-    if (!it->is_number()) throw make_error(source, "rms_norm_eps", "must be a number, got " + it->dump());
+    if (!it->is_number()) throw make_error(source, "rms_norm_eps", "must be a number, got " + io::json_brief(*it));
     c.rms_norm_eps = it->get<double>();
     if (!(c.rms_norm_eps > 0.0 && c.rms_norm_eps < 1.0))
-      throw make_error(source, "rms_norm_eps", "must be in (0, 1), got " + it->dump());
+      throw make_error(source, "rms_norm_eps", "must be in (0, 1), got " + io::json_brief(*it));
   }
   if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
-    if (!it->is_boolean()) throw make_error(source, "tie_word_embeddings", "must be true or false, got " + it->dump());
+    if (!it->is_boolean()) throw make_error(source, "tie_word_embeddings", "must be true or false, got " + io::json_brief(*it));
     c.tie_word_embeddings = it->get<bool>();
   }
   c.bos_token_id = detail::config_token_id(j, "bos_token_id", source, c.vocab_size, 1);
@@ -128,10 +129,10 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, std::string_v
 
   // What the LLaMA forward pass does not implement is refused, not silently ignored.
   if (auto it = j.find("hidden_act"); it != j.end() && !it->is_null() && *it != "silu")
-    throw make_error(source, "hidden_act", "only \"silu\" (SwiGLU) is supported, got " + it->dump());
+    throw make_error(source, "hidden_act", "only \"silu\" (SwiGLU) is supported, got " + io::json_brief(*it));
   for (const char* bias : {"attention_bias", "mlp_bias"})
     if (auto it = j.find(bias); it != j.end() && !it->is_null() && *it != false)
-      throw make_error(source, bias, "biases are not supported (LLaMA has none), got " + it->dump());
+      throw make_error(source, bias, "biases are not supported (LLaMA has none), got " + io::json_brief(*it));
 
   if (j.contains("max_position_embeddings") && !j["max_position_embeddings"].is_null()) {
     c.rope = rope_scaling_from_config(j, source);
@@ -146,6 +147,11 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, std::string_v
     throw make_error(source, "partial_rotary_factor",
                      "head_dim " + std::to_string(c.head_dim) + " x " + std::to_string(prf) +
                          " must give an even rotary dimension >= 2");
+  if (c.rope.type == RopeType::longrope)  // one factor per rotated pair, checked here so the error names the file
+    for (const auto* list : {&c.rope.short_factor, &c.rope.long_factor})
+      if (list->size() != size_t(rd / 2))
+        throw make_error(source, list == &c.rope.short_factor ? "rope_scaling.short_factor" : "rope_scaling.long_factor",
+                         "needs rotary_dim/2 = " + std::to_string(rd / 2) + " entries, got " + std::to_string(list->size()));
   return c;
 }
 

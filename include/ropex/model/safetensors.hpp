@@ -9,6 +9,7 @@
 #pragma once
 #include <ropex/error.hpp>
 #include <ropex/io/mapped_file.hpp>
+#include <ropex/io/json_brief.hpp>
 #include <ropex/model/tensor.hpp>
 
 #include <nlohmann/json.hpp>
@@ -110,28 +111,28 @@ inline std::vector<TensorView> parse_safetensors(std::span<const std::byte> file
     uint64_t numel = 1;
     for (const auto& d : *sh) {
       auto v = detail::json_size(d);
-      if (!v) throw make_error(source, field + ".shape", "dimensions must be non-negative integers, got " + d.dump());
+      if (!v) throw make_error(source, field + ".shape", "dimensions must be non-negative integers, got " + io::json_brief(d));
       if (__builtin_mul_overflow(numel, *v, &numel))
-        throw make_error(source, field + ".shape", "element count overflows: " + sh->dump());
+        throw make_error(source, field + ".shape", "element count overflows: " + io::json_brief(*sh));
       shape.push_back(int64_t(*v));
     }
     uint64_t nbytes = 0;
     if (__builtin_mul_overflow(numel, uint64_t(dtype_size(*dtype)), &nbytes))
-      throw make_error(source, field + ".shape", "byte size overflows: " + sh->dump());
+      throw make_error(source, field + ".shape", "byte size overflows: " + io::json_brief(*sh));
     auto off = entry.find("data_offsets");
     if (off == entry.end() || !off->is_array() || off->size() != 2)
       throw make_error(source, field + ".data_offsets", "missing or not a [begin, end] pair");
     auto b = detail::json_size((*off)[0]), e = detail::json_size((*off)[1]);
-    if (!b || !e) throw make_error(source, field + ".data_offsets", "must be non-negative integers, got " + off->dump());
-    if (*b > *e) throw make_error(source, field + ".data_offsets", "begin > end: " + off->dump());
+    if (!b || !e) throw make_error(source, field + ".data_offsets", "must be non-negative integers, got " + io::json_brief(*off));
+    if (*b > *e) throw make_error(source, field + ".data_offsets", "begin > end: " + io::json_brief(*off));
     if (*e > data_size)
       throw make_error(source, field + ".data_offsets",
-                       off->dump() + " runs past the data section (" + std::to_string(data_size) +
+                       io::json_brief(*off) + " runs past the data section (" + std::to_string(data_size) +
                            " bytes): truncated file?");
     if (*e - *b != nbytes)
       throw make_error(source, field,
-                       "shape " + sh->dump() + " x " + std::string(dtype_name(*dtype)) + " needs " +
-                           std::to_string(nbytes) + " bytes but data_offsets " + off->dump() + " span " +
+                       "shape " + io::json_brief(*sh) + " x " + std::string(dtype_name(*dtype)) + " needs " +
+                           std::to_string(nbytes) + " bytes but data_offsets " + io::json_brief(*off) + " span " +
                            std::to_string(*e - *b));
     views.push_back(TensorView{name, *dtype, std::move(shape), data + *b, size_t(nbytes), std::string(source)});
     spans.emplace_back(*b, *e);
