@@ -119,12 +119,18 @@ json bench_rope() {
                      dpos.p, freq, layout);
       });
       const double bytes = 2.0 * (q0.bytes() + k0.bytes());  // read + write of q and k
+      const double ms1 = median_ms([&](int i) {  // one head per thread (tuning comparison)
+        rope_inplace(DeviceHeads<bf16>::contiguous(i % 2 ? q1.p : q0.p, hq, d),
+                     DeviceHeads<bf16>::contiguous(i % 2 ? k1.p : k0.p, hkv, d), tokens, d, dpos.p, freq, layout,
+                     nullptr, 1);
+      });
       out.push_back({{"op", "rope"},
                      {"shape", {{"tokens", tokens}, {"heads_q", hq}, {"heads_kv", hkv}, {"head_dim", d},
                                 {"dtype", "bf16"}, {"layout", layout == RopeLayout::half ? "half" : "interleaved"}}},
-                     {"unit", "GB/s"}, {"ropex", bytes / ms / 1e6}, {"ms", ms}});
-      std::printf("rope hkv=%d %s: %.3f ms %.0f GB/s\n", hkv, layout == RopeLayout::half ? "half" : "inter", ms,
-                  bytes / ms / 1e6);
+                     {"unit", "GB/s"}, {"ropex", bytes / ms / 1e6}, {"ms", ms},
+                     {"gbps_2_heads_per_thread", bytes / ms / 1e6}, {"gbps_1_head_per_thread", bytes / ms1 / 1e6}});
+      std::printf("rope hkv=%d %s: 2 heads/thread %.3f ms %.0f GB/s; 1 head/thread %.3f ms %.0f GB/s\n", hkv,
+                  layout == RopeLayout::half ? "half" : "inter", ms, bytes / ms / 1e6, ms1, bytes / ms1 / 1e6);
     }
   }
   return out;

@@ -36,7 +36,9 @@ std::vector<int64_t> random_positions(int64_t n, int64_t max_pos) {
 }
 
 template <class T>
-void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim, RopeLayout layout) {
+void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim, RopeLayout layout,
+                int heads_per_thread = 2) {
+  CAPTURE(heads_per_thread);
   CAPTURE(n_tokens); CAPTURE(hq); CAPTURE(hkv); CAPTURE(head_dim); CAPTURE(rotary_dim);
   CAPTURE(static_cast<int>(layout)); CAPTURE(sizeof(T));
   double af = 1;
@@ -49,7 +51,7 @@ void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim,
   DeviceArray<int64_t> dpos(pos);
   RopeFrequencies freq(inv, af);
   rope_inplace(DeviceHeads<T>::contiguous(q.ptr, hq, head_dim), DeviceHeads<T>::contiguous(k.ptr, hkv, head_dim),
-               n_tokens, head_dim, dpos.ptr, freq, layout);
+               n_tokens, head_dim, dpos.ptr, freq, layout, nullptr, heads_per_thread);
   const auto q_gpu = q.download(), k_gpu = k.download();
 
   // Oracle: double inputs, double table. Naive same-precision: the CPU path in T with a float table.
@@ -107,6 +109,8 @@ TEST_CASE("cuda rope_inplace matches the double reference (bf16, fp16, fp32; bot
     check_rope<__nv_bfloat16>(129, 4, 1, 80, 40, layout);   // partial rotary 0.5, half = 20 (scalar path)
     check_rope<__nv_bfloat16>(129, 2, 2, 128, 32, layout);  // partial rotary 0.25
     check_rope<__nv_bfloat16>(33, 2, 1, 64, 20, layout);    // rotary 20: scalar path in both layouts
+    check_rope<__nv_bfloat16>(129, 3, 2, 128, 128, layout, 1);  // one head per thread
+    check_rope<__half>(129, 3, 2, 128, 128, layout, 2);         // 5 heads: the last pair is half empty
     check_rope<float>(33, 3, 1, 96, 48, layout);
   }
 }

@@ -64,30 +64,35 @@ __device__ __forceinline__ void load_tile(T* tile, const T* head_base, int64_t t
 }
 
 /// Rotates the first 2*half dims of rows [0, n_valid) of a shared tile, row r with the cos/sin
-/// row cs + r*half (staged in shared memory by load_cos_sin). Same 16-byte chunk rotation as the
-/// standalone RoPE kernel (rope.cuh).
+/// row cs + r*cs_stride (staged in shared memory by load_cos_sin). Same 16-byte chunk rotation as
+/// the standalone RoPE kernel (rope.cuh). Lanes walk 8 rows for one chunk column: with the padded
+/// strides of the tile and of the cos/sin rows, each quarter-warp hits 8 distinct bank groups.
 template <class T, int LDS, int ROWS, int NT>
-__device__ __forceinline__ void rope_tile(T* tile, const float2* cs, int64_t n_valid, int half, RopeLayout layout) {
+__device__ __forceinline__ void rope_tile(T* tile, const float2* cs, int cs_stride, int64_t n_valid, int half,
+                                          RopeLayout layout) {
+  static_assert(ROWS % 8 == 0, "rows come in groups of 8");
   constexpr int V = kVec<T>;
   const bool vec = layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0;
   const int chunks = vec ? (layout == RopeLayout::half ? half / V : 2 * half / V) : half;  // scalar: one pair each
   for (int idx = threadIdx.x; idx < ROWS * chunks; idx += NT) {
-    const int r = idx / chunks, c = idx - r * chunks;
+    const int group = idx / (8 * chunks), rem = idx - group * 8 * chunks;
+    const int r = group * 8 + rem % 8, c = rem / 8;
     if (r >= n_valid) continue;
-    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs + r * half);
-    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs + r * half);
+    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs + r * cs_stride);
+    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs + r * cs_stride);
   }
 }
 
-/// Stages cos/sin rows [row0, row0 + ROWS) of a [rows, half] float2 table into shared memory
-/// (cp.async, 16 bytes = 2 pairs per copy; half is even). Rows past n_rows are not copied.
+/// Stages cos/sin rows [row0, row0 + ROWS) of a [rows, half] float2 table into shared memory with
+/// row stride half + 2 (cp.async, 16 bytes = 2 pairs per copy; half is even). Rows past n_rows are
+/// not copied.
 template <int ROWS, int NT>
 __device__ __forceinline__ void load_cos_sin(float2* dst, const float2* table, int64_t row0, int64_t n_rows, int half) {
   const int per_row = half / 2;
   for (int idx = threadIdx.x; idx < ROWS * per_row; idx += NT) {
     const int r = idx / per_row, c = idx - r * per_row;
     const bool valid = row0 + r < n_rows;
-    mma::cp_async16(dst + r * half + 2 * c, table + (valid ? (row0 + r) * half + 2 * c : 0), valid);
+    mma::cp_async16(dst + r * (half + 2) + 2 * c, table + (valid ? (row0 + r) * half + 2 * c : 0), valid);
   }
 }
 
@@ -98,7 +103,7 @@ struct FlashConfig {
   static constexpr int NT = NW * 32;
   static constexpr bool Q_IN_REGS = MT == 1;
   static constexpr size_t smem_bytes = sizeof(T) * (BM + 4 * BN) * LDS;  // Q + 2 stages of K and V
-  static constexpr size_t rope_smem_bytes = smem_bytes + sizeof(float2) * BN * (HD / 2);  // + one cos/sin tile
+  static constexpr size_t rope_smem_bytes = smem_bytes + sizeof(float2) * BN * (HD / 2 + 2);  // + one cos/sin tile
 };
 
 template <class T, int HD, int NW, int MT, int BN>
@@ -151,7 +156,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
       mma::cp_async_commit();
       mma::cp_async_wait<0>();
       __syncthreads();
-      rope_tile<T, LDS, BN, NT>(sQ + r0 * LDS, sCS, nq - m0 - r0, a.rope.half, a.rope.layout);
+      rope_tile<T, LDS, BN, NT>(sQ + r0 * LDS, sCS, a.rope.half + 2, nq - m0 - r0, a.rope.half, a.rope.layout);
       __syncthreads();
     }
   }
@@ -160,7 +165,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
     mma::cp_async_commit();
     mma::cp_async_wait<0>();
     __syncthreads();
-    rope_tile<T, LDS, BN, NT>(sK, sCS, nk, a.rope.half, a.rope.layout);
+    rope_tile<T, LDS, BN, NT>(sK, sCS, a.rope.half + 2, nk, a.rope.half, a.rope.layout);
     __syncthreads();
   }
 
@@ -211,7 +216,8 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
       if (j > 0) {
         mma::cp_async_wait<0>();
         __syncthreads();
-        rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, sCS, nk - int64_t(j) * BN, a.rope.half, a.rope.layout);
+        rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, sCS, a.rope.half + 2, nk - int64_t(j) * BN, a.rope.half,
+                                  a.rope.layout);
         __syncthreads();
       }
       if (j + 1 < n_tiles) {

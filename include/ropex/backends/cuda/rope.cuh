@@ -97,6 +97,13 @@ __device__ __forceinline__ Chunk16<T> load_chunk(const T* head, int chunk, int h
   return d;
 }
 
+/// Index of the first rotary pair held by 16-byte chunk `chunk` (kVec<T> elements).
+template <class T>
+__device__ __forceinline__ int first_pair(int chunk, RopeLayout layout) {
+  return layout == RopeLayout::half ? chunk * kVec<T> : chunk * kVec<T> / 2;
+}
+
+/// Rotates a loaded chunk and stores it; cs = cos/sin of the chunk's pairs (first_pair onwards).
 template <class T>
 __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs,
                                                    Chunk16<T> d) {
@@ -107,18 +114,17 @@ __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half,
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       float x = to_float(d.a.v[e]), y = to_float(d.b.v[e]);
-      rotate_pair(x, y, cs[i0 + e].x, cs[i0 + e].y);
+      rotate_pair(x, y, cs[e].x, cs[e].y);
       d.a.v[e] = from_float<T>(x);
       d.b.v[e] = from_float<T>(y);
     }
     *reinterpret_cast<V*>(head + i0) = d.a;
     *reinterpret_cast<V*>(head + half + i0) = d.b;
   } else {
-    const int p0 = chunk * VEC / 2;
 #pragma unroll
     for (int e = 0; e < VEC / 2; ++e) {
       float x = to_float(d.a.v[2 * e]), y = to_float(d.a.v[2 * e + 1]);
-      rotate_pair(x, y, cs[p0 + e].x, cs[p0 + e].y);
+      rotate_pair(x, y, cs[e].x, cs[e].y);
       d.a.v[2 * e] = from_float<T>(x);
       d.a.v[2 * e + 1] = from_float<T>(y);
     }
@@ -126,12 +132,13 @@ __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half,
   }
 }
 
-/// Rotates one chunk of a head with the cached cos/sin of its token: VEC = kVec<T> moves 16 bytes
+/// Rotates one chunk of a head; cs = the cos/sin row of its token. VEC = kVec<T> moves 16 bytes
 /// (see Chunk16), VEC = 1 is the scalar fallback (one pair; rotary dim not a multiple of the vector).
 template <class T, int VEC>
 __device__ __forceinline__ void rotate_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs) {
   if constexpr (VEC == kVec<T>) {
-    rotate_store_chunk(head, chunk, half, layout, cs, load_chunk(head, chunk, half, layout));
+    rotate_store_chunk(head, chunk, half, layout, cs + first_pair<T>(chunk, layout),
+                       load_chunk(head, chunk, half, layout));
   } else {
     const RopePair p = rope_pair(layout, chunk, 2 * half);
     float x = to_float(head[p.a]), y = to_float(head[p.b]);
@@ -147,24 +154,46 @@ struct RopeTensor {
   int64_t token_stride, head_stride;  // in elements
 };
 
-/// One thread per 16-byte chunk (or per pair on the scalar path) of every head of q and k: a plain
-/// streaming pass, the cos/sin of the chunk's token read from the per-token table (L2-resident:
-/// one row per token against heads x head_dim x 2 bytes of q/k per token).
-template <class T, int VEC>
-__global__ void rope_apply_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens, const float2* __restrict__ table,
+/// Streaming pass: a thread rotates one 16-byte chunk position (or one pair on the scalar path) of
+/// one token in H consecutive heads of q and k. The chunk's cos/sin come from the per-token table
+/// once, into registers, for all H heads (reading them per head made L2 traffic twice the DRAM
+/// traffic), and the H loads are issued before any store.
+template <class T, int VEC, int H>
+__global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens, const float2* __restrict__ table,
                                   int half, RopeLayout layout) {
   const int chunks = VEC == 1 ? half : (layout == RopeLayout::half ? half / VEC : 2 * half / VEC);
-  const int per_token = (q.heads + k.heads) * chunks;
+  const int heads = q.heads + k.heads, groups = (heads + H - 1) / H;
+  const int per_token = groups * chunks;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= n_tokens * per_token) return;
   const int64_t t = item / per_token;
   const int rest = static_cast<int>(item - t * per_token);
-  const int h = rest / chunks, c = rest - h * chunks;
-  const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
-  const int hh = is_q ? h : h - q.heads;
-  T* head = static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
-            hh * (is_q ? q.head_stride : k.head_stride);
-  rotate_chunk<T, VEC>(head, c, half, layout, table + t * half);
+  const int g = rest / chunks, c = rest - g * chunks;
+  auto head_ptr = [&](int h) {
+    const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
+    const int hh = is_q ? h : h - q.heads;
+    return static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
+           hh * (is_q ? q.head_stride : k.head_stride);
+  };
+  const float2* row = table + t * half;
+  if constexpr (VEC == kVec<T>) {
+    constexpr int NP = VEC;  // pairs per chunk, at most (half layout; interleaved uses VEC/2)
+    float2 cs[NP];
+    const int p0 = first_pair<T>(c, layout);
+    const int np = layout == RopeLayout::half ? VEC : VEC / 2;
+#pragma unroll
+    for (int e = 0; e < NP; ++e) cs[e] = e < np ? row[p0 + e] : make_float2(0.f, 0.f);
+    Chunk16<T> d[H];
+#pragma unroll
+    for (int j = 0; j < H; ++j)
+      if (g * H + j < heads) d[j] = load_chunk(head_ptr(g * H + j), c, half, layout);
+#pragma unroll
+    for (int j = 0; j < H; ++j)
+      if (g * H + j < heads) rotate_store_chunk(head_ptr(g * H + j), c, half, layout, cs, d[j]);
+  } else {
+    for (int j = 0; j < H; ++j)
+      if (g * H + j < heads) rotate_chunk<T, 1>(head_ptr(g * H + j), c, half, layout, row);
+  }
 }
 
 /// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(positions[t] * inv_freq[i]).
@@ -193,11 +222,12 @@ struct DeviceHeads {
 
 /// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
-/// __nv_bfloat16. Pass k = {} to rotate one tensor.
+/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2) is a tuning knob:
+/// how many heads share one thread's cos/sin registers.
 template <class T>
 void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
                   const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,
-                  cudaStream_t stream = nullptr) {
+                  cudaStream_t stream = nullptr, int heads_per_thread = 2) {
   const int half = freq.half();
   if (2 * half > head_dim)
     throw make_error("cuda::rope_inplace", "rotary_dim",
@@ -220,10 +250,12 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
   detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
   detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
   const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
-  const int64_t items = n_tokens * (q.heads + k.heads) * chunks;
+  const int H = heads_per_thread == 1 ? 1 : 2;
+  const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
   const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
-  if (vec) detail::rope_apply_kernel<T, V><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  else detail::rope_apply_kernel<T, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
   check_launch("rope_apply_kernel");
 }
 
