@@ -162,6 +162,12 @@ def main():
     torch.manual_seed(0)
     res = {"torch": torch.__version__, "card": torch.cuda.get_device_name(),
            "cudnn": torch.backends.cudnn.version(), "cases": []}
+    # The card's bf16 matrix ceiling (FLOP floor of prefill): an 8192^3 product on random data.
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    res["matmul_bf16_tflops"] = 2 * 8192 ** 3 / median_ms(lambda i: a @ b, 3, 10) / 1e9
+    print("matmul bf16 TFLOP/s", res["matmul_bf16_tflops"], flush=True)
+    del a, b
     for part in (rope_cases, decode_cases, prefill_cases):
         try:
             res["cases"] += part()

@@ -43,6 +43,8 @@ def main():
     card = ours["card"]
     date = datetime.date.today().isoformat()
     result = {"card": card, "date": date, "cases": cases}
+    if "matmul_bf16_tflops" in peers:
+        result["matmul_bf16_tflops"] = peers["matmul_bf16_tflops"]
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, slug + ".json"), "w") as f:
@@ -53,7 +55,8 @@ def main():
 
     md = [f"Card: **{card}** ({ours['sm_count']} SMs, {ours['l2_bytes'] >> 20} MB L2), date {date}, torch "
           f"{peers.get('torch', '?')} / cuDNN {peers.get('cudnn', '?')}. Copy bandwidth (read+write) "
-          f"{bw['copy_bandwidth']:.0f} GB/s, streaming read {bw['read_bandwidth']:.0f} GB/s.", ""]
+          f"{bw['copy_bandwidth']:.0f} GB/s, streaming read {bw['read_bandwidth']:.0f} GB/s, bf16 matmul "
+          f"(8192^3, torch) {peers.get('matmul_bf16_tflops', float('nan')):.0f} TFLOP/s.", ""]
     md += ["### Prefill (bf16, head_dim 128, 32 query heads, 16K tokens per batch; TFLOP/s = 4·b·h·s²·d / t, halved for causal)", "",
            "| heads q/kv | causal | seq x batch | ropex | SDPA flash | SDPA cuDNN | ropex / flash | ropex / cuDNN | fused RoPE overhead |",
            "|---|---|---|---|---|---|---|---|---|"]
