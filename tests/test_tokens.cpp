@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -203,6 +204,10 @@ TEST_CASE("read_tokens refuses malformed files with file + field") {
     auto m = msg();
     CHECK_HAS(m, f);
     CHECK_HAS(m, "no token ids");
+  }
+  SUBCASE("a FIFO is refused, not waited on") {
+    REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+    CHECK_HAS(error_of([&] { read_tokens(dir / "fifo"); }), "fifo: not a regular file");
   }
   SUBCASE("missing file") {
     auto m = error_of([&] { read_tokens(dir / "absent.txt"); });

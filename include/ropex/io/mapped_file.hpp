@@ -31,7 +31,8 @@ class MappedFile {
     MappedFile f;
     f.path_ = path;
     const std::string name = path.string();
-    int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the S_ISREG check below refuses it.
+    int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw make_error(name, "", std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
