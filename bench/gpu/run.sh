@@ -32,7 +32,7 @@ fi
 log "tests"
 status=0
 for t in test_cuda_rope test_cuda_attention; do
-  timeout 150 "$BIN/$t" 2>&1 | tail -30 || status=1
+  timeout 150 "$BIN/$t" 2>&1 | tail -60 || status=1
 done
 
 log "ropex benchmarks"

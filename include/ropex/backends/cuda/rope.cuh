@@ -222,12 +222,12 @@ struct DeviceHeads {
 
 /// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
-/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2) is a tuning knob:
+/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2; 1 measured faster on H100) is a tuning knob:
 /// how many heads share one thread's cos/sin registers.
 template <class T>
 void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
                   const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,
-                  cudaStream_t stream = nullptr, int heads_per_thread = 2) {
+                  cudaStream_t stream = nullptr, int heads_per_thread = 1) {
   const int half = freq.half();
   if (2 * half > head_dim)
     throw make_error("cuda::rope_inplace", "rotary_dim",
@@ -250,7 +250,7 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
   detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
   detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
   const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
-  const int H = heads_per_thread == 1 ? 1 : 2;
+  const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
   const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
   const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
   if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
