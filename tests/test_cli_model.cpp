@@ -160,7 +160,9 @@ TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-po
   ropex::eval::PerplexityOptions po;
   po.context = 128, po.stride = 64;
   const auto lib = ropex::eval::perplexity(model, ids, po);
-  CHECK(j.at("perplexity").get<double>() == doctest::Approx(lib.perplexity).epsilon(1e-9));
+  // Same computation in two processes; summation order may differ in the last bits (Eigen peels
+  // reductions by the runtime alignment of buffers), hence 1e-6 rather than bit equality.
+  CHECK(j.at("perplexity").get<double>() == doctest::Approx(lib.perplexity).epsilon(1e-6));
   CHECK(j.at("tokens").get<int64_t>() == 299);
   CHECK(j.at("context").get<int64_t>() == 128);
   CHECK(j.at("curve").size() == 32);
@@ -169,7 +171,7 @@ TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-po
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const double with_bos = nlohmann::json::parse(r.out).at("perplexity").get<double>();
   po.window_bos = 1;
-  CHECK(with_bos == doctest::Approx(ropex::eval::perplexity(model, ids, po).perplexity).epsilon(1e-9));
+  CHECK(with_bos == doctest::Approx(ropex::eval::perplexity(model, ids, po).perplexity).epsilon(1e-6));
   CHECK(with_bos > 1.0);
   CHECK(with_bos != doctest::Approx(j.at("perplexity").get<double>()));
   // The first window (a real story start) is what the trained model knows: low loss there.

@@ -135,6 +135,16 @@ TEST_CASE("KV cache: token-by-token logits equal the full-sequence logits (HF fi
     INFO("max |incremental - full| = " << err);
     CHECK(err <= 1e-5);
     CHECK_THROWS_AS(model.logits(std::span(tokens).subspan(0, 1), cache), ropex::Error);  // cache full
+    // Rewind to 40 tokens and replay the last 8 as one chunk: the same logits again.
+    cache.truncate(40);
+    const auto replay = model.logits(std::span(tokens).subspan(40, 8), cache);
+    double replay_err = 0;
+    for (int64_t r = 0; r < 8; ++r)
+      for (int64_t v = 0; v < 256; ++v) replay_err = std::max(replay_err, double(std::abs(replay(r, v) - full(40 + r, v))));
+    CHECK(replay_err <= 1e-5);
+    CHECK_THROWS_AS(cache.truncate(49), ropex::Error);
+    cache.clear();
+    CHECK(cache.length() == 0);
   }
 }
 

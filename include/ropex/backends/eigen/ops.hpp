@@ -5,6 +5,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
+#include <ropex/model/kv_cache.hpp>
 #include <ropex/model/tensor.hpp>
 #include <ropex/rope/apply.hpp>
 
@@ -15,6 +16,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <span>
 #include <vector>
 
 #ifdef _OPENMP
@@ -78,6 +81,48 @@ template <>
 struct ops<cpu> {
   using RowMatrix = eigen_detail::RowMatrix;
 
+  // ---- what Llama<cpu> stores (backends/cuda/ops.cuh provides the same names on the GPU)
+  using Scalar = float;
+  using Matrix = RowMatrix;                                          ///< activations [tokens, features]
+  using Weight = std::reference_wrapper<const model::TensorView>;  ///< stays in the mmapped file
+  using Vector = std::vector<float>;                                 ///< norm weights, converted once
+  using Cache = model::KVCache;
+  using Rope = RopeTable;  ///< cos/sin of one chunk's positions
+
+  static Weight upload(const model::TensorView& t) { return std::cref(t); }
+  static Vector upload_vector(const model::TensorView& t) {
+    Vector v(t.numel());
+    t.to_float(v.data(), 0, v.size());
+    return v;
+  }
+  /// x[t, :] = table[tokens[t], :]  (ids already checked against the vocabulary)
+  static void embed(float* x, const model::TensorView& table, std::span<const int32_t> tokens) {
+    const int64_t dim = table.shape.at(1);
+    for (size_t t = 0; t < tokens.size(); ++t)
+      eigen_detail::to_float(table, size_t(tokens[t]) * size_t(dim), size_t(dim), x + int64_t(t) * dim);
+  }
+  /// The rotation angles of positions first .. first+n-1.
+  static Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
+    return rope_table(inv_freq, iota_positions(n, first), attention_factor);
+  }
+  /// Rotates q [n, q_heads, head_dim] and k [n, k_heads, head_dim] in place.
+  static void rope(float* q, int64_t q_heads, float* k, int64_t k_heads, int64_t n, int64_t head_dim,
+                   const Rope& table, RopeLayout layout) {
+    ropex::apply_rope(q, n, q_heads, head_dim, table, layout);
+    ropex::apply_rope(k, n, k_heads, head_dim, table, layout);
+  }
+  /// out[n, vocab] = x lm_head^T (host memory, like every CPU buffer).
+  static void logits(const model::TensorView& w, const float* x, int64_t n, float* out) { matmul(w, x, n, out); }
+
+#if defined(EIGEN_USE_BLAS)
+  // Products go to the BLAS's own thread pool: converting weight blocks with an OpenMP team in
+  // between would leave its threads spinning against the BLAS threads (measured: ~12% of a
+  // prefill in libgomp). The conversion is ~2% of the work, so it runs on the calling thread.
+  static constexpr bool kGemmHasOwnThreads = true;
+#else
+  static constexpr bool kGemmHasOwnThreads = false;
+#endif
+
   /// y[n, out] = x[n, in] W^T for W [out, in] in its stored dtype (an nn.Linear weight).
   /// Few rows (decode): one fused pass over W, converting each weight row once while it is hot,
   /// rows split across threads — memory-bound, reads W exactly once. Many rows (prefill): W is
@@ -102,7 +147,7 @@ struct ops<cpu> {
     float* buf = scratch.data();  // shared by the converting threads (not thread_local: OpenMP threads)
     for (int64_t r0 = 0; r0 < out; r0 += block) {
       const int64_t rows = std::min(block, out - r0);
-#pragma omp parallel for schedule(static) if (rows * in > (1 << 16))
+#pragma omp parallel for schedule(static) if (!kGemmHasOwnThreads && rows * in > (1 << 16))
       for (int64_t r = 0; r < rows; ++r)
         eigen_detail::to_float(w, size_t((r0 + r) * in), size_t(in), buf + r * in);
       eigen_detail::MapRows Y(y + r0, n, rows, Eigen::OuterStride<>(out));
@@ -160,7 +205,9 @@ struct ops<cpu> {
 #pragma omp parallel if ((r_end - r_begin) * in > (1 << 15))
     {
       std::vector<float> row(wf ? 0 : size_t(in));
-#pragma omp for schedule(static)
+      // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
+      // the other thread idling at the barrier.
+#pragma omp for schedule(dynamic, 32)
       for (int64_t r = r_begin; r < r_end; ++r) {
         const float* wr = wf ? wf + r * in : row.data();
         if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
