@@ -90,8 +90,16 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
   r.context = N, r.stride = S;
   r.position_nll_sum.assign(size_t(N), 0.0);
   r.position_count.assign(size_t(N), 0);
-  model::KVCache cache = model.make_cache(std::min(N, n));
-  std::vector<float> logits(size_t(opts.logits_rows * vocab));
+  // Layer-streamed: one window is one forward() from an empty cache, so only the current
+  // layer's keys/values are ever needed (1/num_layers of a full cache).
+  auto cache = model.make_cache(std::min(N, n), /*layer_streamed=*/true);
+  std::vector<float> logits;
+  constexpr bool backend_nll = requires(const typename Model::Scalar* h, const int32_t* t, double* d) {
+    model.nll(h, int64_t(1), t, d);
+  };
+  if constexpr (!backend_nll) logits.resize(size_t(opts.logits_rows * vocab));
+  std::vector<double> row_nll(size_t(opts.logits_rows));
+  std::vector<int32_t> targets;
   double total = 0;
   int64_t scored_until = 0;  // targets < this index are already scored (target index = token index)
   for (int64_t begin = 0; scored_until < n - 1; begin += S) {
@@ -104,10 +112,19 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
     const int64_t p_first = std::max<int64_t>(0, scored_until - begin - 1), p_end = end - begin - 1;
     for (int64_t p0 = p_first; p0 < p_end; p0 += opts.logits_rows) {
       const int64_t rows = std::min(opts.logits_rows, p_end - p0);
-      model.logits(hidden.data() + p0 * hidden.cols(), rows, logits.data());
+      if constexpr (backend_nll) {
+        // The backend computes the loss where the logits are (the GPU): targets are the window's
+        // next tokens (true tokens, also where window[0] was replaced by BOS).
+        targets.assign(tokens.begin() + begin + p0 + 1, tokens.begin() + begin + p0 + 1 + rows);
+        model.nll(hidden.data() + p0 * hidden.cols(), rows, targets.data(), row_nll.data());
+      } else {
+        model.logits(hidden.data() + p0 * hidden.cols(), rows, logits.data());
+        for (int64_t i = 0; i < rows; ++i)
+          row_nll[size_t(i)] = token_nll(logits.data() + i * vocab, vocab, tokens[size_t(begin + p0 + i + 1)]);
+      }
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t p = p0 + i;
-        const double nll = token_nll(logits.data() + i * vocab, vocab, tokens[size_t(begin + p + 1)]);
+        const double nll = row_nll[size_t(i)];
         total += nll;
         r.position_nll_sum[size_t(p)] += nll;
         r.position_count[size_t(p)] += 1;

@@ -22,6 +22,7 @@ class KVCache {
         v_(size_t(n_layers * n_kv_heads * capacity * head_dim)) {}
 
   int64_t length() const { return length_; }
+  int64_t n_layers() const { return n_layers_; }
   int64_t capacity() const { return capacity_; }
   int64_t head_dim() const { return head_dim_; }
   int64_t n_kv_heads() const { return n_kv_heads_; }
@@ -47,16 +48,18 @@ class KVCache {
   attention::HeadsView<float> values(int64_t layer) { return view(v_, layer); }
 
   /// Copies n new tokens' keys and values (token-major [n, kv_heads, head_dim]) into layer l at
-  /// positions length() .. length()+n-1. Call commit(n) once every layer has been appended.
-  void append(int64_t layer, const float* k_new, const float* v_new, int64_t n) {
-    reserve_more(n);
+  /// positions length()+offset .. length()+offset+n-1 (offset: where a chunk of a longer call
+  /// starts). Call commit(total) once every layer has been appended.
+  void append(int64_t layer, const float* k_new, const float* v_new, int64_t n, int64_t offset = 0) {
+    reserve_more(offset + n);
     auto kd = keys(layer), vd = values(layer);
+    const int64_t at = length_ + offset;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t h = 0; h < n_kv_heads_; ++h) {
         const float* ks = k_new + (t * n_kv_heads_ + h) * head_dim_;
         const float* vs = v_new + (t * n_kv_heads_ + h) * head_dim_;
-        std::copy(ks, ks + head_dim_, kd.row(length_ + t, h));
-        std::copy(vs, vs + head_dim_, vd.row(length_ + t, h));
+        std::copy(ks, ks + head_dim_, kd.row(at + t, h));
+        std::copy(vs, vs + head_dim_, vd.row(at + t, h));
       }
   }
   void commit(int64_t n) {

@@ -6,6 +6,16 @@
 //   for each layer:  x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
 //                    x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x))
 //   logits = lm_head · norm(x)
+//
+// The layer loop runs layer-outer: all of a call's tokens go through layer l (a chunk of tokens
+// at a time, keys/values appended to layer l of the cache) before layer l+1 starts. With a
+// one-layer cache (make_cache(n, /*layer_streamed=*/true)) only the current layer's K/V exist at
+// any time: the way a 1M-token window fits on one GPU (eval/perplexity.hpp uses it).
+//
+// What a backend's ops<B> provides (backends/eigen/ops.hpp for the CPU, backends/cuda/ops.cuh):
+//   Matrix (rows(), cols(), data(), resize(r, c)), Weight / Vector (made by upload /
+//   upload_vector from a TensorView), Cache (KVCache's interface), Rope (rope_angles), and
+//   embed, rmsnorm, matmul, rope, attention, swiglu, add, logits.
 #pragma once
 #include <ropex/backends/eigen/ops.hpp>
 #include <ropex/error.hpp>
@@ -17,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,147 +39,167 @@ class Llama {
   using Ops = backends::ops<Backend>;
 
  public:
-  /// Float32 activations, one row per token.
-  using Matrix = backends::eigen_detail::RowMatrix;
+  /// Activations, one row per token: float32 Eigen rows on the CPU, a device buffer on the GPU.
+  using Matrix = typename Ops::Matrix;
+  using Scalar = typename Ops::Scalar;
+  using Cache = typename Ops::Cache;
+  /// Logits on the host, [n, vocab] float32.
+  using HostMatrix = backends::eigen_detail::RowMatrix;
 
   /// Keeps a reference to the checkpoint (it must outlive the model); rope settings are read from
   /// checkpoint.config() at every forward, so overrides made on the checkpoint take effect.
-  /// `chunk` tokens go through the layer stack at a time, bounding activation memory.
-  explicit Llama(const Checkpoint& checkpoint, int64_t chunk = 512) : ck_(&checkpoint), chunk_(chunk) {
+  /// `chunk` tokens go through a layer at a time, bounding activation memory. `ops` carries the
+  /// backend's state (the CPU's is empty; the GPU's holds the cuBLAS handle and workspaces).
+  explicit Llama(const Checkpoint& checkpoint, int64_t chunk = 512, Ops ops = Ops())
+      : ck_(&checkpoint), chunk_(chunk), ops_(std::move(ops)) {
+    if (chunk_ < 1) throw make_error("Llama", "chunk", "must be >= 1, got " + std::to_string(chunk_));
     const LlamaConfig& c = config();
-    auto vec = [&](const std::string& name) {  // norm weights: small, converted once
-      const TensorView& t = ck_->tensor(name);
-      std::vector<float> v(t.numel());
-      t.to_float(v.data(), 0, v.size());
-      return v;
-    };
+    auto w = [&](const std::string& name) { return ops_.upload(ck_->tensor(name)); };
+    auto vec = [&](const std::string& name) { return ops_.upload_vector(ck_->tensor(name)); };
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
-      layers_.push_back(Layer{vec(p + "input_layernorm.weight"), &ck_->tensor(p + "self_attn.q_proj.weight"),
-                              &ck_->tensor(p + "self_attn.k_proj.weight"), &ck_->tensor(p + "self_attn.v_proj.weight"),
-                              &ck_->tensor(p + "self_attn.o_proj.weight"), vec(p + "post_attention_layernorm.weight"),
-                              &ck_->tensor(p + "mlp.gate_proj.weight"), &ck_->tensor(p + "mlp.up_proj.weight"),
-                              &ck_->tensor(p + "mlp.down_proj.weight")});
+      layers_.push_back(Layer{vec(p + "input_layernorm.weight"), w(p + "self_attn.q_proj.weight"),
+                              w(p + "self_attn.k_proj.weight"), w(p + "self_attn.v_proj.weight"),
+                              w(p + "self_attn.o_proj.weight"), vec(p + "post_attention_layernorm.weight"),
+                              w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight"),
+                              w(p + "mlp.down_proj.weight")});
     }
-    embed_ = &ck_->tensor("model.embed_tokens.weight");
-    final_norm_ = vec("model.norm.weight");
-    lm_head_ = c.tie_word_embeddings ? embed_ : &ck_->tensor("lm_head.weight");
+    embed_.push_back(w("model.embed_tokens.weight"));
+    if (!c.tie_word_embeddings) lm_head_.push_back(w("lm_head.weight"));
+    final_norm_.push_back(vec("model.norm.weight"));
   }
 
   const LlamaConfig& config() const { return ck_->config(); }
+  Ops& ops() { return ops_; }
 
-  /// A cache for up to `capacity` tokens.
-  KVCache make_cache(int64_t capacity) const {
+  /// A cache for up to `capacity` tokens. layer_streamed: keys/values of one layer only, reused
+  /// by every layer — enough for one forward() from an empty cache (perplexity windows), with
+  /// 1/num_layers of the memory; such a cache cannot be extended by a later call.
+  Cache make_cache(int64_t capacity, bool layer_streamed = false) const {
     const LlamaConfig& c = config();
-    return KVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity);
+    return Cache(layer_streamed ? 1 : c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity);
   }
+
+  /// Called after each layer of a forward() with (layers done, layers): progress of long calls.
+  void on_layer(std::function<void(int64_t, int64_t)> f) { on_layer_ = std::move(f); }
 
   /// Runs `tokens` at positions cache.length() .. cache.length()+n-1, appends their keys and
   /// values to the cache, and returns the final-normed hidden states [n, hidden] (feed them to
   /// logits()). Every RoPE variant's frequencies are computed for this call's sequence length
   /// (max position + 1), as HF does for dynamic NTK and LongRoPE.
-  Matrix forward(std::span<const int32_t> tokens, KVCache& cache) {
+  Matrix forward(std::span<const int32_t> tokens, Cache& cache) {
     const LlamaConfig& c = config();
-    const int64_t n = int64_t(tokens.size());
+    const int64_t n = int64_t(tokens.size()), dim = c.hidden_size, hd = c.head_dim;
+    const int64_t n_heads = c.num_attention_heads, n_kv = c.num_key_value_heads;
+    const int64_t q_dim = n_heads * hd, kv_dim = n_kv * hd, inter = c.intermediate_size;
     for (int64_t i = 0; i < n; ++i)
       if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= c.vocab_size)
         throw make_error("tokens", "[" + std::to_string(i) + "]",
                          "id " + std::to_string(tokens[size_t(i)]) + " is outside the vocabulary [0, " +
                              std::to_string(c.vocab_size) + ")");
+    const bool streamed = cache.n_layers() != c.num_hidden_layers;
+    if (streamed && (cache.n_layers() != 1 || cache.length() != 0))
+      throw make_error("kv cache", "layers",
+                       "a layer-streamed cache (" + std::to_string(cache.n_layers()) +
+                           " layer) serves one forward() from empty; clear() it first");
     cache.reserve_more(n);
-    const int64_t seq_len = cache.length() + n;
+    const int64_t past = cache.length(), seq_len = past + n;
     const std::vector<double> inv_freq = c.rope.inv_freq(c.rotary_dim(), seq_len);
     const double attention_factor = c.rope.attention_factor(seq_len);
+    std::vector<typename Ops::Rope> rope;  // per chunk: the cos/sin of its positions
+    for (int64_t t0 = 0; t0 < n; t0 += chunk_)
+      rope.push_back(ops_.rope_angles(inv_freq, attention_factor, past + t0, std::min(chunk_, n - t0)));
 
-    Matrix hidden(n, c.hidden_size);  // (n, dim)
-    for (int64_t t0 = 0; t0 < n; t0 += chunk_) {
-      const int64_t m = std::min(chunk_, n - t0);
-      const auto positions = iota_positions(m, cache.length());
-      const RopeTable table = rope_table(inv_freq, positions, attention_factor);
-      forward_chunk(tokens.subspan(size_t(t0), size_t(m)), table, cache, hidden.data() + t0 * c.hidden_size);
+    Matrix x(n, dim);  // (n, dim)  the residual stream of every token; returned normed
+    ops_.embed(x.data(), embed_[0], tokens);  // x = embed_tokens[tokens]
+    const int64_t mc = std::min(chunk_, n);
+    xb_.resize(mc, dim);      // (m, dim)          normed input of a block
+    xb2_.resize(mc, dim);     // (m, dim)          a block's output before the residual add
+    q_.resize(mc, q_dim);     // (m, n_heads, hd)  queries
+    k_.resize(mc, kv_dim);    // (m, n_kv, hd)     new keys
+    v_.resize(mc, kv_dim);    // (m, n_kv, hd)     new values
+    att_.resize(mc, q_dim);   // (m, n_heads, hd)  attention output
+    hb_.resize(mc, inter);    // (m, inter)        gate, then silu(gate) * up
+    hb2_.resize(mc, inter);   // (m, inter)        up
+
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const Layer& w = layers_[size_t(l)];
+      const int64_t cl = streamed ? 0 : l;  // the cache layer holding layer l's keys/values
+      for (int64_t t0 = 0, ci = 0; t0 < n; t0 += chunk_, ++ci) {
+        const int64_t m = std::min(chunk_, n - t0);
+        Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
+        // ---- attention block
+        ops_.rmsnorm(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps);
+        ops_.matmul(w.wq, xb_.data(), m, q_.data());  // q = xb Wq^T
+        ops_.matmul(w.wk, xb_.data(), m, k_.data());  // k = xb Wk^T
+        ops_.matmul(w.wv, xb_.data(), m, v_.data());  // v = xb Wv^T
+        ops_.rope(q_.data(), n_heads, k_.data(), n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
+        cache.append(cl, k_.data(), v_.data(), m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
+        attention::AttentionShape shape;
+        shape.n_queries = m, shape.n_keys = past + t0 + m, shape.query_offset = past + t0, shape.causal = true;
+        shape.n_heads = n_heads, shape.n_kv_heads = n_kv, shape.head_dim = hd;
+        shape.scale = 1.0 / std::sqrt(double(hd));
+        ops_.attention(attention::token_major<const Scalar>(q_.data(), n_heads, hd),
+                       attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
+                       attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
+        ops_.matmul(w.wo, att_.data(), m, xb2_.data());  // xb2 = att Wo^T
+        ops_.add(xc, xb2_.data(), m * dim);              // x += xb2
+        // ---- MLP block (SwiGLU)
+        ops_.rmsnorm(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps);
+        ops_.matmul(w.w_gate, xb_.data(), m, hb_.data());  // hb  = xb Wgate^T
+        ops_.matmul(w.w_up, xb_.data(), m, hb2_.data());   // hb2 = xb Wup^T
+        ops_.swiglu(hb_.data(), hb2_.data(), m * inter);   // hb  = silu(hb) * hb2
+        ops_.matmul(w.w_down, hb_.data(), m, xb2_.data()); // xb2 = hb Wdown^T
+        ops_.add(xc, xb2_.data(), m * dim);                // x += xb2
+      }
+      if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);
     }
-    return hidden;
+    cache.commit(n);
+    ops_.rmsnorm(x.data(), x.data(), final_norm_[0].data(), n, dim, c.rms_norm_eps);  // in place
+    return x;
   }
 
-  /// logits[n, vocab] = lm_head · hidden[n, hidden]  (call on a few rows at a time to bound memory)
-  void logits(const float* hidden, int64_t n, float* out) const { Ops::matmul(*lm_head_, hidden, n, out); }
+  /// logits[n, vocab] = lm_head · hidden[n, hidden], written to host memory (call on a few rows
+  /// at a time to bound memory). `hidden` points into forward()'s result.
+  void logits(const Scalar* hidden, int64_t n, float* out) { ops_.logits(lm_head(), hidden, n, out); }
 
-  /// Convenience: forward + logits of every token, [n, vocab].
-  Matrix logits(std::span<const int32_t> tokens, KVCache& cache) {
+  /// Per-row loss -log softmax(lm_head · hidden[i])[targets[i]] without moving [n, vocab] logits
+  /// off the device (backends whose ops provide nll; eval/perplexity.hpp prefers it).
+  void nll(const Scalar* hidden, int64_t n, const int32_t* targets, double* out)
+    requires requires(Ops& o, const typename Ops::Weight& w, const Scalar* h, int64_t k, const int32_t* t, double* d) {
+      o.nll(w, h, k, t, d);
+    }
+  {
+    ops_.nll(lm_head(), hidden, n, targets, out);
+  }
+
+  /// Convenience: forward + logits of every token, [n, vocab] on the host.
+  HostMatrix logits(std::span<const int32_t> tokens, Cache& cache) {
     const Matrix h = forward(tokens, cache);
-    Matrix out(h.rows(), config().vocab_size);
+    HostMatrix out(h.rows(), config().vocab_size);
     logits(h.data(), h.rows(), out.data());
     return out;
   }
 
  private:
+  using Weight = typename Ops::Weight;
+  using Vector = typename Ops::Vector;
   struct Layer {
-    std::vector<float> attn_norm;
-    const TensorView *wq, *wk, *wv, *wo;
-    std::vector<float> ffn_norm;
-    const TensorView *w_gate, *w_up, *w_down;
+    Vector attn_norm;
+    Weight wq, wk, wv, wo;
+    Vector ffn_norm;
+    Weight w_gate, w_up, w_down;
   };
-
-  // One chunk of m tokens through every layer; writes the final-normed hidden states to `out`.
-  void forward_chunk(std::span<const int32_t> tokens, const RopeTable& rope, KVCache& cache, float* out) {
-    const LlamaConfig& c = config();
-    const int64_t m = int64_t(tokens.size()), dim = c.hidden_size, hd = c.head_dim;
-    const int64_t n_heads = c.num_attention_heads, n_kv = c.num_key_value_heads;
-    const int64_t q_dim = n_heads * hd, kv_dim = n_kv * hd, inter = c.intermediate_size;
-    const int64_t past = cache.length();
-    x_.resize(m, dim);       // (m, dim)          residual stream
-    xb_.resize(m, dim);      // (m, dim)          normed input of a block
-    xb2_.resize(m, dim);     // (m, dim)          a block's output before the residual add
-    q_.resize(m, q_dim);     // (m, n_heads, hd)  queries
-    k_.resize(m, kv_dim);    // (m, n_kv, hd)     new keys
-    v_.resize(m, kv_dim);    // (m, n_kv, hd)     new values
-    att_.resize(m, q_dim);   // (m, n_heads, hd)  attention output
-    hb_.resize(m, inter);    // (m, inter)        gate, then silu(gate) * up
-    hb2_.resize(m, inter);   // (m, inter)        up
-
-    for (int64_t t = 0; t < m; ++t)  // x = embed_tokens[token]
-      embed_->to_float(x_.data() + t * dim, size_t(tokens[size_t(t)]) * size_t(dim), size_t(dim));
-
-    attention::AttentionShape shape;
-    shape.n_queries = m, shape.n_keys = past + m, shape.query_offset = past, shape.causal = true;
-    shape.n_heads = n_heads, shape.n_kv_heads = n_kv, shape.head_dim = hd;
-    shape.scale = 1.0 / std::sqrt(double(hd));
-
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      const Layer& w = layers_[size_t(l)];
-      // ---- attention block
-      Ops::rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), m, dim, c.rms_norm_eps);
-      Ops::matmul(*w.wq, xb_.data(), m, q_.data());  // q = xb Wq^T
-      Ops::matmul(*w.wk, xb_.data(), m, k_.data());  // k = xb Wk^T
-      Ops::matmul(*w.wv, xb_.data(), m, v_.data());  // v = xb Wv^T
-      Ops::rope(q_.data(), m, n_heads, hd, rope, c.rope_layout);
-      Ops::rope(k_.data(), m, n_kv, hd, rope, c.rope_layout);
-      cache.append(l, k_.data(), v_.data(), m);  // keys/values of positions past .. past+m-1
-      Ops::attention(attention::token_major<const float>(q_.data(), n_heads, hd),
-                     attention::const_view(cache.keys(l)),
-                     attention::const_view(cache.values(l)),
-                     attention::token_major<float>(att_.data(), n_heads, hd), shape);
-      Ops::matmul(*w.wo, att_.data(), m, xb2_.data());  // xb2 = att Wo^T
-      Ops::add(x_.data(), xb2_.data(), m * dim);        // x += xb2
-      // ---- MLP block (SwiGLU)
-      Ops::rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), m, dim, c.rms_norm_eps);
-      Ops::matmul(*w.w_gate, xb_.data(), m, hb_.data());  // hb  = xb Wgate^T
-      Ops::matmul(*w.w_up, xb_.data(), m, hb2_.data());   // hb2 = xb Wup^T
-      Ops::swiglu(hb_.data(), hb2_.data(), m * inter);    // hb  = silu(hb) * hb2
-      Ops::matmul(*w.w_down, hb_.data(), m, xb2_.data()); // xb2 = hb Wdown^T
-      Ops::add(x_.data(), xb2_.data(), m * dim);          // x += xb2
-    }
-    cache.commit(m);
-    Ops::rmsnorm(out, x_.data(), final_norm_.data(), m, dim, c.rms_norm_eps);
-  }
+  const Weight& lm_head() const { return lm_head_.empty() ? embed_[0] : lm_head_[0]; }
 
   const Checkpoint* ck_;
   int64_t chunk_;
+  Ops ops_;
   std::vector<Layer> layers_;
-  const TensorView* embed_ = nullptr;
-  const TensorView* lm_head_ = nullptr;
-  std::vector<float> final_norm_;
-  Matrix x_, xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
+  std::vector<Weight> embed_, lm_head_;  // one each (lm_head empty when tied to the embedding)
+  std::vector<Vector> final_norm_;
+  std::function<void(int64_t, int64_t)> on_layer_;
+  Matrix xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
 };
 
 }  // namespace ropex::model
