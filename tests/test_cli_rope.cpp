@@ -47,7 +47,7 @@ TEST_CASE("ropex rope: bad input exits 2 with one clear line") {
       {"rope --config /no/such/config.json", "cannot open file"},
       {"rope --config " + bad_json, "malformed JSON"},
       {"rope --config " + small_base, "rope_theta"},
-      {"rope --config " + odd, "rotary"},
+      {"rope --config " + odd, "head_dim: must be even"},
       {"rope --config " + unknown, "unknown rope type \"magic\""},
       {"rope --config " + odd + " --head-dim 64 --rope-base nan", "--rope-base"},
       {"rope --config " + odd + " --head-dim 64 --rope-scaling '{oops'", "--rope-scaling"},

@@ -12,6 +12,7 @@
 #include <ropex/scaling_law.hpp>
 
 #include <ropex/io/json_file.hpp>
+#include <ropex/model/config.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -71,36 +72,15 @@ void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune)
                                     "base of the pre-training stage (the paper: 10000)");
 }
 
-int config_int(const nlohmann::json& j, const char* key, const std::string& path) {
-  const auto& v = j[key];
-  if (!v.is_number() || (v.is_number_float() && v.get<double>() != std::floor(v.get<double>())))
-    throw ropex::make_error(path, key, "must be an integer, got " + v.dump());
-  const double x = v.get<double>();
-  if (x <= 0 || x > 1e9) throw ropex::make_error(path, key, "must be positive, got " + v.dump());
-  return static_cast<int>(x);
-}
-
 // Head dim of a HF config: "head_dim", else hidden_size / num_attention_heads; times
 // partial_rotary_factor (the law's d is the rotary part).
 void read_config(Inputs& in, const std::string& path) {
   const nlohmann::json j = ropex::read_json_file(path);
   if (!j.is_object()) throw ropex::make_error(path, "", "expected a JSON object at the top level");
   const ropex::RopeScaling rs = ropex::rope_scaling_from_config(j, path);
-  int head_dim = 0;
-  std::string head_origin;
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    head_dim = config_int(j, "head_dim", path);
-    head_origin = path + ": head_dim";
-  } else {
-    for (const char* k : {"hidden_size", "num_attention_heads"})
-      if (!j.contains(k)) throw ropex::make_error(path, k, "missing (needed for head_dim when \"head_dim\" is absent)");
-    const int hidden = config_int(j, "hidden_size", path), heads = config_int(j, "num_attention_heads", path);
-    if (hidden % heads != 0)
-      throw ropex::make_error(path, "hidden_size", std::to_string(hidden) + " is not divisible by num_attention_heads " +
-                                                       std::to_string(heads));
-    head_dim = hidden / heads;
-    head_origin = path + ": hidden_size/num_attention_heads";
-  }
+  const int head_dim = static_cast<int>(ropex::model::head_dim_from_config(j, path));
+  const std::string head_origin =
+      path + (j.contains("head_dim") && !j["head_dim"].is_null() ? ": head_dim" : ": hidden_size/num_attention_heads");
   in.head_dim = rs.rotary_dim(head_dim);
   in.origin["head_dim"] = rs.partial_rotary_factor != 1.0 ? head_origin + " x partial_rotary_factor" : head_origin;
   const std::int64_t T = rs.original_length();

@@ -3,6 +3,7 @@
 #include "cli.hpp"
 
 #include <ropex/io/json_file.hpp>
+#include <ropex/model/config.hpp>
 #include <ropex/rope/scaling.hpp>
 
 #include <nlohmann/json.hpp>
@@ -23,27 +24,13 @@ struct RopeOptions {
   bool json = false;
 };
 
-// head_dim of a HF config: "head_dim" if present, else hidden_size / num_attention_heads.
-int config_head_dim(const nlohmann::json& j, const std::string& src) {
-  auto get = [&](const char* k) -> std::int64_t {
-    if (!j.contains(k) || !j[k].is_number_integer() || j[k].get<std::int64_t>() <= 0)
-      throw ropex::make_error(src, k, "missing or not a positive integer (or pass --head-dim)");
-    return j[k].get<std::int64_t>();
-  };
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) return static_cast<int>(get("head_dim"));
-  const auto hidden = get("hidden_size"), heads = get("num_attention_heads");
-  if (hidden % heads != 0)
-    throw ropex::make_error(src, "hidden_size", "not divisible by num_attention_heads");
-  return static_cast<int>(hidden / heads);
-}
-
 void run_rope(const RopeOptions& o) {
   const nlohmann::json cfg = ropex::read_json_file(o.config);
   ropex::RopeScaling rs = ropex::rope_scaling_from_config(cfg, o.config);
   std::optional<nlohmann::json> over;
   if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
   if (over || o.base) ropex::apply_rope_override(rs, o.base, over ? &*over : nullptr);
-  const int head_dim = o.head_dim > 0 ? o.head_dim : config_head_dim(cfg, o.config);
+  const int head_dim = o.head_dim > 0 ? o.head_dim : static_cast<int>(ropex::model::head_dim_from_config(cfg, o.config));
   const int rotary = rs.rotary_dim(head_dim);
   if (rotary <= 0 || rotary % 2)
     throw ropex::make_error(o.config, "head_dim", "rotary dim " + std::to_string(rotary) + " must be even and > 0");

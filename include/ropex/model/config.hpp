@@ -85,6 +85,29 @@ inline int64_t config_token_id(const nlohmann::json& j, const char* key, std::st
 
 }  // namespace detail
 
+/// Per-head dimension of a HF config.json: "head_dim" when present, else
+/// hidden_size / num_attention_heads (which must divide). Even and >= 2 (RoPE rotates pairs).
+/// Any model's config works (only these fields are read); errors name source and field.
+inline int64_t head_dim_from_config(const nlohmann::json& j, std::string_view source) {
+  using detail::config_int;
+  if (!j.is_object()) throw make_error(source, "", "config must be a JSON object");
+  int64_t head_dim;
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    head_dim = config_int(j, "head_dim", source, 2, 1 << 16);
+  } else {
+    const int64_t hidden = config_int(j, "hidden_size", source, 1, int64_t(1) << 20);
+    const int64_t heads = config_int(j, "num_attention_heads", source, 1, 4096);
+    if (hidden % heads != 0)
+      throw make_error(source, "num_attention_heads",
+                       std::to_string(heads) + " does not divide hidden_size " + std::to_string(hidden) +
+                           " (and config has no head_dim)");
+    head_dim = hidden / heads;
+  }
+  if (head_dim < 2 || head_dim % 2 != 0)
+    throw make_error(source, "head_dim", "must be even and >= 2 for RoPE, got " + std::to_string(head_dim));
+  return head_dim;
+}
+
 inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, std::string_view source) {
   using detail::config_int;
   if (!j.is_object()) throw make_error(source, "", "config must be a JSON object");
@@ -101,17 +124,7 @@ inline LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, std::string_v
     throw make_error(source, "num_key_value_heads",
                      std::to_string(c.num_key_value_heads) + " does not divide num_attention_heads " +
                          std::to_string(c.num_attention_heads));
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    c.head_dim = config_int(j, "head_dim", source, 2, 1 << 16);
-  } else {
-    if (c.hidden_size % c.num_attention_heads != 0)
-      throw make_error(source, "num_attention_heads",
-                       std::to_string(c.num_attention_heads) + " does not divide hidden_size " +
-                           std::to_string(c.hidden_size) + " (and config has no head_dim)");
-    c.head_dim = c.hidden_size / c.num_attention_heads;
-  }
-  if (c.head_dim < 2 || c.head_dim % 2 != 0)
-    throw make_error(source, "head_dim", "must be even and >= 2 for RoPE, got " + std::to_string(c.head_dim));
+  c.head_dim = head_dim_from_config(j, source);
   c.max_position_embeddings = config_int(j, "max_position_embeddings", source, 1, int64_t(1) << 40, 2048);
 
   if (auto it = j.find("rms_norm_eps"); it != j.end() && !it->is_null()) {
