@@ -105,6 +105,15 @@ TEST_CASE("bf16 checkpoint: weights stay bf16, math in fp32") {
   CHECK(err <= 1e-3);
   CHECK(err16 <= 0.15);
   CHECK(max_abs_diff(logits.data(), hf16.data) <= 0.15);
+  // Decoding one token at a time takes the fused BF16 GEMV path; same logits.
+  auto step_cache = model.make_cache(48);
+  double step_err = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const auto row = model.logits(std::span(tokens).subspan(t, 1), step_cache);
+    for (int64_t v = 0; v < 256; ++v) step_err = std::max(step_err, double(std::abs(row(0, v) - ref.data[t * 256 + size_t(v)])));
+  }
+  MESSAGE("bf16 token-by-token vs HF fp32-math: " << step_err);
+  CHECK(step_err <= 1e-3);
 }
 
 TEST_CASE("KV cache: token-by-token logits equal the full-sequence logits (HF fixture model)") {

@@ -202,13 +202,22 @@ struct ops<cpu> {
                         int64_t r_end, int64_t ldy) {
     const int64_t in = w.shape.at(1);
     const float* wf = w.as_f32();
+    const bool fused_bf16 = n == 1 && w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
 #pragma omp parallel if ((r_end - r_begin) * in > (1 << 15))
     {
-      std::vector<float> row(wf ? 0 : size_t(in));
+      std::vector<float> row(wf || fused_bf16 ? 0 : size_t(in));
       // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
       // the other thread idling at the barrier.
 #pragma omp for schedule(dynamic, 32)
       for (int64_t r = r_begin; r < r_end; ++r) {
+        if (fused_bf16) {  // one token, BF16 weights: convert inside the dot, no staging buffer
+          const uint16_t* h = reinterpret_cast<const uint16_t*>(w.data) + r * in;
+          float acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < in; ++i) acc += std::bit_cast<float>(uint32_t(h[i]) << 16) * x[i];
+          y[r] = acc;
+          continue;
+        }
         const float* wr = wf ? wf + r * in : row.data();
         if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
         for (int64_t t = 0; t < n; ++t) {
