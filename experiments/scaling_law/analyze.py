@@ -32,21 +32,31 @@ def predict(tl, base):
     return json.loads(r.stdout)
 
 
-def ropex_curve(name):
-    """Per-position mean NLL from ropex's --csv (position, loss...)."""
-    path = os.path.join(HERE, "results", "ropex", f"{name}.csv")
-    if not os.path.exists(path):
-        return None, None
+def read_csv_curve(path):
+    """ropex's --csv: position, count, mean_nll (per position, unbinned)."""
     with open(path) as f:
         rows = list(csv.reader(f))
     head = [h.strip() for h in rows[0]]
-    ip = head.index("position")
-    il = [i for i, h in enumerate(head) if "nll" in h or "loss" in h][0]
+    ip, il = head.index("position"), head.index("mean_nll")
     pos = np.array([int(r[ip]) for r in rows[1:]])
     loss = np.array([float(r[il]) for r in rows[1:]])
-    meta = json.load(open(os.path.join(HERE, "results", "ropex", f"{name}.json")))
-    order = np.argsort(pos)
-    return loss[order], meta
+    return loss[np.argsort(pos)]
+
+
+def window_dirs():
+    d = os.path.join(HERE, "results")
+    return sorted(os.path.join(d, x) for x in os.listdir(d) if x.startswith("ropex_win"))
+
+
+def ropex_curve(name, dirs):
+    """Per-position mean NLL from ropex, averaged over the windows in dirs (each dir = one window)."""
+    curves = []
+    for d in dirs:
+        path = os.path.join(d, f"{name}.csv")
+        if not os.path.exists(path):
+            return None, None
+        curves.append(read_csv_curve(path))
+    return np.mean(curves, axis=0), dict(windows=len(curves))
 
 
 def bins_of(per_pos):
@@ -77,11 +87,17 @@ def max_rise(bins, start_pos, span_bins=4):
 
 def main():
     gpu = json.load(open(os.path.join(HERE, "results", "gpu_eval.json")))
+    # windows every tuned model and baseline has (a partial window pass is ignored)
+    dirs = window_dirs()
+    names = [name_of(tl, b) for tl, b in MODELS] + [n for n, _ in BASELINES]
+    dirs = [d for d in dirs if all(os.path.exists(os.path.join(d, n + ".csv")) for n in names)] or dirs[:1]
+    W = len(dirs)
+    print(f"ropex windows used: {[os.path.basename(d) for d in dirs]}")
     rows, curves = [], {}
     for tl, base in MODELS:
         name = name_of(tl, base)
         p = predict(tl, base)
-        per_pos, meta = ropex_curve(name)
+        per_pos, meta = ropex_curve(name, dirs)
         gb = np.array(gpu[name]["ctx16384"]["bins"])
         g_lim, g_cens = measured_limit(gb)
         row = dict(base=base, tune_len=tl, train_len=T_TRAIN, head_dim=HEAD_DIM, regime=p["regime"],
@@ -109,7 +125,7 @@ def main():
 
     base_rows = []
     for name, label in BASELINES:
-        per_pos, meta = ropex_curve(name)
+        per_pos, meta = ropex_curve(name, dirs)
         if per_pos is None:
             continue
         b = bins_of(per_pos)
@@ -154,7 +170,7 @@ def main():
         ax.plot((np.arange(len(gb)) + 0.5) * BIN, gb, color="0.6", lw=1, label="PyTorch, 19 windows")
         if name in curves:
             b = curves[name]
-            ax.plot(x[:len(b)], b, color="C0", lw=1.5, label="ropex, 2 windows")
+            ax.plot(x[:len(b)], b, color="C0", lw=1.5, label=f"ropex, {W} window(s)")
             ax.axhline(b[1] + MARGIN, color="C0", ls=":", lw=1, label="L_ref + 0.5")
             if r["measured_limit"] != "" and not r["censored"]:
                 ax.axvline(r["measured_limit"], color="C0", ls="--", lw=1, label="measured limit")
@@ -225,6 +241,30 @@ def main():
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(IMG, "validation_bases_512.png"), dpi=100)
+
+    # training curves: pre-training has flattened; every tuning run recovers its loss
+    tl = json.load(open(os.path.join(HERE, "results", "train_log.json")))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    st, lo_ = zip(*tl["pretrain"]["curve"])
+    sm = np.convolve(lo_, np.ones(9) / 9, mode="valid")
+    a1.plot(st, lo_, color="0.75", lw=0.8, label="train loss (every 50 steps)")
+    a1.plot(st[4:-4], sm, color="C0", lw=1.5, label="9-point moving average")
+    a1.set_ylim(1.3, 3.5)
+    a1.set_xlabel("step (65,536 tokens each)")
+    a1.set_ylabel("loss (nats)")
+    a1.set_title(f"pre-training, T 512, base 10000: {tl['pretrain']['tokens'] / 1e6:.0f} M tokens")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    for name, r in tl["runs"].items():
+        s_, l_ = zip(*r["curve"])
+        a2.plot(s_, l_, lw=1, label=f"T {r['tune_len']}, base {r['base']:g}")
+    a2.set_ylim(1.3, 3.5)
+    a2.set_xlabel("tuning step (65,536 tokens each)")
+    a2.set_title(f"continued training: {tl['tune_steps']} steps each")
+    a2.legend(fontsize=6, ncol=2)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMG, "validation_training.png"), dpi=90)
 
 
 if __name__ == "__main__":

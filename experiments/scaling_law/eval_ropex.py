@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Stage 3 (this machine, CPU): per-position loss of every checkpoint on held-out Emma via `ropex perplexity`.
-Resumable: a model whose results/ropex/<name>.json exists is skipped.
-Usage: eval_ropex.py ROPEX_BINARY [--windows W] [--context N]"""
+One non-overlapping window of Emma per call (--window k = tokens [k*N, (k+1)*N)), into
+results/ropex_win<k>/<name>.{json,csv}; analyze.py averages the windows every model has.
+Resumable: a model whose json exists is skipped.
+Usage: eval_ropex.py ROPEX_BINARY [--window k] [--context N]"""
 import argparse, glob, json, os, subprocess, time
 import numpy as np
 
@@ -15,21 +17,22 @@ BASELINES = {
 
 ap = argparse.ArgumentParser()
 ap.add_argument("ropex")
-ap.add_argument("--windows", type=int, default=2)
+ap.add_argument("--window", type=int, default=0)
 ap.add_argument("--context", type=int, default=16384)
 ap.add_argument("--threads", type=int, default=2)
 a = ap.parse_args()
-out = os.path.join(HERE, "results", "ropex")
+out = os.path.join(HERE, "results", f"ropex_win{a.window}")
 os.makedirs(out, exist_ok=True)
-ids = np.load(os.path.join(HERE, "data", "emma.npy"))[: a.windows * a.context]
-tok = os.path.join(HERE, "data", f"emma_{a.windows}x{a.context}.npy")
+ids = np.load(os.path.join(HERE, "data", "emma.npy"))[a.window * a.context:(a.window + 1) * a.context]
+assert ids.size == a.context, "Emma is shorter than that window"
+tok = os.path.join(HERE, "data", f"emma_win{a.window}_{a.context}.npy")
 np.save(tok, ids.astype(np.int32))
 
 order = ["tune512_b1e+06", "tune512_b160000", "tune512_b40000", "tune512_b10000", "tune512_b2000",
-         "tune512_b500", "tune512_b200", "tune512_b50", "tune1024_b10000", "tune1024_b500",
-         "tune1024_b160000", "pretrained_b10000"]
+         "tune512_b500", "tune512_b200", "tune512_b50", "pretrained_b10000"]
 jobs = [(n, os.path.join(HERE, "ckpt", n), None) for n in order]
 jobs += [(n, os.path.join(HERE, "ckpt", "pretrained_b10000"), s) for n, s in BASELINES.items()]
+jobs += [(n, os.path.join(HERE, "ckpt", n), None) for n in ["tune1024_b10000", "tune1024_b500", "tune1024_b160000"]]
 for name, model, scaling in jobs:
     js = os.path.join(out, f"{name}.json")
     if os.path.exists(js):

@@ -8,7 +8,7 @@
 #                          #   `python3 experiments/scaling_law/train.py --budget 430 --out $OUT`
 #   ./run_all.sh unpack    # unpack out/models_*.tar.gz into ckpt/, add tokenizer.model, copy logs to results/
 #   ./run_all.sh check     # ours vs HF transformers vs ropex logits on two exported checkpoints
-#   ./run_all.sh eval      # CPU, ~3 min per model: ropex perplexity, 2 x 16K windows (resumable)
+#   ./run_all.sh eval      # CPU, ~1.5 min per model and window: ropex perplexity, windows 0 and 1 of 16K (resumable)
 #   ./run_all.sh analyze   # results.csv, docs/img/validation_*.png, Markdown tables on stdout
 #   ./run_all.sh all       # everything in order (train needs a CUDA GPU on this machine)
 # ROPEX=path/to/ropex overrides the CLI (default: ../../build/bin/ropex; build target ropex_cli).
@@ -27,7 +27,7 @@ unpack()  {
   cp "$OUT"/gpu_eval.json "$OUT"/train_log.json "$OUT"/train_stdout.log results/
 }
 check()   { for m in tune512_b1e+06 tune1024_b500; do python3 check_export.py "ckpt/$m" "$ROPEX" 600; done; }
-evaluate(){ python3 eval_ropex.py "$ROPEX" --windows 2 --context 16384; }
+evaluate(){ for k in 0 1; do python3 eval_ropex.py "$ROPEX" --window $k --context 16384; done; }
 analyze() { python3 analyze.py "$ROPEX"; }
 
 case "$stage" in
