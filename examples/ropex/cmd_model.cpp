@@ -1,6 +1,7 @@
 // ropex logits | generate | perplexity: run a real checkpoint (HF directory or llama2.c .bin) on
 // the CPU, optionally at another RoPE base or scaling than it was trained with.
 #include "cli.hpp"
+#include "model_cuda.hpp"  // --device cuda (cmd_model_cuda.cu)
 
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
@@ -44,6 +45,8 @@ struct ModelOptions {
   std::optional<double> rope_base;
   std::string rope_scaling;
   int threads = 0;
+  std::string device = "cpu";
+  ropex::cli::CudaOptions cuda;
 };
 
 void add_model_options(CLI::App* s, ModelOptions& o) {
@@ -52,6 +55,9 @@ void add_model_options(CLI::App* s, ModelOptions& o) {
   s->add_option("--rope-scaling", o.rope_scaling,
                 "override its rope scaling, HF JSON, e.g. '{\"rope_type\":\"yarn\",\"factor\":4}'");
   s->add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::Range(1, 4096));
+  s->add_option("--device", o.device, "cpu (default) or cuda (one GPU; needs a build with -DROPEX_CUDA=ON)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  s->add_option("--dtype", o.cuda.dtype, "GPU precision: bf16 (default) or f32")->check(CLI::IsMember({"bf16", "f32"}));
 }
 
 // OpenMP threads for our kernels; OpenBLAS's own pool when the BLAS is OpenBLAS (found at run
@@ -96,9 +102,14 @@ void run_logits(const LogitsOptions& o) {
   const Checkpoint ck = open_model(o.m);
   const auto tokens = read_token_file(o.tokens, "--tokens");
   if (tokens.empty()) throw ropex::make_error("--tokens", o.tokens, "no token ids");
-  Llama<> model(ck);
-  auto cache = model.make_cache(int64_t(tokens.size()));
-  const auto logits = model.logits(tokens, cache);  // [n, vocab]
+  Llama<>::HostMatrix logits;  // [n, vocab]
+  if (o.m.device == "cuda") {
+    logits = ropex::cli::cuda_logits(ck, tokens, o.m.cuda);
+  } else {
+    Llama<> model(ck);
+    auto cache = model.make_cache(int64_t(tokens.size()));
+    logits = model.logits(tokens, cache);
+  }
   ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())});
 }
 
@@ -132,22 +143,28 @@ void run_generate(const GenerateOptions& o) {
   std::vector<int32_t> prompt;
   if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
   if (prompt.empty()) prompt.push_back(int32_t(ck.config().bos_token_id));
-  Llama<> model(ck);
   const int64_t vocab = ck.config().vocab_size;
-  auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
   std::mt19937_64 rng(o.seed);
   std::vector<int32_t> out;
-  std::vector<float> logits(static_cast<size_t>(vocab));
   const auto t0 = std::chrono::steady_clock::now();
-  auto hidden = model.forward(prompt, cache);  // prefill; the last row predicts the first new token
-  model.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
-  for (int64_t step = 0; step < o.steps; ++step) {
-    const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
-    out.push_back(next);
-    if (o.stop_at_eos && next == ck.config().eos_token_id) break;
-    if (step + 1 == o.steps) break;
-    hidden = model.forward(std::span(&next, 1), cache);
-    model.logits(hidden.data(), 1, logits.data());
+  if (o.m.device == "cuda") {
+    out = ropex::cli::cuda_generate(
+        ck, prompt, o.steps, [&](const float* lg) { return pick_token(lg, vocab, o.temperature, rng); },
+        [&](int32_t t) { return o.stop_at_eos && t == ck.config().eos_token_id; }, o.m.cuda);
+  } else {
+    Llama<> model(ck);
+    auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
+    std::vector<float> logits(static_cast<size_t>(vocab));
+    auto hidden = model.forward(prompt, cache);  // prefill; the last row predicts the first new token
+    model.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
+    for (int64_t step = 0; step < o.steps; ++step) {
+      const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
+      out.push_back(next);
+      if (o.stop_at_eos && next == ck.config().eos_token_id) break;
+      if (step + 1 == o.steps) break;
+      hidden = model.forward(std::span(&next, 1), cache);
+      model.logits(hidden.data(), 1, logits.data());
+    }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.json) {
@@ -202,7 +219,6 @@ void run_perplexity(const PerplexityCliOptions& o) {
   if (o.tokens.empty() == o.text.empty()) throw ropex::cli::UsageError("perplexity: give exactly one of --tokens or --text");
   const Checkpoint ck = open_model(o.m);
   const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens") : tokenize_text(o.text, ck);
-  Llama<> model(ck);
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
   if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
@@ -214,7 +230,14 @@ void run_perplexity(const PerplexityCliOptions& o) {
                    std::string(size_t(width - filled), ' ').c_str(), (long long)done, (long long)total);
       std::fflush(stderr);
     };
-  const auto r = ropex::eval::perplexity(model, tokens, po);
+  ropex::cli::CudaRunStats gpu;
+  ropex::eval::PerplexityResult r;
+  if (o.m.device == "cuda") {
+    r = ropex::cli::cuda_perplexity(ck, tokens, po, o.m.cuda, &gpu);
+  } else {
+    Llama<> model(ck);
+    r = ropex::eval::perplexity(model, tokens, po);
+  }
   if (tty) std::fprintf(stderr, "\n");
   if (!o.csv.empty()) {
     std::ofstream csv(o.csv);
@@ -231,6 +254,8 @@ void run_perplexity(const PerplexityCliOptions& o) {
                        {"perplexity", b.count ? std::exp(b.mean_nll) : 0.0}});
     nlohmann::json j{{"perplexity", r.perplexity}, {"mean_nll", r.mean_nll}, {"tokens", r.tokens},
                      {"context", r.context}, {"stride", r.stride}, {"windows", r.windows}, {"curve", curve}};
+    if (o.m.device == "cuda")
+      j["gpu"] = {{"device", gpu.device}, {"dtype", o.m.cuda.dtype}, {"seconds", gpu.seconds}, {"peak_gb", gpu.peak_gb}};
     std::cout << j.dump(2) << "\n";
   } else {
     std::printf("perplexity %.4f over %lld tokens (context %lld, stride %lld, %lld windows)\n", r.perplexity,

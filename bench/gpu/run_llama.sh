@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Issue 5 in one GPU-machine call: build the LLaMA-on-CUDA targets, run test_cuda_llama, make a
+# LLaMA-2-7B-shaped random bf16 model with HF transformers (and time HF on it), check ropex's CLI
+# logits against HF's on those weights, then time ropex (prefill, decode, 128K and 1M-token
+# layer-streamed perplexity) and write the report.
+#   bench/gpu/run_llama.sh [--quick]        outputs under $OUT (default ./gpu-out)
+# Needs .deps/ (scripts/stage_device_deps.sh) when the machine lacks Eigen/xtensor/CLI11/doctest.
+# Prebuilt binaries: ROPEX_LLAMA_BIN=dir holding test_cuda_llama, llama7b and ropex.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+QUICK=${1:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+log() { echo "== $* ($(date +%T))"; }
+exec > >(tee -a "$OUT/llama.log") 2>&1
+T_START=$(date +%s)
+status=0
+
+log "card"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
+
+BIN=${ROPEX_LLAMA_BIN:-}
+if [ -z "$BIN" ] || ! "$BIN/test_cuda_llama" --list-test-cases >/dev/null 2>&1 || ! "$BIN/ropex" --help >/dev/null 2>&1; then
+  log "build"
+  cmake -S . -B build-gpu-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_BENCH=OFF \
+        -DROPEX_INSTALL=OFF -DROPEX_BLAS=OFF -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$PWD/.deps" \
+        > "$OUT/llama_build.log" 2>&1 &&
+  cmake --build build-gpu-llama --target test_cuda_llama llama7b ropex_cli -j"$(nproc)" >> "$OUT/llama_build.log" 2>&1 ||
+    { tail -60 "$OUT/llama_build.log"; exit 1; }
+  mkdir -p build-gpu-llama/run
+  cp build-gpu-llama/tests/cuda/test_cuda_llama build-gpu-llama/bin/llama7b build-gpu-llama/bin/ropex build-gpu-llama/run/
+  BIN=build-gpu-llama/run
+fi
+log "built ($(( $(date +%s) - T_START )) s so far)"
+
+log "test_cuda_llama"
+[ -f .deps/data/stories260K.bin ] && export ROPEX_STORIES260K=$PWD/.deps/data/stories260K.bin
+timeout 240 "$BIN/test_cuda_llama" 2>&1 | tail -60 || status=1
+
+MODEL=/tmp/llama7b
+log "HF transformers: random 7B-shaped model, saved for ropex; HF prefill/decode timings"
+rm -rf "$MODEL" "${MODEL}_L2"
+timeout 300 python3 bench/gpu/llama7b_hf.py --dir "$MODEL" --out "$OUT/llama7b_hf.json" --few-layers 2 ${QUICK:+--quick} 2>&1 |
+  grep -v -i warn || status=1
+
+log "parity: ropex logits --device cuda (bf16) vs HF bf16 on the same weights"
+if [ -f "$MODEL/parity_tokens.npy" ]; then
+  timeout 120 "$BIN/ropex" logits --device cuda --model "$MODEL" --tokens "$MODEL/parity_tokens.npy" --out /tmp/ropex_logits.npy &&
+  python3 - "$OUT/llama7b_parity.json" <<'EOF' || status=1
+import json, sys
+import numpy as np
+a = np.load("/tmp/ropex_logits.npy").astype(np.float64)
+b = np.load("/tmp/llama7b/parity_hf_logits.npy").astype(np.float64)
+nmse = float(((a - b) ** 2).sum() / (b ** 2).sum())
+top1 = float((a.argmax(1) == b.argmax(1)).mean())
+print(f"ropex cuda bf16 vs HF bf16, 256 tokens x 32000: NMSE {nmse:.3e}, max abs {abs(a - b).max():.3f}, top-1 agreement {100 * top1:.1f}%")
+json.dump({"nmse": nmse, "top1": top1}, open(sys.argv[1], "w"))
+EOF
+fi
+
+log "ropex: prefill, decode, perplexity 128K (32 layers) and 1M (2 layers) ($(( $(date +%s) - T_START )) s so far)"
+timeout 330 "$BIN/llama7b" "$MODEL" "${MODEL}_L2" "$OUT/llama7b_ropex.json" $QUICK 2>&1 || status=1
+
+log "report"
+python3 bench/gpu/llama7b_report.py "$OUT/llama7b_ropex.json" "$OUT/llama7b_hf.json" --out "$OUT/llama7b_cases.json" \
+  $( [ -f "$OUT/llama7b_parity.json" ] && echo --parity "$OUT/llama7b_parity.json" ) | tee "$OUT/llama7b.md" || status=1
+
+log "CLI smoke: ropex perplexity --device cuda on the 2-layer model, 64K tokens"
+python3 -c "import numpy as np; np.save('/tmp/ppl_tokens.npy', np.random.default_rng(0).integers(3, 32000, 65537).astype(np.int32))"
+timeout 90 "$BIN/ropex" perplexity --device cuda --model "${MODEL}_L2" --tokens /tmp/ppl_tokens.npy --context 65536 --bins 4 --json \
+  2>&1 | tail -30 || status=1
+
+log "done in $(( $(date +%s) - T_START )) s (status $status)"
+exit $status

@@ -1,0 +1,144 @@
+// Owning device memory for the model on the GPU: a flat buffer, a [rows, cols] activation matrix,
+// and the KV cache (token-major per layer, the layout flash attention reads without a copy).
+#pragma once
+#include <ropex/attention/layout.hpp>
+#include <ropex/backends/cuda/common.cuh>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace ropex::cuda {
+
+/// n elements of T in device memory (cudaMalloc; freed on destruction). Move-only.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) { allocate(n); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { swap(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  /// Makes room for n elements (contents are lost when it grows).
+  void reserve(size_t n) {
+    if (n > n_) allocate(n);
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  void allocate(size_t n) {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+    if (n == 0) return;
+    const cudaError_t st = cudaMalloc(&p_, n * sizeof(T));
+    if (st != cudaSuccess) {
+      p_ = nullptr;
+      (void)cudaGetLastError();  // clear the sticky-free allocation error
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      throw ropex::Error("cuda: out of device memory: cannot allocate " + std::to_string(n * sizeof(T) >> 20) +
+                         " MiB (" + std::to_string(free_b >> 20) + " MiB free of " + std::to_string(total_b >> 20) +
+                         " MiB)");
+    }
+    n_ = n;
+  }
+  void swap(DeviceBuffer& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+  }
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+/// Row-major [rows, cols] activations on the device. resize() only reallocates to grow, so the
+/// per-call scratch of a decode loop is allocated once.
+template <class T>
+class DeviceMatrix {
+ public:
+  using Scalar = T;
+  DeviceMatrix() = default;
+  DeviceMatrix(int64_t rows, int64_t cols) { resize(rows, cols); }
+  void resize(int64_t rows, int64_t cols) {
+    buf_.reserve(static_cast<size_t>(rows * cols));
+    rows_ = rows, cols_ = cols;
+  }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  T* data() { return buf_.data(); }
+  const T* data() const { return buf_.data(); }
+
+ private:
+  DeviceBuffer<T> buf_;
+  int64_t rows_ = 0, cols_ = 0;
+};
+
+/// The KV cache on the device, the GPU twin of model::KVCache (same interface): per layer
+/// k, v : [capacity, kv_heads, head_dim] token-major, so keys 0..n of a layer are one contiguous
+/// [n, kv_heads, head_dim] tensor (what flash_attention takes) and appending a chunk is one copy.
+/// Keys are stored after RoPE, in T (bf16 on the bf16 path: half the bytes a decode step reads).
+template <class T>
+class DeviceKVCache {
+ public:
+  DeviceKVCache() = default;
+  DeviceKVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity)
+      : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity),
+        k_(static_cast<size_t>(n_layers * capacity * n_kv_heads * head_dim)),
+        v_(static_cast<size_t>(n_layers * capacity * n_kv_heads * head_dim)) {}
+
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t head_dim() const { return head_dim_; }
+  int64_t n_kv_heads() const { return n_kv_heads_; }
+  int64_t n_layers() const { return n_layers_; }
+  void clear() { length_ = 0; }
+  void truncate(int64_t n) {
+    if (n < 0 || n > length_)
+      throw make_error("kv cache", "truncate", std::to_string(n) + " is outside [0, " + std::to_string(length_) + "]");
+    length_ = n;
+  }
+  void reserve_more(int64_t n) const {
+    if (length_ + n > capacity_)
+      throw make_error("kv cache", "capacity",
+                       std::to_string(length_) + " cached + " + std::to_string(n) + " new tokens exceed " +
+                           std::to_string(capacity_));
+  }
+
+  /// Layer l's keys / values (device memory), row(t, h) -> head_dim elements.
+  attention::HeadsView<T> keys(int64_t layer) { return view(k_, layer); }
+  attention::HeadsView<T> values(int64_t layer) { return view(v_, layer); }
+
+  /// Copies n tokens' keys and values (device, token-major [n, kv_heads, head_dim]) to layer l at
+  /// positions length()+offset ..; commit(total) once every layer has been appended.
+  void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset = 0,
+              cudaStream_t stream = nullptr) {
+    reserve_more(offset + n);
+    const size_t row = static_cast<size_t>(n_kv_heads_ * head_dim_);
+    const size_t bytes = static_cast<size_t>(n) * row * sizeof(T);
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(keys(layer).row(length_ + offset, 0), k_new, bytes, cudaMemcpyDeviceToDevice, stream));
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream));
+  }
+  void commit(int64_t n) {
+    reserve_more(n);
+    length_ += n;
+  }
+  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
+
+ private:
+  attention::HeadsView<T> view(DeviceBuffer<T>& buf, int64_t layer) {
+    return {buf.data() + layer * capacity_ * n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_, head_dim_};
+  }
+  int64_t n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, capacity_ = 0, length_ = 0;
+  DeviceBuffer<T> k_, v_;
+};
+
+}  // namespace ropex::cuda

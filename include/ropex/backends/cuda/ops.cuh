@@ -1,0 +1,462 @@
+// ops<cuda_bf16> / ops<cuda_f32>: the math a LLaMA layer needs, on one GPU, under the same names
+// as ops<cpu> (backends/eigen/ops.hpp), so model::Llama<cuda_bf16> runs the very same forward().
+//
+//   cuda_bf16: weights, activations and the KV cache in bf16, every product accumulated in fp32
+//              (cuBLAS GEMMs with CUBLAS_COMPUTE_32F; flash / split-KV decode attention; RMSNorm,
+//              SwiGLU and softmax statistics in fp32) — what HF transformers runs in bf16.
+//   cuda_f32:  everything in fp32 (pure-fp32 cuBLAS, no TF32): the parity path, within 1e-3 of
+//              the CPU.
+// Everything runs on the legacy default stream, in order; the only host syncs are the copies of
+// logits / losses back to the host.
+#pragma once
+#include <ropex/attention/layout.hpp>
+#include <ropex/backends/cuda/buffer.cuh>
+#include <ropex/backends/cuda/common.cuh>
+#include <ropex/backends/cuda/decode.cuh>
+#include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/rope.cuh>
+#include <ropex/backends/eigen/ops.hpp>  // the ops<> template, model::TensorView
+#include <ropex/rope/scaling.hpp>
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace ropex::backends {
+
+/// Backend tags: Llama<cuda_bf16> (the fast path) and Llama<cuda_f32> (the parity path).
+struct cuda_bf16 {};
+struct cuda_f32 {};
+
+}  // namespace ropex::backends
+
+namespace ropex::cuda {
+
+inline void check_cublas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw ropex::Error(std::string("cublas: ") + what + ": status " + std::to_string(static_cast<int>(st)));
+}
+
+template <class T> inline constexpr cudaDataType_t kCudaType = CUDA_R_32F;
+template <> inline constexpr cudaDataType_t kCudaType<__nv_bfloat16> = CUDA_R_16BF;
+template <> inline constexpr cudaDataType_t kCudaType<__half> = CUDA_R_16F;
+
+namespace kernels {
+
+/// Stored checkpoint bytes (F32 / F16 / BF16) -> T, elementwise.
+template <class T>
+__global__ void convert(T* __restrict__ dst, const void* __restrict__ src, model::DType dtype, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float x;
+    if (dtype == model::DType::f32) x = static_cast<const float*>(src)[i];
+    else if (dtype == model::DType::bf16) x = __bfloat162float(static_cast<const __nv_bfloat16*>(src)[i]);
+    else x = __half2float(static_cast<const __half*>(src)[i]);
+    dst[i] = from_float<T>(x);
+  }
+}
+
+/// x[t, :] = table[tokens[t], :]
+template <class T>
+__global__ void embed(T* __restrict__ x, const T* __restrict__ table, const int32_t* __restrict__ tokens, int64_t dim) {
+  const int64_t t = blockIdx.x;
+  const T* row = table + static_cast<int64_t>(tokens[t]) * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) x[t * dim + i] = row[i];
+}
+
+/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v, float* shared32) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();  // shared32 may still be read by a previous call
+  if (lane == 0) shared32[warp] = v;
+  __syncthreads();
+  float s = lane < n_warps ? shared32[lane] : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+__device__ __forceinline__ float block_max(float v, float* shared32) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) shared32[warp] = v;
+  __syncthreads();
+  float s = lane < n_warps ? shared32[lane] : -INFINITY;
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s = fmaxf(s, __shfl_xor_sync(0xffffffffu, s, o));
+  return s;
+}
+
+/// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (one block per row; in place is fine: each
+/// element is read, then written, by the same thread)
+template <class T>
+__global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t dim, float eps) {
+  __shared__ float red[32];
+  const T* xr = x + blockIdx.x * dim;
+  T* orow = out + blockIdx.x * dim;
+  float ss = 0.f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_float(xr[i]);
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = from_float<T>(to_float(xr[i]) * inv * w[i]);
+}
+
+/// a <- f(a, b) elementwise, 16 bytes per thread per step (n a multiple of kVec<T>, 16-byte
+/// aligned pointers: every activation buffer here), fp32 math.
+template <class T, class F>
+__global__ void binary_vec(T* __restrict__ a, const T* __restrict__ b, int64_t n_vec, F f) {
+  using V = Vec16<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_vec; i += int64_t(gridDim.x) * blockDim.x) {
+    V x = reinterpret_cast<V*>(a)[i];
+    const V y = reinterpret_cast<const V*>(b)[i];
+#pragma unroll
+    for (int e = 0; e < kVec<T>; ++e) x.v[e] = from_float<T>(f(to_float(x.v[e]), to_float(y.v[e])));
+    reinterpret_cast<V*>(a)[i] = x;
+  }
+}
+template <class T, class F>
+__global__ void binary(T* __restrict__ a, const T* __restrict__ b, int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    a[i] = from_float<T>(f(to_float(a[i]), to_float(b[i])));
+}
+struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
+  __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
+};
+struct Add {  // the residual connection
+  __device__ float operator()(float x, float y) const { return x + y; }
+};
+
+/// nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]]   (one block per row)
+__global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logits, const int32_t* __restrict__ targets,
+                        int64_t vocab) {
+  __shared__ float red[32];
+  const float* row = logits + blockIdx.x * vocab;
+  float mx = -INFINITY;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) mx = fmaxf(mx, row[v]);
+  mx = block_max(mx, red);
+  float s = 0.f;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) s += expf(row[v] - mx);
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) nll[blockIdx.x] = logf(s) + mx - row[targets[blockIdx.x]];
+}
+
+/// Plain causal GQA attention for any head_dim <= 256 and any T (the fp32 path, and head sizes
+/// the tensor-core kernels do not cover): one warp per (query, head) row, lanes across head_dim,
+/// keys one at a time with the online-softmax recurrence in fp32.
+template <class T>
+__global__ void attention_rows(attention::HeadsView<const T> q, attention::HeadsView<const T> k,
+                               attention::HeadsView<const T> v, attention::HeadsView<T> o,
+                               attention::AttentionShape s) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  if (row >= s.n_queries * s.n_heads) return;
+  const int64_t i = row / s.n_heads, h = row % s.n_heads, kvh = h / s.group();
+  const int D = static_cast<int>(s.head_dim);
+  const T* qr = q.row(i, h);
+  float qv[8], acc[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int e = lane + 32 * c;
+    qv[c] = e < D ? to_float(qr[e]) : 0.f;
+    acc[c] = 0.f;
+  }
+  const float scale = static_cast<float>(s.scale);
+  float m = -INFINITY, l = 0.f;
+  const int64_t visible = s.visible_keys(i);
+  for (int64_t j = 0; j < visible; ++j) {
+    const T* kr = k.row(j, kvh);
+    float d = 0.f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int e = lane + 32 * c;
+      if (e < D) d += qv[c] * to_float(kr[e]);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffffu, d, off);
+    const float sc = d * scale, m_new = fmaxf(m, sc);
+    const float corr = expf(m - m_new), p = expf(sc - m_new);
+    l = l * corr + p;
+    const T* vr = v.row(j, kvh);
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int e = lane + 32 * c;
+      acc[c] = acc[c] * corr + (e < D ? p * to_float(vr[e]) : 0.f);
+    }
+    m = m_new;
+  }
+  T* orow = o.row(i, h);
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int e = lane + 32 * c;
+    if (e < D) orow[e] = from_float<T>(acc[c] * inv);
+  }
+}
+
+__global__ void iota(int64_t* p, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) p[i] = i;
+}
+
+}  // namespace kernels
+
+inline unsigned grid_for(int64_t n, int threads = 256) {
+  return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(n, threads), 1, int64_t(1) << 16));
+}
+
+/// The GPU side of Llama<cuda_*>: T = __nv_bfloat16 or float.
+template <class T>
+struct Ops {
+  using Scalar = T;
+  using Matrix = DeviceMatrix<T>;
+  using Cache = DeviceKVCache<T>;
+  /// A [rows, cols] nn.Linear weight (or the embedding table) resident on the device in T.
+  struct Weight {
+    DeviceBuffer<T> data;
+    int64_t rows = 0, cols = 0;
+  };
+  using Vector = DeviceBuffer<float>;  ///< norm weights
+  /// Rotation of a chunk: positions first .. first+n-1 under the frequencies of one forward().
+  struct Rope {
+    std::shared_ptr<const RopeFrequencies> freq;
+    int64_t first = 0, n = 0;
+  };
+
+  /// State shared by copies (the model keeps one): cuBLAS handle, workspaces, small buffers.
+  struct State {
+    cublasHandle_t blas = nullptr;
+    DecodeWorkspace decode;
+    std::shared_ptr<const RopeFrequencies> freq;  // the last frequencies, reused while unchanged
+    std::vector<double> freq_key;
+    DeviceBuffer<int64_t> positions;  // 0, 1, 2, ... (RoPE reads positions[first ...])
+    DeviceBuffer<int32_t> tokens;
+    DeviceBuffer<float> logits, nll;
+    DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
+    State() {
+      int n_dev = 0;
+      const cudaError_t e = cudaGetDeviceCount(&n_dev);
+      if (e != cudaSuccess || n_dev == 0)
+        throw ropex::Error(std::string("cuda: no usable CUDA device (") +
+                           (e != cudaSuccess ? cudaGetErrorString(e) : "none visible") + ")");
+      check_cublas(cublasCreate(&blas), "cublasCreate");
+      // Weights are read once per decode step: keep the workspace; no TF32 (pure fp32 on cuda_f32).
+      check_cublas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    }
+    ~State() {
+      if (blas) cublasDestroy(blas);
+    }
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+  };
+  std::shared_ptr<State> st = std::make_shared<State>();
+
+  // ---------------------------------------------------------------------------- weights
+  /// Copies a checkpoint tensor to the device, converting it to T there.
+  Weight upload(const model::TensorView& t) {
+    Weight w;
+    w.rows = t.shape.size() >= 1 ? t.shape[0] : 1;
+    w.cols = t.shape.size() >= 2 ? t.shape[1] : 1;
+    w.data = DeviceBuffer<T>(t.numel());
+    to_device(t, w.data.data());
+    return w;
+  }
+  Vector upload_vector(const model::TensorView& t) {  // small: converted on the host
+    std::vector<float> host(t.numel());
+    t.to_float(host.data(), 0, host.size());
+    Vector v(host.size());
+    ROPEX_CUDA_CHECK(cudaMemcpy(v.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return v;
+  }
+
+  // ------------------------------------------------------------------------ activations
+  void embed(T* x, const Weight& table, std::span<const int32_t> tokens) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n == 0) return;
+    st->tokens.reserve(tokens.size());
+    ROPEX_CUDA_CHECK(cudaMemcpy(st->tokens.data(), tokens.data(), tokens.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    kernels::embed<T><<<static_cast<unsigned>(n), 256>>>(x, table.data.data(), st->tokens.data(), table.cols);
+    check_launch("embed");
+  }
+
+  void rmsnorm(T* out, const T* x, const float* weight, int64_t n, int64_t dim, double eps) {
+    if (n <= 0) return;
+    const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
+    kernels::rmsnorm<T><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    check_launch("rmsnorm");
+  }
+
+  /// y[n, out] = x[n, in] W^T, fp32 accumulation (cuBLAS, column-major: Y^T = W^T' X^T).
+  void matmul(const Weight& w, const T* x, int64_t n, T* y) { gemm(w, x, n, y, kCudaType<T>); }
+
+  /// gate <- silu(gate) * up
+  void swiglu(T* gate, const T* up, int64_t count) { elementwise(gate, up, count, kernels::SiluMul{}); }
+  /// x += y
+  void add(T* x, const T* y, int64_t count) { elementwise(x, y, count, kernels::Add{}); }
+
+  // ------------------------------------------------------------------------------ RoPE
+  Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
+    std::vector<double> key(inv_freq.begin(), inv_freq.end());
+    key.push_back(attention_factor);
+    if (!st->freq || key != st->freq_key) {
+      st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
+      st->freq_key = std::move(key);
+    }
+    return Rope{st->freq, first, n};
+  }
+  void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,
+            RopeLayout layout) {
+    if (n <= 0) return;
+    if (n != r.n) throw make_error("cuda::Ops::rope", "n", "does not match the rope angles' token count");
+    const int64_t need = r.first + n;
+    if (static_cast<int64_t>(st->positions.size()) < need) {  // grow geometrically: decode adds one at a time
+      const int64_t cap = std::max<int64_t>(need, 2 * static_cast<int64_t>(st->positions.size()));
+      st->positions.reserve(static_cast<size_t>(cap));
+      kernels::iota<<<grid_for(cap), 256>>>(st->positions.data(), cap);
+      check_launch("iota");
+    }
+    const int hd = static_cast<int>(head_dim);
+    rope_inplace<T>(DeviceHeads<T>::contiguous(q, static_cast<int>(q_heads), hd),
+                    DeviceHeads<T>::contiguous(k, static_cast<int>(k_heads), hd), n, hd,
+                    st->positions.data() + r.first, *r.freq, layout);
+  }
+
+  // ------------------------------------------------------------------------- attention
+  /// Causal GQA attention. bf16 with head_dim 64/80/128 and a contiguous cache: few queries ->
+  /// split-KV decode kernel, many -> flash attention (both by H4, backends/cuda); otherwise the
+  /// plain row kernel above.
+  void attention(attention::HeadsView<const T> q, attention::HeadsView<const T> k, attention::HeadsView<const T> v,
+                 attention::HeadsView<T> o, const attention::AttentionShape& s) {
+    if (s.n_queries <= 0) return;
+    const int64_t hd = s.head_dim;
+    const bool q_dense = q.token_stride == s.n_heads * hd && q.head_stride == hd && o.token_stride == s.n_heads * hd &&
+                         o.head_stride == hd;
+    const bool kv_dense = k.token_stride == s.n_kv_heads * hd && k.head_stride == hd &&
+                          v.token_stride == s.n_kv_heads * hd && v.head_stride == hd;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (q_dense && s.n_queries * s.group() <= 16 && (hd == 64 || hd == 128 || hd == 256)) {
+        const KVView<T> kv_k{k.data, 0, k.token_stride, k.head_stride}, kv_v{v.data, 0, v.token_stride, v.head_stride};
+        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode);
+        return;
+      }
+      if (q_dense && kv_dense && (hd == 64 || hd == 80 || hd == 128)) {
+        flash_attention<T>(q.data, k.data, v.data, o.data, nullptr, 1, s);
+        return;
+      }
+    }
+    if (hd > 256) throw make_error("cuda::Ops::attention", "head_dim", "must be <= 256, got " + std::to_string(hd));
+    const int64_t rows = s.n_queries * s.n_heads;
+    kernels::attention_rows<T><<<static_cast<unsigned>(ceil_div(rows * 32, 256)), 256>>>(q, k, v, o, s);
+    check_launch("attention_rows");
+  }
+
+  // ------------------------------------------------------------------------ lm_head
+  /// out[n, vocab] (host memory) = x lm_head^T, fp32.
+  void logits(const Weight& w, const T* x, int64_t n, float* out) {
+    for (int64_t r0 = 0; r0 < n;) {
+      const int64_t rows = std::min(n - r0, logits_rows(w.rows));
+      float* d = device_logits(rows, w.rows);
+      gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
+      ROPEX_CUDA_CHECK(cudaMemcpy(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float),
+                                  cudaMemcpyDeviceToHost));
+      r0 += rows;
+    }
+  }
+
+  /// out[i] = -log softmax(x[i] lm_head^T)[targets[i]] (targets and out in host memory); the
+  /// [rows, vocab] logits stay on the device.
+  void nll(const Weight& w, const T* x, int64_t n, const int32_t* targets, double* out) {
+    std::vector<float> host;
+    for (int64_t r0 = 0; r0 < n;) {
+      const int64_t rows = std::min(n - r0, logits_rows(w.rows));
+      float* d = device_logits(rows, w.rows);
+      gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
+      for (int64_t i = 0; i < rows; ++i)
+        if (targets[r0 + i] < 0 || targets[r0 + i] >= w.rows)
+          throw make_error("cuda::Ops::nll", "targets", "id " + std::to_string(targets[r0 + i]) + " is outside the vocabulary");
+      st->tokens.reserve(static_cast<size_t>(rows));
+      ROPEX_CUDA_CHECK(cudaMemcpy(st->tokens.data(), targets + r0, static_cast<size_t>(rows) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice));
+      st->nll.reserve(static_cast<size_t>(rows));
+      kernels::row_nll<<<static_cast<unsigned>(rows), 256>>>(st->nll.data(), d, st->tokens.data(), w.rows);
+      check_launch("row_nll");
+      host.resize(static_cast<size_t>(rows));
+      ROPEX_CUDA_CHECK(cudaMemcpy(host.data(), st->nll.data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      for (int64_t i = 0; i < rows; ++i) out[r0 + i] = host[static_cast<size_t>(i)];
+      r0 += rows;
+    }
+  }
+
+ private:
+  template <class F>
+  void elementwise(T* a, const T* b, int64_t count, F f) {
+    if (count <= 0) return;
+    constexpr int V = kVec<T>;
+    const bool vec = count % V == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+    if (vec) kernels::binary_vec<T><<<grid_for(count / V), 256>>>(a, b, count / V, f);
+    else kernels::binary<T><<<grid_for(count), 256>>>(a, b, count, f);
+    check_launch("elementwise");
+  }
+
+  // At most ~512 MB of fp32 logits at once.
+  static int64_t logits_rows(int64_t vocab) { return std::max<int64_t>(1, (int64_t(1) << 27) / std::max<int64_t>(vocab, 1)); }
+  float* device_logits(int64_t rows, int64_t vocab) {
+    st->logits.reserve(static_cast<size_t>(rows * vocab));
+    return st->logits.data();
+  }
+
+  template <class Y>
+  void gemm(const Weight& w, const T* x, int64_t n, Y* y, cudaDataType_t y_type) {
+    if (n <= 0 || w.rows <= 0) return;
+    const float one = 1.f, zero = 0.f;
+    const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // fp32 accumulation; pure fp32 for T = float
+    check_cublas(cublasGemmEx(st->blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n),
+                              static_cast<int>(w.cols), &one, w.data.data(), kCudaType<T>, static_cast<int>(w.cols), x,
+                              kCudaType<T>, static_cast<int>(w.cols), &zero, y, y_type, static_cast<int>(w.rows),
+                              compute, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
+
+  // Raw checkpoint bytes -> device staging (pinned-free cudaMemcpy, 64 MB at a time) -> T.
+  template <class D>
+  void to_device(const model::TensorView& t, D* dst) {
+    const size_t n = t.numel(), es = model::dtype_size(t.dtype);
+    const bool same = (std::is_same_v<D, float> && t.dtype == model::DType::f32) ||
+                      (std::is_same_v<D, __nv_bfloat16> && t.dtype == model::DType::bf16) ||
+                      (std::is_same_v<D, __half> && t.dtype == model::DType::f16);
+    if (same) {
+      ROPEX_CUDA_CHECK(cudaMemcpy(dst, t.data, n * es, cudaMemcpyHostToDevice));
+      return;
+    }
+    const size_t block = (size_t(64) << 20) / es;
+    st->staging.reserve(std::min(n, block) * es);
+    for (size_t i = 0; i < n; i += block) {
+      const size_t m = std::min(block, n - i);
+      ROPEX_CUDA_CHECK(cudaMemcpy(st->staging.data(), t.data + i * es, m * es, cudaMemcpyHostToDevice));
+      kernels::convert<D><<<grid_for(static_cast<int64_t>(m)), 256>>>(dst + i, st->staging.data(), t.dtype,
+                                                                      static_cast<int64_t>(m));
+      check_launch("convert");
+    }
+  }
+};
+
+}  // namespace ropex::cuda
+
+namespace ropex::backends {
+
+template <>
+struct ops<cuda_bf16> : ::ropex::cuda::Ops<__nv_bfloat16> {};
+template <>
+struct ops<cuda_f32> : ::ropex::cuda::Ops<float> {};
+
+}  // namespace ropex::backends

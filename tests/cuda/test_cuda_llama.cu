@@ -1,0 +1,333 @@
+// The LLaMA stack on the GPU (Llama<cuda_f32>, Llama<cuda_bf16>) against the CPU model, which is
+// itself checked against HF transformers (tests/test_hf_parity.cpp) and llama2.c (test_llama.cpp):
+//   fp32 path: logits within 1e-3 of the CPU's (and of HF's) on every HF fixture variant;
+//   bf16 path: NMSE <= 5e-4 against the CPU's fp32 logits, top-1 agreement >= 99% on trained /
+//              bf16 checkpoints; flash prefill, chunked prefill and split-KV decode on a head_dim
+//              128 GQA model; the layer-streamed perplexity equal to the CPU's.
+// Run from the repository root (CTest does): fixtures are read from tests/fixtures/hf;
+// stories260K from $ROPEX_STORIES260K or ../shared/data/stories260K.bin (skipped when absent).
+#include <ropex/backends/cuda/ops.cuh>
+#include <ropex/eval/perplexity.hpp>
+#include <ropex/io/npy.hpp>
+#include <ropex/io/tokens.hpp>
+#include <ropex/model/checkpoint.hpp>
+#include <ropex/model/llama.hpp>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using ropex::backends::cuda_bf16;
+using ropex::backends::cuda_f32;
+using ropex::model::Checkpoint;
+using ropex::model::Llama;
+
+namespace {
+
+const fs::path kFixtures = fs::path("tests") / "fixtures" / "hf";
+
+fs::path temp_root() { return fs::temp_directory_path() / ("ropex_cuda_llama_" + std::to_string(::getpid())); }
+struct TempCleanup {
+  ~TempCleanup() {
+    std::error_code ec;
+    fs::remove_all(temp_root(), ec);
+  }
+};
+
+// A model directory for one HF fixture variant: the shared weights + that variant's config.json.
+fs::path assemble(const std::string& variant) {
+  const fs::path dir = temp_root() / variant;
+  fs::create_directories(dir);
+  fs::copy_file(kFixtures / (variant + ".config.json"), dir / "config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(kFixtures / "weights" / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+std::string stories_path() {
+  if (const char* p = std::getenv("ROPEX_STORIES260K")) return p;
+  return "../shared/data/stories260K.bin";
+}
+
+struct Compare {
+  double max_abs = 0, nmse = 0, top1 = 0;  // top1: fraction of rows whose argmax agrees
+};
+// got vs ref, both [rows, cols] row-major.
+Compare compare(const float* got, const float* ref, int64_t rows, int64_t cols) {
+  Compare c;
+  double num = 0, den = 0;
+  int64_t agree = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t ag = 0, ar = 0;
+    for (int64_t v = 0; v < cols; ++v) {
+      const double g = got[r * cols + v], f = ref[r * cols + v];
+      const double d = std::isfinite(g) ? g - f : INFINITY;
+      c.max_abs = std::max(c.max_abs, std::abs(d));
+      num += d * d, den += f * f;
+      if (got[r * cols + v] > got[r * cols + ag]) ag = v;
+      if (ref[r * cols + v] > ref[r * cols + ar]) ar = v;
+    }
+    agree += ag == ar;
+  }
+  c.nmse = num / std::max(den, 1e-300);
+  c.top1 = double(agree) / double(std::max<int64_t>(rows, 1));
+  return c;
+}
+
+template <class B>
+Llama<>::HostMatrix gpu_logits(const Checkpoint& ck, std::span<const int32_t> tokens, int64_t chunk = 512) {
+  Llama<B> model(ck, chunk);
+  auto cache = model.make_cache(int64_t(tokens.size()));
+  return model.logits(tokens, cache);
+}
+
+Llama<>::HostMatrix cpu_logits(const Checkpoint& ck, std::span<const int32_t> tokens) {
+  Llama<> model(ck);
+  auto cache = model.make_cache(int64_t(tokens.size()));
+  return model.logits(tokens, cache);
+}
+
+// Greedy continuation of BOS by the CPU model: text a trained model finds likely.
+std::vector<int32_t> greedy_text(const Checkpoint& ck, int64_t n) {
+  Llama<> model(ck);
+  auto cache = model.make_cache(n);
+  std::vector<int32_t> seq{int32_t(ck.config().bos_token_id)};
+  std::vector<float> logits(size_t(ck.config().vocab_size));
+  while (int64_t(seq.size()) < n) {
+    const auto h = model.forward(std::span(&seq.back(), 1), cache);
+    model.logits(h.data(), 1, logits.data());
+    seq.push_back(int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+  }
+  return seq;
+}
+
+// Writes a random-weight LLaMA checkpoint (fp32 safetensors + config.json) with the given shape.
+fs::path write_random_model(const std::string& name, int64_t hidden, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                            int64_t inter, int64_t layers, int64_t vocab, uint64_t seed) {
+  const fs::path dir = temp_root() / name;
+  fs::create_directories(dir);
+  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", hidden},
+                        {"intermediate_size", inter}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
+                        {"num_key_value_heads", kv_heads}, {"head_dim", head_dim}, {"vocab_size", vocab},
+                        {"max_position_embeddings", 4096}, {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0},
+                        {"tie_word_embeddings", false}, {"hidden_act", "silu"}};
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes{{"model.embed_tokens.weight", {vocab, hidden}}};
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    shapes.push_back({p + "input_layernorm.weight", {hidden}});
+    shapes.push_back({p + "self_attn.q_proj.weight", {heads * head_dim, hidden}});
+    shapes.push_back({p + "self_attn.k_proj.weight", {kv_heads * head_dim, hidden}});
+    shapes.push_back({p + "self_attn.v_proj.weight", {kv_heads * head_dim, hidden}});
+    shapes.push_back({p + "self_attn.o_proj.weight", {hidden, heads * head_dim}});
+    shapes.push_back({p + "post_attention_layernorm.weight", {hidden}});
+    shapes.push_back({p + "mlp.gate_proj.weight", {inter, hidden}});
+    shapes.push_back({p + "mlp.up_proj.weight", {inter, hidden}});
+    shapes.push_back({p + "mlp.down_proj.weight", {hidden, inter}});
+  }
+  shapes.push_back({"model.norm.weight", {hidden}});
+  shapes.push_back({"lm_head.weight", {vocab, hidden}});
+  std::mt19937_64 gen(seed);
+  nlohmann::json header = nlohmann::json::object();
+  std::vector<float> data;
+  for (const auto& [name, shape] : shapes) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    // Norm weights near 1; embeddings O(1); linear layers uniform with variance 1/fan_in, so
+    // activations stay O(1) and the logits spread enough for top-1 to be meaningful.
+    const bool norm = shape.size() == 1, emb = name == "model.embed_tokens.weight";
+    const float a = norm ? 0.2f : emb ? 1.7f : std::sqrt(3.f / float(shape[1])) * (name == "lm_head.weight" ? 4.f : 1.f);
+    std::uniform_real_distribution<float> u(-a, a);
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {data.size() * 4, (data.size() + size_t(n)) * 4}}};
+    for (int64_t i = 0; i < n; ++i) data.push_back((norm ? 1.f : 0.f) + u(gen));
+  }
+  std::string h = header.dump();
+  while (h.size() % 8) h += ' ';
+  std::ofstream out(dir / "model.safetensors", std::ios::binary);
+  const uint64_t len = h.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(h.data(), std::streamsize(h.size()));
+  out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size() * 4));
+  return dir;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_int_distribution<int32_t> u(0, int32_t(vocab - 1));
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = u(gen);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("fp32 path: CUDA logits equal the CPU's (and HF's) on every HF fixture variant (<= 1e-3)") {
+  TempCleanup cleanup;
+  const std::vector<int32_t> tokens = ropex::io::read_tokens(kFixtures / "tokens.npy");
+  for (const std::string variant : {"default", "base1e6", "base500", "linear", "dynamic", "yarn", "yarn_mscale",
+                                    "llama3", "longrope", "default.legacy"}) {
+    INFO("variant " << variant);
+    const Checkpoint ck = Checkpoint::open(assemble(variant));
+    const auto cpu = cpu_logits(ck, tokens);
+    const auto hf = ropex::io::read_npy_f32(kFixtures / (variant + ".logits.npy"));
+    const auto gpu = gpu_logits<cuda_f32>(ck, tokens);
+    const auto gpu7 = gpu_logits<cuda_f32>(ck, tokens, 7);  // chunked: 7 tokens through a layer at a time
+    const Compare c = compare(gpu.data(), cpu.data(), gpu.rows(), gpu.cols());
+    const Compare h = compare(gpu.data(), hf.data.data(), gpu.rows(), gpu.cols());
+    const Compare c7 = compare(gpu7.data(), cpu.data(), gpu.rows(), gpu.cols());
+    MESSAGE(variant << ": max |cuda_f32 - cpu| = " << c.max_abs << ", vs HF " << h.max_abs << ", chunked " << c7.max_abs);
+    CHECK(c.max_abs <= 1e-3);
+    CHECK(h.max_abs <= 1e-3);
+    CHECK(c7.max_abs <= 1e-3);
+  }
+}
+
+TEST_CASE("bf16 path: HF fixtures by NMSE <= 5e-4; the bf16 checkpoint also by top-1 >= 99%") {
+  TempCleanup cleanup;
+  const std::vector<int32_t> tokens = ropex::io::read_tokens(kFixtures / "tokens.npy");
+  for (const std::string variant : {"default", "yarn", "llama3", "longrope"}) {
+    INFO("variant " << variant);
+    const Checkpoint ck = Checkpoint::open(assemble(variant));
+    const auto cpu = cpu_logits(ck, tokens);
+    const auto gpu = gpu_logits<cuda_bf16>(ck, tokens);
+    const Compare c = compare(gpu.data(), cpu.data(), gpu.rows(), gpu.cols());
+    MESSAGE(variant << ": cuda_bf16 vs cpu: NMSE " << c.nmse << ", max abs " << c.max_abs << ", top-1 " << c.top1);
+    CHECK(c.nmse <= 5e-4);
+  }
+  // Stored in bf16: the weights are exact on the bf16 path; only the arithmetic differs.
+  const Checkpoint ck = Checkpoint::open(kFixtures / "bf16");
+  const auto cpu = cpu_logits(ck, tokens);
+  const auto gpu = gpu_logits<cuda_bf16>(ck, tokens);
+  const auto hf16 = ropex::io::read_npy_f32(kFixtures / "bf16.hf_bf16.logits.npy");
+  const Compare c = compare(gpu.data(), cpu.data(), gpu.rows(), gpu.cols());
+  const Compare h = compare(gpu.data(), hf16.data.data(), gpu.rows(), gpu.cols());
+  const Compare hc = compare(hf16.data.data(), cpu.data(), gpu.rows(), gpu.cols());
+  MESSAGE("bf16 checkpoint: cuda_bf16 vs cpu NMSE " << c.nmse << " top-1 " << c.top1 << "; vs HF-bf16 NMSE " << h.nmse
+                                                     << "; HF-bf16 vs cpu NMSE " << hc.nmse << " top-1 " << hc.top1);
+  CHECK(c.nmse <= 5e-4);
+  CHECK(c.top1 >= 0.99);
+  CHECK(h.nmse <= 5e-4);
+  // fp32 path on the bf16 checkpoint: the CPU math exactly (bf16 weights widened).
+  const auto g32 = gpu_logits<cuda_f32>(ck, tokens);
+  CHECK(compare(g32.data(), cpu.data(), gpu.rows(), gpu.cols()).max_abs <= 1e-3);
+}
+
+TEST_CASE("stories260K on the GPU: fp32 within 1e-3, bf16 NMSE <= 5e-4 and top-1 >= 99%, KV-cache decode") {
+  const std::string path = stories_path();
+  if (!fs::exists(path)) {
+    MESSAGE("skipped: " << path << " not found (set ROPEX_STORIES260K)");
+    return;
+  }
+  const Checkpoint ck = Checkpoint::open(path);
+  const std::vector<int32_t> seq = greedy_text(ck, 256);
+  const auto cpu = cpu_logits(ck, seq);
+  const auto f32 = gpu_logits<cuda_f32>(ck, seq);
+  const auto bf = gpu_logits<cuda_bf16>(ck, seq, 100);
+  const Compare c32 = compare(f32.data(), cpu.data(), cpu.rows(), cpu.cols());
+  const Compare c16 = compare(bf.data(), cpu.data(), cpu.rows(), cpu.cols());
+  MESSAGE("stories260K: cuda_f32 max abs " << c32.max_abs << "; cuda_bf16 NMSE " << c16.nmse << " top-1 " << c16.top1);
+  CHECK(c32.max_abs <= 1e-3);
+  CHECK(c16.nmse <= 5e-4);
+  CHECK(c16.top1 >= 0.99);
+  // Token-by-token through the GPU cache: the same logits as the full forward.
+  Llama<cuda_f32> model(ck);
+  auto cache = model.make_cache(int64_t(seq.size()));
+  std::vector<float> row(size_t(ck.config().vocab_size));
+  double err = 0;
+  for (size_t t = 0; t < seq.size(); ++t) {
+    const auto h = model.forward(std::span(seq).subspan(t, 1), cache);
+    model.logits(h.data(), 1, row.data());
+    for (size_t v = 0; v < row.size(); ++v) err = std::max(err, double(std::abs(row[v] - cpu(int64_t(t), int64_t(v)))));
+  }
+  MESSAGE("stories260K: cuda_f32 decode vs cpu full forward: " << err);
+  CHECK(err <= 1e-3);
+}
+
+TEST_CASE("tensor-core paths (head_dim 128, GQA 2): flash prefill, chunked prefill and split-KV decode vs the CPU") {
+  TempCleanup cleanup;
+  const fs::path dir = write_random_model("hd128", 512, 4, 2, 128, 1024, 2, 1000, 7);
+  const Checkpoint ck = Checkpoint::open(dir);
+  const std::vector<int32_t> tokens = random_tokens(300, 1000, 11);
+  const auto cpu = cpu_logits(ck, tokens);
+  const int64_t V = ck.config().vocab_size;
+  {
+    const auto g = gpu_logits<cuda_bf16>(ck, tokens);  // one chunk: flash attention over 300 keys
+    const Compare c = compare(g.data(), cpu.data(), cpu.rows(), V);
+    MESSAGE("hd128 prefill (flash): NMSE " << c.nmse << " top-1 " << c.top1);
+    CHECK(c.nmse <= 5e-4);  // (top-1 is reported, not asserted: random weights have near-ties)
+  }
+  {
+    const auto g = gpu_logits<cuda_bf16>(ck, tokens, 37);  // chunks: queries at offsets into the cache
+    const Compare c = compare(g.data(), cpu.data(), cpu.rows(), V);
+    MESSAGE("hd128 chunked prefill (37): NMSE " << c.nmse);
+    CHECK(c.nmse <= 5e-4);
+  }
+  {
+    // 200 tokens of prefill, then 1 token at a time (decode kernel), then a chunk of 5 (decode
+    // kernel with 10 query rows per KV head), then single tokens again.
+    Llama<cuda_bf16> model(ck);
+    auto cache = model.make_cache(int64_t(tokens.size()));
+    Llama<>::HostMatrix got(int64_t(tokens.size()), V);
+    size_t t = 0;
+    auto step = [&](size_t n) {
+      const auto lg = model.logits(std::span(tokens).subspan(t, n), cache);
+      std::copy(lg.data(), lg.data() + lg.size(), got.data() + int64_t(t) * V);
+      t += n;
+    };
+    step(200);
+    for (int i = 0; i < 40; ++i) step(1);
+    step(5);
+    while (t < tokens.size()) step(1);
+    const Compare c = compare(got.data(), cpu.data(), cpu.rows(), V);
+    const Compare tail = compare(got.data() + 200 * V, cpu.data() + 200 * V, 100, V);
+    MESSAGE("hd128 incremental decode: NMSE " << c.nmse << ", decoded rows only " << tail.nmse);
+    CHECK(c.nmse <= 5e-4);
+    CHECK(tail.nmse <= 5e-4);
+  }
+}
+
+TEST_CASE("layer-streamed perplexity on the GPU equals the CPU's; a streamed cache serves one forward") {
+  TempCleanup cleanup;
+  const fs::path dir = write_random_model("ppl", 256, 4, 4, 64, 512, 3, 500, 3);
+  const Checkpoint ck = Checkpoint::open(dir);
+  const std::vector<int32_t> tokens = random_tokens(700, 500, 5);
+  ropex::eval::PerplexityOptions po;
+  po.context = 256, po.stride = 128, po.bins = 8;
+  Llama<> cpu(ck, 64);
+  const auto ref = ropex::eval::perplexity(cpu, tokens, po);
+  Llama<cuda_f32> g32(ck, 64);
+  const auto r32 = ropex::eval::perplexity(g32, tokens, po);
+  Llama<cuda_bf16> g16(ck, 100);
+  const auto r16 = ropex::eval::perplexity(g16, tokens, po);
+  MESSAGE("perplexity cpu " << ref.perplexity << ", cuda_f32 " << r32.perplexity << ", cuda_bf16 " << r16.perplexity);
+  CHECK(r32.tokens == ref.tokens);
+  CHECK(r32.perplexity == doctest::Approx(ref.perplexity).epsilon(1e-5));
+  CHECK(r16.perplexity == doctest::Approx(ref.perplexity).epsilon(2e-2));
+  for (size_t b = 0; b < ref.curve.size(); ++b)
+    CHECK(r32.curve[b].mean_nll == doctest::Approx(ref.curve[b].mean_nll).epsilon(1e-5));
+  // The streamed cache holds one layer; a second call on it would attend to the wrong layer.
+  auto cache = g16.make_cache(64, /*layer_streamed=*/true);
+  CHECK(cache.n_layers() == 1);
+  g16.forward(std::span(tokens).subspan(0, 10), cache);
+  CHECK_THROWS_AS(g16.forward(std::span(tokens).subspan(10, 1), cache), ropex::Error);
+}
+
+TEST_CASE("bad input on the GPU model: clear errors, no crash") {
+  TempCleanup cleanup;
+  const Checkpoint ck = Checkpoint::open(assemble("default"));
+  Llama<cuda_bf16> model(ck);
+  auto cache = model.make_cache(4);
+  const std::vector<int32_t> bad{1, 9999};
+  CHECK_THROWS_WITH_AS(model.forward(bad, cache), doctest::Contains("outside the vocabulary"), ropex::Error);
+  const std::vector<int32_t> five{1, 2, 3, 4, 5};
+  CHECK_THROWS_WITH_AS(model.forward(five, cache), doctest::Contains("exceed"), ropex::Error);
+  CHECK_THROWS_AS(Llama<cuda_bf16>(ck, 0), ropex::Error);
+}
