@@ -220,13 +220,8 @@ struct ops<cpu> {
         }
         const float* wr = wf ? wf + r * in : row.data();
         if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
-        for (int64_t t = 0; t < n; ++t) {
-          const float* xt = x + t * in;
-          float acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t i = 0; i < in; ++i) acc += wr[i] * xt[i];
-          y[t * ldy + r] = acc;
-        }
+        const Eigen::Map<const Eigen::VectorXf> wrow(wr, in);
+        for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * in, in));
       }
     }
   }
