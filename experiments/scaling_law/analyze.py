@@ -208,16 +208,19 @@ def main():
     for r in hb:
         c = "C0" if r["tune_len"] == 512 else "C1"
         ax.scatter(r["predicted_limit"], r["measured_limit"], color=c, marker="^" if r["censored"] else "o", zorder=3)
+        ax.scatter(r["predicted_limit"] * 1.03, r["measured_limit_torch19"], facecolors="none", edgecolors=c,
+                   marker="s", zorder=3)
         ax.annotate(f"{r['base']:g}", (r["predicted_limit"], r["measured_limit"]), fontsize=8,
                     xytext=(4, -10 if r["tune_len"] == 1024 else 4), textcoords="offset points")
     ax.scatter([], [], color="C0", label="T_tune 512")
     ax.scatter([], [], color="C1", label="T_tune 1024")
+    ax.scatter([], [], facecolors="none", edgecolors="k", marker="s", label="PyTorch, 19 windows (same weights)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("predicted limit (ropex predict), tokens")
-    ax.set_ylabel("measured limit (ropex perplexity), tokens")
+    ax.set_ylabel("measured limit (dots: ropex perplexity), tokens")
     ax.set_title("Hard-bound regimes: predicted vs measured")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, which="both")
