@@ -32,7 +32,7 @@ namespace {
 bool g_quick = false;
 
 double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
-void sync() { ROPEX_CUDA_CHECK(cudaDeviceSynchronize()); }
+void device_sync() { ROPEX_CUDA_CHECK(cudaDeviceSynchronize()); }
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -58,12 +58,12 @@ json ceilings() {
   ROPEX_CUDA_CHECK(cudaMemset(a.data(), 1, bytes));
   auto time_ms = [](auto&& f, int reps) {
     f();
-    sync();
+    device_sync();
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
       const double t0 = now_s();
       f();
-      sync();
+      device_sync();
       t.push_back((now_s() - t0) * 1e3);
     }
     return median(t);
@@ -116,21 +116,17 @@ json bench_prefill(Model& m, const model::LlamaConfig& c, int64_t tokens) {
 }
 
 json bench_decode(Model& m, const model::LlamaConfig& c, int64_t context, double copy_gbs) {
-  const auto ids = random_tokens(context + 1, c.vocab_size, 2);
-  auto cache = m.make_cache(context + 1);
+  const int steps = 4 + (g_quick ? 8 : 32);  // as llama7b_hf.py: 4 warm-up steps, median of the rest
+  const auto ids = random_tokens(context + steps, c.vocab_size, 2);
+  auto cache = m.make_cache(context + steps);
   std::vector<float> logits(size_t(c.vocab_size));
   m.forward(std::span(ids).subspan(0, size_t(context)), cache);
-  auto step = [&] {  // one token at position `context`, then rewind: every step sees 4K keys
-    const auto h = m.forward(std::span(ids).subspan(size_t(context), 1), cache);
-    m.logits(h.data(), 1, logits.data());
-    cache.truncate(context);
-  };
-  for (int i = 0; i < 4; ++i) step();
   std::vector<double> t;
-  for (int i = 0; i < (g_quick ? 8 : 48); ++i) {
+  for (int i = 0; i < steps; ++i) {  // one token at position context + i, its logits to the host
     const double t0 = now_s();
-    step();
-    t.push_back((now_s() - t0) * 1e3);
+    const auto h = m.forward(std::span(ids).subspan(size_t(context + i), 1), cache);
+    m.logits(h.data(), 1, logits.data());
+    if (i >= 4) t.push_back((now_s() - t0) * 1e3);
   }
   const double ms = median(t);
   // Floor: every weight byte a step reads (not the embedding table: one row) + the K/V of `context` tokens.
@@ -151,7 +147,7 @@ json bench_perplexity(Model& m, int64_t context, double tflops, const char* op) 
   const double t0 = now_s();
   double t_layers_end = t0;
   m.on_layer([&](int64_t done, int64_t layers) {
-    sync();
+    device_sync();
     peak = std::max(peak, used_bytes());
     t_layers_end = now_s();
     std::fprintf(stderr, "  %s %lld tokens: layer %lld/%lld at %.1f s, %.2f GB in use\n", op, (long long)context,
@@ -161,7 +157,7 @@ json bench_perplexity(Model& m, int64_t context, double tflops, const char* op) 
   po.context = context;
   po.logits_rows = 4096;
   const auto r = eval::perplexity(m, ids, po);
-  sync();
+  device_sync();
   m.on_layer({});  // the hook captures this frame's locals
   const double total = now_s() - t0, layers_s = t_layers_end - t0, loss_s = total - layers_s;
   peak = std::max(peak, used_bytes());
@@ -205,7 +201,7 @@ int main(int argc, char** argv) {
       const double t0 = now_s();
       const model::Checkpoint ck = model::Checkpoint::open(argv[1]);
       Model m(ck, 8192);
-      sync();
+      device_sync();
       out["load_seconds"] = now_s() - t0;
       out["weights_gb"] = double(used_bytes()) * 1e-9;
       std::fprintf(stderr, "loaded %s in %.1f s (%.1f GB on the device)\n", argv[1], now_s() - t0, double(used_bytes()) * 1e-9);
