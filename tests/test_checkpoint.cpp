@@ -4,6 +4,7 @@
 #include <ropex/model/checkpoint.hpp>
 
 #include <doctest/doctest.h>
+#include "test_util.hpp"
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -22,29 +23,10 @@ using namespace ropex::model;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ropex::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<not a ropex::Error> ") + e.what();
-  }
-  return "<no exception>";
-}
-#define CHECK_HAS(msg, part) CHECK_MESSAGE((msg).find(part) != std::string::npos, "message: " << (msg) << "\nmissing: " << (part))
+using ropex::test::error_of;
+using ropex::test::TempDir;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("ropex_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path operator/(const std::string& n) const { return path / n; }
-};
+
 
 json tiny_config() {
   return {{"architectures", {"LlamaForCausalLM"}},

@@ -3,6 +3,7 @@
 #include <ropex/model/safetensors.hpp>
 
 #include <doctest/doctest.h>
+#include "test_util.hpp"
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -21,30 +22,11 @@ using namespace ropex::model;
 
 namespace {
 
-// Runs f; returns the ropex::Error message ("" if nothing was thrown, a marker for other types).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ropex::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<not a ropex::Error> ") + e.what();
-  }
-  return "<no exception>";
-}
-#define CHECK_HAS(msg, part) CHECK_MESSAGE((msg).find(part) != std::string::npos, "message: " << (msg) << "\nmissing: " << (part))
+using ropex::test::error_of;
+using ropex::test::TempDir;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("ropex_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path operator/(const std::string& n) const { return path / n; }
-};
+// Runs f; returns the ropex::Error message ("" if nothing was thrown, a marker for other types).
+
 
 // IEEE binary16 value from its bits, in float64, straight from the definition.
 double half_reference(uint16_t h) {

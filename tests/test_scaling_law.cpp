@@ -5,12 +5,15 @@
 #include <ropex/scaling_law.hpp>
 
 #include <doctest/doctest.h>
+#include "test_util.hpp"
 
 #include <cmath>
 #include <random>
 #include <string>
 
 namespace {
+
+using ropex::test::error_of;
 
 constexpr double kTwoPi = 6.283185307179586;
 
@@ -21,15 +24,6 @@ bool rounds_to(double x, double printed, int decimals) {
 
 bool rel_close(double a, double b, double rel) { return std::fabs(a - b) <= rel * std::fabs(b); }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ropex::Error& e) {
-    return e.what();
-  }
-  return "<no ropex::Error thrown>";
-}
 
 // Independent reference: the formulas typed out again with std:: math and std::ceil.
 int ref_critical_dimension(int d, double T, double b = 10000) {
