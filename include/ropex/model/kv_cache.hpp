@@ -10,16 +10,13 @@
 
 namespace ropex::model {
 
-/// Keys and values, float32, head-major per layer so each head's rows are contiguous for
-/// attention:  k, v : [layers, kv_heads, capacity, head_dim].  length() tokens are filled.
-/// Keys are stored after RoPE (positions 0 .. length-1), as Hugging Face's cache does.
-class KVCache {
+/// What every KV cache (CPU and CUDA) keeps besides its storage: the shape, how many tokens are
+/// filled, and the checks on growing it. The storage classes derive from it.
+class KVCacheBook {
  public:
-  KVCache() = default;
-  KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity)
-      : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity),
-        k_(size_t(n_layers * n_kv_heads * capacity * head_dim)),
-        v_(size_t(n_layers * n_kv_heads * capacity * head_dim)) {}
+  KVCacheBook() = default;
+  KVCacheBook(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity)
+      : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity) {}
 
   int64_t length() const { return length_; }
   int64_t n_layers() const { return n_layers_; }
@@ -42,6 +39,26 @@ class KVCache {
                        std::to_string(length_) + " cached + " + std::to_string(n) + " new tokens exceed " +
                            std::to_string(capacity_));
   }
+  /// Marks n appended tokens (every layer) as filled.
+  void commit(int64_t n) {
+    reserve_more(n);
+    length_ += n;
+  }
+
+ protected:
+  int64_t n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, capacity_ = 0, length_ = 0;
+};
+
+/// Keys and values, float32, head-major per layer so each head's rows are contiguous for
+/// attention:  k, v : [layers, kv_heads, capacity, head_dim].  length() tokens are filled.
+/// Keys are stored after RoPE (positions 0 .. length-1), as Hugging Face's cache does.
+class KVCache : public KVCacheBook {
+ public:
+  KVCache() = default;
+  KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity)
+      : KVCacheBook(n_layers, n_kv_heads, head_dim, capacity),
+        k_(size_t(n_layers * n_kv_heads * capacity * head_dim)),
+        v_(size_t(n_layers * n_kv_heads * capacity * head_dim)) {}
 
   /// Layer l's keys / values as (token, head) row views: row(t, h) -> head_dim floats.
   attention::HeadsView<float> keys(int64_t layer) { return view(k_, layer); }
@@ -62,11 +79,6 @@ class KVCache {
         std::copy(vs, vs + head_dim_, vd.row(at + t, h));
       }
   }
-  void commit(int64_t n) {
-    reserve_more(n);
-    length_ += n;
-  }
-
   /// Bytes held (both tensors).
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
 
@@ -74,7 +86,6 @@ class KVCache {
   attention::HeadsView<float> view(std::vector<float>& buf, int64_t layer) {
     return attention::head_major(buf.data() + layer * n_kv_heads_ * capacity_ * head_dim_, capacity_, head_dim_);
   }
-  int64_t n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, capacity_ = 0, length_ = 0;
   std::vector<float> k_, v_;
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/common.cuh>
+#include <ropex/model/kv_cache.hpp>
 
 #include <cstdint>
 #include <string>
@@ -87,31 +88,13 @@ class DeviceMatrix {
 /// [n, kv_heads, head_dim] tensor (what flash_attention takes) and appending a chunk is one copy.
 /// Keys are stored after RoPE, in T (bf16 on the bf16 path: half the bytes a decode step reads).
 template <class T>
-class DeviceKVCache {
+class DeviceKVCache : public model::KVCacheBook {
  public:
   DeviceKVCache() = default;
   DeviceKVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t capacity)
-      : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity),
+      : KVCacheBook(n_layers, n_kv_heads, head_dim, capacity),
         k_(static_cast<size_t>(n_layers * capacity * n_kv_heads * head_dim)),
         v_(static_cast<size_t>(n_layers * capacity * n_kv_heads * head_dim)) {}
-
-  int64_t length() const { return length_; }
-  int64_t capacity() const { return capacity_; }
-  int64_t head_dim() const { return head_dim_; }
-  int64_t n_kv_heads() const { return n_kv_heads_; }
-  int64_t n_layers() const { return n_layers_; }
-  void clear() { length_ = 0; }
-  void truncate(int64_t n) {
-    if (n < 0 || n > length_)
-      throw make_error("kv cache", "truncate", std::to_string(n) + " is outside [0, " + std::to_string(length_) + "]");
-    length_ = n;
-  }
-  void reserve_more(int64_t n) const {
-    if (length_ + n > capacity_)
-      throw make_error("kv cache", "capacity",
-                       std::to_string(length_) + " cached + " + std::to_string(n) + " new tokens exceed " +
-                           std::to_string(capacity_));
-  }
 
   /// Layer l's keys / values (device memory), row(t, h) -> head_dim elements.
   attention::HeadsView<T> keys(int64_t layer) { return view(k_, layer); }
@@ -127,17 +110,12 @@ class DeviceKVCache {
     ROPEX_CUDA_CHECK(cudaMemcpyAsync(keys(layer).row(length_ + offset, 0), k_new, bytes, cudaMemcpyDeviceToDevice, stream));
     ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream));
   }
-  void commit(int64_t n) {
-    reserve_more(n);
-    length_ += n;
-  }
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
 
  private:
   attention::HeadsView<T> view(DeviceBuffer<T>& buf, int64_t layer) {
     return {buf.data() + layer * capacity_ * n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_, head_dim_};
   }
-  int64_t n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, capacity_ = 0, length_ = 0;
   DeviceBuffer<T> k_, v_;
 };
 
