@@ -12,11 +12,13 @@
 //
 // The tile products are small register-blocked loops the compiler vectorizes (they run inside
 // OpenMP threads, where handing them to a threaded BLAS would oversubscribe the cores); a decode
-// step (one query row) uses dot products straight from the cache rows; exp uses Eigen's packets.
+// step (few query rows) scores and accumulates straight on the cache rows (simd.hpp); exp uses
+// Eigen's packets.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/attention/reference.hpp>
+#include <ropex/backends/eigen/simd.hpp>
 
 #include <Eigen/Core>
 
@@ -37,40 +39,6 @@ struct AttentionTiles {
 };
 
 namespace detail {
-
-// S[r*lds + c] = dot(q_r, k_c) for r < nr, c < nc; q rows contiguous (stride ldq), k rows via
-// pointers. Eigen's packet dot (one AVX packet + a horizontal add at head_dim 8): an OpenMP simd
-// reduction here kept per-lane partial sums on the stack, which dominated small-head decoding.
-inline void scores_tile(const float* q, int64_t ldq, int64_t nr, const float* const* krows, int64_t nc,
-                        int64_t d, float* s, int64_t lds) {
-  for (int64_t r = 0; r < nr; ++r) {
-    const Eigen::Map<const Eigen::VectorXf> qr(q + r * ldq, d);
-    float* sr = s + r * lds;
-    for (int64_t c = 0; c < nc; ++c) sr[c] = qr.dot(Eigen::Map<const Eigen::VectorXf>(krows[c], d));
-  }
-}
-
-// acc_r += sum_c p[r, c] v_c over c < nc.
-inline void accumulate_tile(const float* p, int64_t ldp, int64_t nr, const float* const* vrows, int64_t nc,
-                            int64_t d, float* acc, int64_t ldacc) {
-  for (int64_t r = 0; r < nr; ++r) {
-    const float* pr = p + r * ldp;
-    float* ar = acc + r * ldacc;
-    int64_t c = 0;
-    for (; c + 4 <= nc; c += 4) {  // four value rows per pass over the accumulator row
-      const float p0 = pr[c], p1 = pr[c + 1], p2 = pr[c + 2], p3 = pr[c + 3];
-      const float *v0 = vrows[c], *v1 = vrows[c + 1], *v2 = vrows[c + 2], *v3 = vrows[c + 3];
-#pragma omp simd
-      for (int64_t t = 0; t < d; ++t) ar[t] += p0 * v0[t] + p1 * v1[t] + p2 * v2[t] + p3 * v3[t];
-    }
-    for (; c < nc; ++c) {
-      const float pc = pr[c];
-      const float* vc = vrows[c];
-#pragma omp simd
-      for (int64_t t = 0; t < d; ++t) ar[t] += pc * vc[t];
-    }
-  }
-}
 
 // C[m, n] (+)= A[m, k] B[k, n], row-major with leading dimensions, in 6 x 16 register blocks
 // (12 AVX2 accumulators; per k step 6 broadcasts of A, 2 loads of B, 12 FMAs) that the compiler
@@ -121,85 +89,99 @@ inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 }  // namespace detail
 
 /// out = softmax(q k^T * scale, causal) v, computed in tiles with an online softmax; GQA through
-/// shape.n_kv_heads. `out` may not alias q/k/v. OpenMP threads share the (head, query block) items.
+/// shape.n_kv_heads. `out` may not alias q/k/v. OpenMP threads share the (head, query block) items;
+/// small calls (a tiny model's decode step) run on the calling thread without an OpenMP region.
 inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, HeadsView<const float> v,
                             HeadsView<float> out, const AttentionShape& s, AttentionTiles tiles = {}) {
   attention::validate(s);
   const int64_t d = s.head_dim, group = s.group();
   const int64_t bq = std::max<int64_t>(1, std::min(tiles.queries, s.n_queries));
-  const int64_t bk = std::max<int64_t>(1, tiles.keys);
+  const bool blocked = bq >= 6;  // several query rows: register-blocked GEMM tiles
+  // Few query rows (decode): bigger key tiles, scored and accumulated as matrix-vector products
+  // on the cache rows in place (no transposed copy).
+  const int64_t bk = std::max<int64_t>(1, blocked ? tiles.keys : 8 * tiles.keys);
   const int64_t n_qblocks = (s.n_queries + bq - 1) / bq;
   // Items ordered (kv head, query block, head within group): neighbours reuse the same K/V rows.
   const int64_t n_items = s.n_kv_heads * n_qblocks * group;
   const float scale = static_cast<float>(s.scale);
   const double work = double(s.n_queries) * double(s.n_keys) * double(d) * double(s.n_heads);
-  (void)work;
 
-#pragma omp parallel if (work > 2e5)
-  {
-    // Per-thread scratch, kept between calls (decode calls this once per layer per token).
-    thread_local std::vector<float> qs, acc, sc, kt;
-    thread_local std::vector<const float*> krows, vrows;
-    thread_local std::vector<attention::SoftmaxState<float>> state;
-    qs.resize(size_t(bq * d)), acc.resize(size_t(bq * d)), sc.resize(size_t(bq * bk)), kt.resize(size_t(d * bk));
-    krows.resize(size_t(bk)), vrows.resize(size_t(bk)), state.resize(size_t(bq));
+  // Per-thread scratch, kept between calls (decode calls this once per layer per token).
+  struct Scratch {
+    std::vector<float> qs, acc, sc, kt;
+    std::vector<attention::SoftmaxState<float>> state;
+  };
+  auto scratch = [&]() -> Scratch& {
+    thread_local Scratch t;
+    t.qs.resize(size_t(bq * d)), t.acc.resize(size_t(bq * d)), t.sc.resize(size_t(bq * bk));
+    t.kt.resize(blocked ? size_t(d * bk) : 0), t.state.resize(size_t(bq));
+    return t;
+  };
+  auto run_item = [&](int64_t item, Scratch& w) {
+    const int64_t kvh = item / (n_qblocks * group);
+    const int64_t qb = (item / group) % n_qblocks;
+    const int64_t h = kvh * group + item % group;
+    const int64_t i0 = qb * bq, nr = std::min(bq, s.n_queries - i0);
+    float *qs = w.qs.data(), *acc = w.acc.data(), *sc = w.sc.data(), *kt = w.kt.data();
 
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < n_items; ++item) {
-      const int64_t kvh = item / (n_qblocks * group);
-      const int64_t qb = (item / group) % n_qblocks;
-      const int64_t h = kvh * group + item % group;
-      const int64_t i0 = qb * bq, nr = std::min(bq, s.n_queries - i0);
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* src = q.row(i0 + r, h);
+      for (int64_t t = 0; t < d; ++t) qs[r * d + t] = src[t] * scale;
+    }
+    std::fill(acc, acc + nr * d, 0.0f);
+    std::fill(w.state.begin(), w.state.begin() + nr, attention::SoftmaxState<float>{});
 
-      for (int64_t r = 0; r < nr; ++r) {
-        const float* src = q.row(i0 + r, h);
-        for (int64_t t = 0; t < d; ++t) qs[r * d + t] = src[t] * scale;
-      }
-      std::fill(acc.begin(), acc.begin() + nr * d, 0.0f);
-      std::fill(state.begin(), state.begin() + nr, attention::SoftmaxState<float>{});
-
-      const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
-      for (int64_t j0 = 0; j0 < keys_end; j0 += bk) {
-        const int64_t nc = std::min(bk, keys_end - j0);
-        const bool blocked = nr >= 6;  // several query rows: register-blocked GEMM tiles
-        if (blocked) {
-          for (int64_t c = 0; c < nc; ++c) {  // Kt[t, c] = k_c[t]
-            const float* kc = k.row(j0 + c, kvh);
-            for (int64_t t = 0; t < d; ++t) kt[t * bk + c] = kc[t];
-          }
-          detail::gemm_tile<false>(nr, nc, d, qs.data(), d, kt.data(), bk, sc.data(), bk);
-        } else {  // decode: dot products straight from the cache rows
-          for (int64_t c = 0; c < nc; ++c) {
-            krows[c] = k.row(j0 + c, kvh);
-            vrows[c] = v.row(j0 + c, kvh);
-          }
-          detail::scores_tile(qs.data(), d, nr, krows.data(), nc, d, sc.data(), bk);
+    const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
+    for (int64_t j0 = 0; j0 < keys_end; j0 += bk) {
+      const int64_t nc = std::min(bk, keys_end - j0);
+      if (blocked) {
+        for (int64_t c = 0; c < nc; ++c) {  // Kt[t, c] = k_c[t]
+          const float* kc = k.row(j0 + c, kvh);
+          for (int64_t t = 0; t < d; ++t) kt[t * bk + c] = kc[t];
         }
-        for (int64_t r = 0; r < nr; ++r) {
-          float* sr = sc.data() + r * bk;
-          const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
-          for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = -std::numeric_limits<float>::infinity();
-          Eigen::Map<Eigen::ArrayXf> row(sr, nc);
-          const float factor = attention::softmax_rescale(state[r], row.maxCoeff());
-          if (state[r].max == -std::numeric_limits<float>::infinity()) {
-            row.setZero();
-            continue;
-          }
-          row = (row - state[r].max).exp();
-          state[r].sum += row.sum();
-          if (factor != 1.0f) Eigen::Map<Eigen::ArrayXf>(acc.data() + r * d, d) *= factor;
-        }
-        if (blocked)
-          detail::gemm_tile<true>(nr, d, nc, sc.data(), bk, v.row(j0, kvh), v.token_stride, acc.data(), d);
-        else
-          detail::accumulate_tile(sc.data(), bk, nr, vrows.data(), nc, d, acc.data(), d);
+        detail::gemm_tile<false>(nr, nc, d, qs, d, kt, bk, sc, bk);
+      } else {
+        for (int64_t r = 0; r < nr; ++r)  // s_r = K_b q_r
+          simd::gemv(k.row(j0, kvh), k.token_stride, d, nc, qs + r * d, sc + r * bk);
       }
       for (int64_t r = 0; r < nr; ++r) {
-        const float inv = attention::softmax_finalize(state[r]);
-        float* dst = out.row(i0 + r, h);
-        for (int64_t t = 0; t < d; ++t) dst[t] = acc[r * d + t] * inv;
+        float* sr = sc + r * bk;
+        const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
+        for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = -std::numeric_limits<float>::infinity();
+        Eigen::Map<Eigen::ArrayXf> row(sr, nc);
+        const float factor = attention::softmax_rescale(w.state[r], row.maxCoeff());
+        if (w.state[r].max == -std::numeric_limits<float>::infinity()) {
+          row.setZero();
+          continue;
+        }
+        row = (row - w.state[r].max).exp();
+        w.state[r].sum += row.sum();
+        if (factor != 1.0f) Eigen::Map<Eigen::ArrayXf>(acc + r * d, d) *= factor;
+      }
+      if (blocked) {
+        detail::gemm_tile<true>(nr, d, nc, sc, bk, v.row(j0, kvh), v.token_stride, acc, d);
+      } else {
+        for (int64_t r = 0; r < nr; ++r)  // acc_r += V_b^T p_r
+          simd::axpy_rows(sc + r * bk, v.row(j0, kvh), v.token_stride, nc, d, acc + r * d);
       }
     }
+    for (int64_t r = 0; r < nr; ++r) {
+      const float inv = attention::softmax_finalize(w.state[r]);
+      float* dst = out.row(i0 + r, h);
+      for (int64_t t = 0; t < d; ++t) dst[t] = acc[r * d + t] * inv;
+    }
+  };
+
+  if (work <= 2e5 || n_items == 1) {
+    Scratch& w = scratch();
+    for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
+    return;
+  }
+#pragma omp parallel
+  {
+    Scratch& w = scratch();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
+#include <ropex/backends/eigen/simd.hpp>
 #include <ropex/model/kv_cache.hpp>
 #include <ropex/model/tensor.hpp>
 #include <ropex/rope/apply.hpp>
@@ -198,31 +199,44 @@ struct ops<cpu> {
 
  private:
   // y[t, r] for rows r in [r_begin, r_end): each weight row converted once, dotted with all n inputs.
+  // One token (decode) with F32/BF16 weights: four rows per pass over x, converted in registers
+  // (eigen::simd::gemv). Small matrices stay on the calling thread without entering an
+  // OpenMP region at all (a tiny model's decode step is ~30 of them).
   static void gemv_rows(const model::TensorView& w, const float* x, int64_t n, float* y, int64_t r_begin,
                         int64_t r_end, int64_t ldy) {
     const int64_t in = w.shape.at(1);
     const float* wf = w.as_f32();
-    const bool fused_bf16 = n == 1 && w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
-#pragma omp parallel if ((r_end - r_begin) * in > (1 << 15))
-    {
-      std::vector<float> row(wf || fused_bf16 ? 0 : size_t(in));
-      // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
-      // the other thread idling at the barrier.
-#pragma omp for schedule(dynamic, 32)
-      for (int64_t r = r_begin; r < r_end; ++r) {
-        if (fused_bf16) {  // one token, BF16 weights: convert inside the dot, no staging buffer
-          const uint16_t* h = reinterpret_cast<const uint16_t*>(w.data) + r * in;
-          float acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t i = 0; i < in; ++i) acc += std::bit_cast<float>(uint32_t(h[i]) << 16) * x[i];
-          y[r] = acc;
-          continue;
-        }
+    const bool bf16 = w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
+    const bool fused = n == 1 && (wf || bf16);
+    auto rows = [&](int64_t a, int64_t b, std::vector<float>& row) {
+      if (fused) {
+        if (wf) eigen::simd::gemv(wf + a * in, in, in, b - a, x, y + a);
+        else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * in, in, in, b - a, x, y + a);
+        return;
+      }
+      row.resize(wf ? 0 : size_t(in));
+      for (int64_t r = a; r < b; ++r) {
         const float* wr = wf ? wf + r * in : row.data();
         if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
         const Eigen::Map<const Eigen::VectorXf> wrow(wr, in);
         for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * in, in));
       }
+    };
+    constexpr int64_t kChunk = 32;
+    if ((r_end - r_begin) * in * n <= (int64_t(1) << 16) || eigen_detail::max_threads() == 1) {
+      std::vector<float> row;
+      rows(r_begin, r_end, row);
+      return;
+    }
+    const int64_t n_chunks = (r_end - r_begin + kChunk - 1) / kChunk;
+    // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
+    // the other thread idling at the barrier.
+#pragma omp parallel
+    {
+      std::vector<float> row;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < n_chunks; ++c)
+        rows(r_begin + c * kChunk, std::min(r_end, r_begin + (c + 1) * kChunk), row);
     }
   }
 };
