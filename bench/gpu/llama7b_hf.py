@@ -6,7 +6,8 @@ saves it (safetensors) for ropex to load — both then run the very same weights
 the config with only the first few layers (for the 1M-token run), and times HF:
   prefill 4K / 16K tokens: model(ids, logits_to_keep=1), tok/s (median of repeats, after warm-up)
   decode at 4K context: one token at a time with the DynamicCache, ms/token (median of 32 steps)
-and writes the logits of a 256-token prompt (bf16 model, fp32 logits) for the parity check.
+and writes the logits of a 256-token prompt for the parity check: the bf16 model's, and (after the
+timings) the same weights run in fp32, the reference both bf16 forwards are measured against.
 
     python3 bench/gpu/llama7b_hf.py --dir /tmp/llama7b --out hf.json [--few-layers 2] [--quick]
 """
@@ -106,6 +107,16 @@ def main():
         out["decode_ms"] = {str(ctx): 1e3 * statistics.median(ts[4:])}
         print(f"HF decode at {ctx}: {out['decode_ms'][str(ctx)]:.2f} ms/token", flush=True)
         out["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+
+        # The float reference for the parity check: the same weights in fp32 (eager attention).
+        del cache, r, o, x
+        torch.cuda.empty_cache()
+        model = model.float()
+        model.config._attn_implementation = "eager"
+        torch.backends.cuda.matmul.allow_tf32 = False
+        logits32 = model(ids).logits[0].float().cpu().numpy()
+        np.save(os.path.join(args.dir, "parity_hf32_logits.npy"), logits32)
+        print("HF fp32 parity logits saved", flush=True)
 
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)

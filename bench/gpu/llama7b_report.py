@@ -76,8 +76,14 @@ def main():
                           c["floor_32_layers_s"]))
     if args.parity:
         par = json.load(open(args.parity))
-        md += ["", f"Logits parity on these weights (256 tokens, `ropex logits --device cuda` vs HF bf16): NMSE "
-                   f"{par['nmse']:.2e}, top-1 agreement {100 * par['top1']:.1f}%."]
+        md += ["", "Logits parity on these weights (256 tokens, `ropex logits --device cuda`):", "",
+               "| pair | NMSE | max abs | top-1 agreement |", "|---|---|---|---|"]
+        for k, v in par.items():
+            if isinstance(v, dict):
+                md.append(f"| {k.replace('_', ' ')} | {v['nmse']:.2e} | {v['max_abs']:.2e} | {100 * v['top1']:.1f}% |")
+        if "pass" in par:
+            md += ["", "Parity verdict (ropex f32 within 1e-3 of HF fp32; ropex bf16 no further from HF fp32 than HF "
+                       f"bf16 is): **{'pass' if par['pass'] else 'FAIL'}**."]
     print("\n".join(md))
 
     if args.into:

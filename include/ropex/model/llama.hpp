@@ -15,7 +15,8 @@
 // What a backend's ops<B> provides (backends/eigen/ops.hpp for the CPU, backends/cuda/ops.cuh):
 //   Matrix (rows(), cols(), data(), resize(r, c)), Weight / Vector (made by upload /
 //   upload_vector from a TensorView), Cache (KVCache's interface), Rope (rope_angles), and
-//   embed, rmsnorm, matmul, rope, attention, swiglu, add, logits.
+//   embed, rmsnorm, matmul (y = x W^T, or y += x W^T for the residual adds), rope, attention,
+//   swiglu, logits.
 #pragma once
 #include <ropex/backends/eigen/ops.hpp>
 #include <ropex/error.hpp>
@@ -114,7 +115,6 @@ class Llama {
     ops_.embed(x.data(), embed_[0], tokens);  // x = embed_tokens[tokens]
     const int64_t mc = std::min(chunk_, n);
     xb_.resize(mc, dim);      // (m, dim)          normed input of a block
-    xb2_.resize(mc, dim);     // (m, dim)          a block's output before the residual add
     q_.resize(mc, q_dim);     // (m, n_heads, hd)  queries
     k_.resize(mc, kv_dim);    // (m, n_kv, hd)     new keys
     v_.resize(mc, kv_dim);    // (m, n_kv, hd)     new values
@@ -142,15 +142,13 @@ class Llama {
         ops_.attention(attention::token_major<const Scalar>(q_.data(), n_heads, hd),
                        attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
                        attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
-        ops_.matmul(w.wo, att_.data(), m, xb2_.data());  // xb2 = att Wo^T
-        ops_.add(xc, xb2_.data(), m * dim);              // x += xb2
+        ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T
         // ---- MLP block (SwiGLU)
         ops_.rmsnorm(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps);
         ops_.matmul(w.w_gate, xb_.data(), m, hb_.data());  // hb  = xb Wgate^T
         ops_.matmul(w.w_up, xb_.data(), m, hb2_.data());   // hb2 = xb Wup^T
         ops_.swiglu(hb_.data(), hb2_.data(), m * inter);   // hb  = silu(hb) * hb2
-        ops_.matmul(w.w_down, hb_.data(), m, xb2_.data()); // xb2 = hb Wdown^T
-        ops_.add(xc, xb2_.data(), m * dim);                // x += xb2
+        ops_.matmul(w.w_down, hb_.data(), m, xc, /*accumulate=*/true);  // x += hb Wdown^T
       }
       if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);
     }
@@ -199,7 +197,7 @@ class Llama {
   std::vector<Weight> embed_, lm_head_;  // one each (lm_head empty when tied to the embedding)
   std::vector<Vector> final_norm_;
   std::function<void(int64_t, int64_t)> on_layer_;
-  Matrix xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
+  Matrix xb_, q_, k_, v_, att_, hb_, hb2_;
 };
 
 }  // namespace ropex::model

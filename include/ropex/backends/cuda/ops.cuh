@@ -134,9 +134,48 @@ __global__ void binary(T* __restrict__ a, const T* __restrict__ b, int64_t n, F 
 struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
   __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
 };
-struct Add {  // the residual connection
-  __device__ float operator()(float x, float y) const { return x + y; }
-};
+
+/// One token through a [rows, in] weight: y[r] = sum_i W[r, i] x[i] (y[r] += ... with Accumulate),
+/// fp32 accumulation. Decoding's weight stream: one warp per row, 16-byte loads of W, four in
+/// flight per lane; x staged once per block in shared memory. Needs in % kVec<T> == 0.
+template <class T, class Y, bool Accumulate>
+__global__ void gemv(const T* __restrict__ w, const T* __restrict__ x, Y* __restrict__ y, int rows, int in) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  using V = Vec16<T>;
+  constexpr int E = kVec<T>;
+  const int nv = in / E;
+  V* xs = reinterpret_cast<V*>(smem);
+  for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = reinterpret_cast<const V*>(x)[i];
+  __syncthreads();
+  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += gridDim.x * warps) {
+    const V* wr = reinterpret_cast<const V*>(w + static_cast<int64_t>(row) * in);
+    float acc = 0.f;
+    int c = lane;
+    auto fma_chunk = [&](const V& a, int ci) {
+      const V b = xs[ci];
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc = fmaf(to_float(a.v[e]), to_float(b.v[e]), acc);
+    };
+    auto load = [](const V* p) {  // read-only path; the weights are not reused within the step
+      const int4 r = __ldg(reinterpret_cast<const int4*>(p));
+      V v;
+      memcpy(&v, &r, sizeof v);
+      return v;
+    };
+    for (; c + 96 < nv; c += 128) {  // four independent 16-byte loads before any math
+      const V a0 = load(wr + c), a1 = load(wr + c + 32), a2 = load(wr + c + 64), a3 = load(wr + c + 96);
+      fma_chunk(a0, c), fma_chunk(a1, c + 32), fma_chunk(a2, c + 64), fma_chunk(a3, c + 96);
+    }
+    for (; c < nv; c += 32) fma_chunk(load(wr + c), c);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) {
+      if constexpr (Accumulate) acc += to_float(y[row]);
+      y[row] = from_float<Y>(acc);
+    }
+  }
+}
 
 /// nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]]   (one block per row)
 __global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logits, const int32_t* __restrict__ targets,
@@ -296,13 +335,16 @@ struct Ops {
     check_launch("rmsnorm");
   }
 
-  /// y[n, out] = x[n, in] W^T, fp32 accumulation (cuBLAS, column-major: Y^T = W^T' X^T).
-  void matmul(const Weight& w, const T* x, int64_t n, T* y) { gemm(w, x, n, y, kCudaType<T>); }
+  /// y[n, out] = x[n, in] W^T (y += x W^T with `accumulate`: the residual adds), fp32
+  /// accumulation: one token -> the gemv kernel above; more -> cuBLAS (column-major: Y^T = W^T' X^T,
+  /// beta = 1 to accumulate).
+  void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
+    if (n == 1 && gemv(w, x, y, accumulate)) return;
+    gemm(w, x, n, y, kCudaType<T>, accumulate);
+  }
 
   /// gate <- silu(gate) * up
   void swiglu(T* gate, const T* up, int64_t count) { elementwise(gate, up, count, kernels::SiluMul{}); }
-  /// x += y
-  void add(T* x, const T* y, int64_t count) { elementwise(x, y, count, kernels::Add{}); }
 
   // ------------------------------------------------------------------------------ RoPE
   Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
@@ -366,7 +408,7 @@ struct Ops {
     for (int64_t r0 = 0; r0 < n;) {
       const int64_t rows = std::min(n - r0, logits_rows(w.rows));
       float* d = device_logits(rows, w.rows);
-      gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
+      if (rows != 1 || !gemv(w, x + r0 * w.cols, d, false)) gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
       ROPEX_CUDA_CHECK(cudaMemcpy(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float),
                                   cudaMemcpyDeviceToHost));
       r0 += rows;
@@ -415,14 +457,42 @@ struct Ops {
     return st->logits.data();
   }
 
+  // One token: the gemv kernel, when rows are whole 16-byte vectors and x fits in shared memory.
+  // Returns false (caller uses cuBLAS) otherwise.
   template <class Y>
-  void gemm(const Weight& w, const T* x, int64_t n, Y* y, cudaDataType_t y_type) {
+  bool gemv(const Weight& w, const T* x, Y* y, bool accumulate) {
+    constexpr int E = kVec<T>;
+    const size_t smem = static_cast<size_t>(w.cols) * sizeof(T);
+    if (w.rows <= 0 || w.cols % E != 0 || smem > kGemvMaxSmem || w.rows > INT32_MAX ||
+        reinterpret_cast<uintptr_t>(x) % 16 != 0)
+      return false;
+    constexpr int threads = 256, warps = threads / 32;
+    static const int max_blocks = [] {
+      int per_sm = 0;
+      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernels::gemv<T, Y, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(kGemvMaxSmem)));
+      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernels::gemv<T, Y, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(kGemvMaxSmem)));
+      ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels::gemv<T, Y, false>, threads, 32 << 10));
+      return std::max(1, per_sm) * device_sm_count();
+    }();
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(w.rows, warps), max_blocks));
+    const int rows = static_cast<int>(w.rows), in = static_cast<int>(w.cols);
+    if (accumulate) kernels::gemv<T, Y, true><<<blocks, threads, smem>>>(w.data.data(), x, y, rows, in);
+    else kernels::gemv<T, Y, false><<<blocks, threads, smem>>>(w.data.data(), x, y, rows, in);
+    check_launch("gemv");
+    return true;
+  }
+  static constexpr size_t kGemvMaxSmem = 96 << 10;  // x of up to 48K bf16 features
+
+  template <class Y>
+  void gemm(const Weight& w, const T* x, int64_t n, Y* y, cudaDataType_t y_type, bool accumulate = false) {
     if (n <= 0 || w.rows <= 0) return;
     const float one = 1.f, zero = 0.f;
     const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // fp32 accumulation; pure fp32 for T = float
     check_cublas(cublasGemmEx(st->blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n),
                               static_cast<int>(w.cols), &one, w.data.data(), kCudaType<T>, static_cast<int>(w.cols), x,
-                              kCudaType<T>, static_cast<int>(w.cols), &zero, y, y_type, static_cast<int>(w.rows),
+                              kCudaType<T>, static_cast<int>(w.cols), accumulate ? &one : &zero, y, y_type, static_cast<int>(w.rows),
                               compute, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx");
   }

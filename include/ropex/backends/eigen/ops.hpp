@@ -124,21 +124,26 @@ struct ops<cpu> {
   static constexpr bool kGemmHasOwnThreads = false;
 #endif
 
-  /// y[n, out] = x[n, in] W^T for W [out, in] in its stored dtype (an nn.Linear weight).
+  /// y[n, out] = x[n, in] W^T for W [out, in] in its stored dtype (an nn.Linear weight);
+  /// y += x W^T with `accumulate` (the residual connections: x += att Wo^T).
   /// Few rows (decode): one fused pass over W, converting each weight row once while it is hot,
   /// rows split across threads — memory-bound, reads W exactly once. Many rows (prefill): W is
   /// converted a block of rows at a time into float scratch and multiplied by a GEMM.
-  static void matmul(const model::TensorView& w, const float* x, int64_t n, float* y) {
+  static void matmul(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate = false) {
     const int64_t out = w.shape.at(0), in = w.shape.at(1);
     if (n <= 0 || out <= 0) return;
     if (n <= 4) {
-      gemv_rows(w, x, n, y, 0, out, out);
+      gemv_rows(w, x, n, y, 0, out, out, accumulate);
       return;
     }
     eigen_detail::ConstMapRows X(x, n, in, Eigen::OuterStride<>(in));
+    auto product = [&](eigen_detail::MapRows Y, eigen_detail::ConstMapRows W) {
+      if (accumulate) Y.noalias() += X * W.transpose();
+      else Y.noalias() = X * W.transpose();
+    };
     if (const float* wf = w.as_f32()) {
-      eigen_detail::MapRows Y(y, n, out, Eigen::OuterStride<>(out));
-      Y.noalias() = X * eigen_detail::ConstMapRows(wf, out, in, Eigen::OuterStride<>(in)).transpose();
+      product(eigen_detail::MapRows(y, n, out, Eigen::OuterStride<>(out)),
+              eigen_detail::ConstMapRows(wf, out, in, Eigen::OuterStride<>(in)));
       return;
     }
     // Blocks of ~4M weights (16 MB of float scratch): big enough for GEMM efficiency, small
@@ -151,8 +156,8 @@ struct ops<cpu> {
 #pragma omp parallel for schedule(static) if (!kGemmHasOwnThreads && rows * in > (1 << 16))
       for (int64_t r = 0; r < rows; ++r)
         eigen_detail::to_float(w, size_t((r0 + r) * in), size_t(in), buf + r * in);
-      eigen_detail::MapRows Y(y + r0, n, rows, Eigen::OuterStride<>(out));
-      Y.noalias() = X * eigen_detail::ConstMapRows(buf, rows, in, Eigen::OuterStride<>(in)).transpose();
+      product(eigen_detail::MapRows(y + r0, n, rows, Eigen::OuterStride<>(out)),
+              eigen_detail::ConstMapRows(buf, rows, in, Eigen::OuterStride<>(in)));
     }
   }
 
@@ -180,11 +185,6 @@ struct ops<cpu> {
     }
   }
 
-  /// x[i] += y[i]  (the residual connection)
-  static void add(float* x, const float* y, int64_t count) {
-    Eigen::Map<Eigen::ArrayXf>(x, count) += Eigen::Map<const Eigen::ArrayXf>(y, count);
-  }
-
   /// Rotates the first 2*table.half dims of every head of x [n, heads, head_dim] in place.
   static void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const RopeTable& table, RopeLayout layout) {
     ropex::apply_rope(x, n, heads, head_dim, table, layout);
@@ -203,15 +203,15 @@ struct ops<cpu> {
   // (eigen::simd::gemv). Small matrices stay on the calling thread without entering an
   // OpenMP region at all (a tiny model's decode step is ~30 of them).
   static void gemv_rows(const model::TensorView& w, const float* x, int64_t n, float* y, int64_t r_begin,
-                        int64_t r_end, int64_t ldy) {
+                        int64_t r_end, int64_t ldy, bool accumulate) {
     const int64_t in = w.shape.at(1);
     const float* wf = w.as_f32();
     const bool bf16 = w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
     const bool fused = n == 1 && (wf || bf16);
     auto rows = [&](int64_t a, int64_t b, std::vector<float>& row) {
       if (fused) {
-        if (wf) eigen::simd::gemv(wf + a * in, in, in, b - a, x, y + a);
-        else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * in, in, in, b - a, x, y + a);
+        if (wf) eigen::simd::gemv(wf + a * in, in, in, b - a, x, y + a, accumulate);
+        else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * in, in, in, b - a, x, y + a, accumulate);
         return;
       }
       row.resize(wf ? 0 : size_t(in));
@@ -219,7 +219,10 @@ struct ops<cpu> {
         const float* wr = wf ? wf + r * in : row.data();
         if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
         const Eigen::Map<const Eigen::VectorXf> wrow(wr, in);
-        for (int64_t t = 0; t < n; ++t) y[t * ldy + r] = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * in, in));
+        for (int64_t t = 0; t < n; ++t) {
+          const float d = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * in, in));
+          y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
+        }
       }
     };
     constexpr int64_t kChunk = 32;

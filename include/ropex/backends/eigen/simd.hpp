@@ -58,9 +58,10 @@ ROPEX_SIMD_INLINE f32x4 hsum4(const f32x8& a, const f32x8& b, const f32x8& c, co
 inline float widen(float v) { return v; }
 inline float widen(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
-/// y[r] = sum_i W[r * ld + i] * x[i] for r < rows, i < in; W float or BF16 bits (uint16_t).
+/// y[r] = sum_i W[r * ld + i] * x[i] for r < rows, i < in (y[r] += ... with accumulate); W float
+/// or BF16 bits (uint16_t).
 template <class W>
-inline void gemv(const W* w, int64_t ld, int64_t in, int64_t rows, const float* x, float* y) {
+inline void gemv(const W* w, int64_t ld, int64_t in, int64_t rows, const float* x, float* y, bool accumulate = false) {
   int64_t r = 0;
 #if ROPEX_VECTOR_EXT
   const int64_t in8 = in / 8 * 8;
@@ -75,13 +76,14 @@ inline void gemv(const W* w, int64_t ld, int64_t in, int64_t rows, const float* 
     float s0 = sum[0], s1 = sum[1], s2 = sum[2], s3 = sum[3];
     for (int64_t i = in8; i < in; ++i)
       s0 += widen(w0[i]) * x[i], s1 += widen(w1[i]) * x[i], s2 += widen(w2[i]) * x[i], s3 += widen(w3[i]) * x[i];
+    if (accumulate) s0 += y[r], s1 += y[r + 1], s2 += y[r + 2], s3 += y[r + 3];
     y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;
   }
 #endif
   for (; r < rows; ++r) {
     float s = 0;
     for (int64_t i = 0; i < in; ++i) s += widen(w[r * ld + i]) * x[i];
-    y[r] = s;
+    y[r] = accumulate ? y[r] + s : s;
   }
 }
 

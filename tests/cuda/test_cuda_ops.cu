@@ -1,0 +1,107 @@
+// ops<cuda_*>::matmul, the projections of the LLaMA stack: one token goes through the gemv kernel
+// (ops.cuh), more through cuBLAS; both, with and without accumulating into y (the residual adds),
+// against a double-precision product of the same (bf16-exact) inputs. Odd row counts, rows that
+// are not whole 16-byte vectors (cuBLAS fallback), MLP-sized inputs, poisoned outputs.
+#include <ropex/backends/cuda/ops.cuh>
+
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+uint16_t bf16_bits(float x) {  // round to nearest even, finite inputs
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float bf16_value(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
+
+template <class T>
+void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, std::mt19937& rng) {
+  CAPTURE(rows);
+  CAPTURE(in);
+  CAPTURE(n);
+  CAPTURE(accumulate);
+  constexpr bool bf = std::is_same_v<T, __nv_bfloat16>;
+  std::normal_distribution<float> nd(0.f, 1.f);
+  // Host values exactly representable in T, so the reference sees what the GPU sees.
+  auto exact = [&](float v) { return bf ? bf16_value(bf16_bits(v)) : v; };
+  std::vector<float> w(size_t(rows * in)), x(size_t(n * in)), y0(size_t(n * rows));
+  for (auto& e : w) e = exact(nd(rng));
+  for (auto& e : x) e = exact(nd(rng));
+  for (auto& e : y0) e = exact(nd(rng));
+  std::vector<uint16_t> wb(w.size());
+  for (size_t i = 0; i < w.size(); ++i) wb[i] = bf16_bits(w[i]);
+  ropex::model::TensorView tv;
+  tv.name = "w", tv.shape = {rows, in};
+  tv.dtype = bf ? ropex::model::DType::bf16 : ropex::model::DType::f32;
+  tv.data = bf ? reinterpret_cast<const std::byte*>(wb.data()) : reinterpret_cast<const std::byte*>(w.data());
+  tv.nbytes = w.size() * (bf ? 2 : 4);
+
+  ropex::cuda::Ops<T> ops;
+  const auto dw = ops.upload(tv);
+  auto to_t = [&](const std::vector<float>& v) {
+    std::vector<T> t(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      if constexpr (bf) {
+        const uint16_t b = bf16_bits(v[i]);
+        std::memcpy(&t[i], &b, 2);
+      } else {
+        t[i] = v[i];
+      }
+    }
+    return t;
+  };
+  ropex::cuda::DeviceBuffer<T> dx(x.size()), dy(y0.size());
+  const auto hx = to_t(x);
+  ROPEX_CUDA_CHECK(cudaMemcpy(dx.data(), hx.data(), hx.size() * sizeof(T), cudaMemcpyHostToDevice));
+  if (accumulate) {
+    const auto hy = to_t(y0);
+    ROPEX_CUDA_CHECK(cudaMemcpy(dy.data(), hy.data(), hy.size() * sizeof(T), cudaMemcpyHostToDevice));
+  } else {
+    ROPEX_CUDA_CHECK(cudaMemset(dy.data(), 0xff, y0.size() * sizeof(T)));  // NaN poison
+  }
+  ops.matmul(dw, dx.data(), n, dy.data(), accumulate);
+  std::vector<T> hy(y0.size());
+  ROPEX_CUDA_CHECK(cudaMemcpy(hy.data(), dy.data(), hy.size() * sizeof(T), cudaMemcpyDeviceToHost));
+
+  int bad = 0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = accumulate ? y0[size_t(t * rows + r)] : 0.0, mag = std::abs(ref);
+      for (int64_t i = 0; i < in; ++i) {
+        const double p = double(w[size_t(r * in + i)]) * x[size_t(t * in + i)];
+        ref += p, mag += std::abs(p);
+      }
+      float got;
+      if constexpr (bf) {
+        uint16_t b;
+        std::memcpy(&b, &hy[size_t(t * rows + r)], 2);
+        got = bf16_value(b);
+      } else {
+        got = hy[size_t(t * rows + r)];
+      }
+      // fp32 accumulation error (~1e-6 of sum |w x|) + one rounding of the output to T.
+      const double tol = 2e-6 * mag + (bf ? std::ldexp(std::abs(ref), -8) : 1e-6 * std::abs(ref)) + 1e-6;
+      if (!(std::abs(got - ref) <= tol) && bad++ < 5) CHECK_MESSAGE(false, "y[" << t << ", " << r << "] = " << got << ", want " << ref);
+    }
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cuda matmul: gemv (one token) and cuBLAS (several) vs double, with and without accumulate", T,
+                   __nv_bfloat16, float) {
+  std::mt19937 rng(5);
+  for (bool acc : {false, true}) {
+    for (int64_t rows : {1, 7, 129, 4104}) check_matmul<T>(rows, 4096, 1, acc, rng);
+    check_matmul<T>(300, 11008, 1, acc, rng);  // an MLP down projection's input width
+    check_matmul<T>(33, 8, 1, acc, rng);       // one 16-byte vector per row (bf16)
+    check_matmul<T>(33, 20, 1, acc, rng);      // rows not whole vectors: cuBLAS
+    check_matmul<T>(65, 256, 3, acc, rng);     // several tokens: cuBLAS
+  }
+}
