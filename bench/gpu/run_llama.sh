@@ -28,18 +28,20 @@ if [ -z "$BIN" ] || ! "$BIN/test_cuda_llama" --list-test-cases >/dev/null 2>&1 |
   cmake -S . -B build-gpu-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_BENCH=OFF \
         -DROPEX_INSTALL=OFF -DROPEX_BLAS=OFF -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH="$PWD/.deps" \
         > "$OUT/llama_build.log" 2>&1 &&
-  cmake --build build-gpu-llama --target test_cuda_llama test_cuda_ops llama7b ropex_cli -j"$(nproc)" >> "$OUT/llama_build.log" 2>&1 ||
+  cmake --build build-gpu-llama --target test_cuda_llama test_cuda_ops test_cuda_rope llama7b ropex_cli -j"$(nproc)" >> "$OUT/llama_build.log" 2>&1 ||
     { tail -60 "$OUT/llama_build.log"; exit 1; }
   mkdir -p build-gpu-llama/run
-  cp build-gpu-llama/tests/cuda/test_cuda_llama build-gpu-llama/tests/cuda/test_cuda_ops build-gpu-llama/bin/llama7b build-gpu-llama/bin/ropex build-gpu-llama/run/
+  cp build-gpu-llama/tests/cuda/test_cuda_llama build-gpu-llama/tests/cuda/test_cuda_ops build-gpu-llama/tests/cuda/test_cuda_rope build-gpu-llama/bin/llama7b build-gpu-llama/bin/ropex build-gpu-llama/run/
   BIN=build-gpu-llama/run
 fi
 log "built ($(( $(date +%s) - T_START )) s so far)"
 
 [ -f .deps/data/stories260K.bin ] && export ROPEX_STORIES260K=$PWD/.deps/data/stories260K.bin
 if [ "${ROPEX_SKIP_TESTS:-0}" != 1 ]; then
-  log "test_cuda_ops"
-  timeout 120 "$BIN/test_cuda_ops" 2>&1 | tail -8 || status=1
+  for t in test_cuda_ops test_cuda_rope; do
+    log "$t"
+    timeout 120 "$BIN/$t" 2>&1 | tail -8 || status=1
+  done
   log "test_cuda_llama"
   timeout 240 "$BIN/test_cuda_llama" 2>&1 | tail -60 || status=1
 fi

@@ -96,19 +96,6 @@ Llama<>::HostMatrix cpu_logits(const Checkpoint& ck, std::span<const int32_t> to
   return model.logits(tokens, cache);
 }
 
-// Greedy continuation of BOS by the CPU model: text a trained model finds likely.
-std::vector<int32_t> greedy_text(const Checkpoint& ck, int64_t n) {
-  Llama<> model(ck);
-  auto cache = model.make_cache(n);
-  std::vector<int32_t> seq{int32_t(ck.config().bos_token_id)};
-  std::vector<float> logits(size_t(ck.config().vocab_size));
-  while (int64_t(seq.size()) < n) {
-    const auto h = model.forward(std::span(&seq.back(), 1), cache);
-    model.logits(h.data(), 1, logits.data());
-    seq.push_back(int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-  }
-  return seq;
-}
 
 // Writes a random-weight LLaMA checkpoint (fp32 safetensors + config.json) with the given shape.
 fs::path write_random_model(const std::string& name, int64_t hidden, int64_t heads, int64_t kv_heads, int64_t head_dim,

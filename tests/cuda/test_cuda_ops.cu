@@ -105,3 +105,37 @@ TEST_CASE_TEMPLATE("cuda matmul: gemv (one token) and cuBLAS (several) vs double
     check_matmul<T>(65, 256, 3, acc, rng);     // several tokens: cuBLAS
   }
 }
+
+TEST_CASE("cuda matmul: several projections of one token in one launch equal separate projections, bit for bit") {
+  using T = __nv_bfloat16;
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> bits(0x3c00, 0x3fff);  // bf16 values in [2^-7, 2): finite, varied
+  const int64_t in = 512, rows[3] = {96, 40, 40};
+  std::vector<std::vector<uint16_t>> host(3);
+  std::vector<ropex::model::TensorView> views(3);
+  ropex::cuda::Ops<T> ops;
+  std::vector<ropex::cuda::Ops<T>::Weight> ws;
+  for (int i = 0; i < 3; ++i) {
+    host[i].resize(size_t(rows[i] * in));
+    for (auto& b : host[i]) b = uint16_t(bits(rng) | (rng() & 1 ? 0x8000 : 0));
+    views[i].name = "w" + std::to_string(i), views[i].dtype = ropex::model::DType::bf16, views[i].shape = {rows[i], in};
+    views[i].data = reinterpret_cast<const std::byte*>(host[i].data()), views[i].nbytes = host[i].size() * 2;
+    ws.push_back(ops.upload(views[i]));
+  }
+  std::vector<uint16_t> hx(static_cast<size_t>(in));
+  for (auto& b : hx) b = uint16_t(bits(rng));
+  ropex::cuda::DeviceBuffer<T> x{static_cast<size_t>(in)}, fused{size_t{176}}, apart{size_t{176}};
+  ROPEX_CUDA_CHECK(cudaMemcpy(x.data(), hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+  ROPEX_CUDA_CHECK(cudaMemset(fused.data(), 0xff, 176 * 2));
+  ops.matmul(x.data(), 1, {{ws[0], fused.data()}, {ws[1], fused.data() + 96}, {ws[2], fused.data() + 136}});
+  ops.matmul(ws[0], x.data(), 1, apart.data());
+  ops.matmul(ws[1], x.data(), 1, apart.data() + 96);
+  ops.matmul(ws[2], x.data(), 1, apart.data() + 136);
+  std::vector<uint16_t> a(176), b(176);
+  ROPEX_CUDA_CHECK(cudaMemcpy(a.data(), fused.data(), 176 * 2, cudaMemcpyDeviceToHost));
+  ROPEX_CUDA_CHECK(cudaMemcpy(b.data(), apart.data(), 176 * 2, cudaMemcpyDeviceToHost));
+  CHECK(a == b);
+  int nan = 0;
+  for (uint16_t v : a) nan += (v & 0x7f80) == 0x7f80;
+  CHECK(nan == 0);
+}

@@ -15,8 +15,8 @@
 // What a backend's ops<B> provides (backends/eigen/ops.hpp for the CPU, backends/cuda/ops.cuh):
 //   Matrix (rows(), cols(), data(), resize(r, c)), Weight / Vector (made by upload /
 //   upload_vector from a TensorView), Cache (KVCache's interface), Rope (rope_angles), and
-//   embed, rmsnorm, matmul (y = x W^T, or y += x W^T for the residual adds), rope, attention,
-//   swiglu, logits.
+//   embed, rmsnorm, matmul (y = x W^T, or y += x W^T for the residual adds; or several W_i of the
+//   same x at once), rope, attention, swiglu, logits.
 #pragma once
 #include <ropex/backends/eigen/ops.hpp>
 #include <ropex/error.hpp>
@@ -130,9 +130,7 @@ class Llama {
         Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
         // ---- attention block
         ops_.rmsnorm(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(w.wq, xb_.data(), m, q_.data());  // q = xb Wq^T
-        ops_.matmul(w.wk, xb_.data(), m, k_.data());  // k = xb Wk^T
-        ops_.matmul(w.wv, xb_.data(), m, v_.data());  // v = xb Wv^T
+        ops_.matmul(xb_.data(), m, {{w.wq, q_.data()}, {w.wk, k_.data()}, {w.wv, v_.data()}});  // q|k|v = xb W^T
         ops_.rope(q_.data(), n_heads, k_.data(), n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
         cache.append(cl, k_.data(), v_.data(), m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
         attention::AttentionShape shape;
@@ -145,8 +143,7 @@ class Llama {
         ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T
         // ---- MLP block (SwiGLU)
         ops_.rmsnorm(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(w.w_gate, xb_.data(), m, hb_.data());  // hb  = xb Wgate^T
-        ops_.matmul(w.w_up, xb_.data(), m, hb2_.data());   // hb2 = xb Wup^T
+        ops_.matmul(xb_.data(), m, {{w.w_gate, hb_.data()}, {w.w_up, hb2_.data()}});  // hb|hb2 = xb Wgate|up^T
         ops_.swiglu(hb_.data(), hb2_.data(), m * inter);   // hb  = silu(hb) * hb2
         ops_.matmul(w.w_down, hb_.data(), m, xc, /*accumulate=*/true);  // x += hb Wdown^T
       }

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -49,7 +50,22 @@ template <class T> inline constexpr cudaDataType_t kCudaType = CUDA_R_32F;
 template <> inline constexpr cudaDataType_t kCudaType<__nv_bfloat16> = CUDA_R_16BF;
 template <> inline constexpr cudaDataType_t kCudaType<__half> = CUDA_R_16F;
 
+/// One weight of a gemv launch: [rows, in] row-major, its output y[rows].
+template <class T, class Y = T>
+struct GemvPart {
+  const T* w = nullptr;
+  Y* y = nullptr;
+  int rows = 0;
+};
+inline constexpr size_t kGemvMaxParts = 3;
+
 namespace kernels {
+
+template <class T, class Y>
+struct GemvParts {
+  GemvPart<T, Y> part[kGemvMaxParts];
+  int count = 0;
+};
 
 /// Stored checkpoint bytes (F32 / F16 / BF16) -> T, elementwise.
 template <class T>
@@ -113,6 +129,40 @@ __global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = from_float<T>(to_float(xr[i]) * inv * w[i]);
 }
 
+/// The same with 16-byte accesses, each row read once into registers (up to kMaxV vectors per
+/// thread): one block per row, blockDim.x >= dim / kVec / kMaxV.
+template <class T, int kMaxV>
+__global__ void rmsnorm_vec(T* out, const T* x, const float* __restrict__ w, int64_t dim, float eps) {
+  __shared__ float red[32];
+  using V = Vec16<T>;
+  constexpr int E = kVec<T>;
+  const int nv = static_cast<int>(dim / E);
+  const V* xr = reinterpret_cast<const V*>(x + blockIdx.x * dim);
+  V* orow = reinterpret_cast<V*>(out + blockIdx.x * dim);
+  V cache[kMaxV];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxV; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < nv) {
+      cache[j] = xr[i];
+#pragma unroll
+      for (int e = 0; e < E; ++e) ss += to_float(cache[j].v[e]) * to_float(cache[j].v[e]);
+    }
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < kMaxV; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < nv) {
+      V o;
+#pragma unroll
+      for (int e = 0; e < E; ++e) o.v[e] = from_float<T>(to_float(cache[j].v[e]) * inv * w[i * E + e]);
+      orow[i] = o;
+    }
+  }
+}
+
 /// a <- f(a, b) elementwise, 16 bytes per thread per step (n a multiple of kVec<T>, 16-byte
 /// aligned pointers: every activation buffer here), fp32 math.
 template <class T, class F>
@@ -135,11 +185,11 @@ struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
   __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
 };
 
-/// One token through a [rows, in] weight: y[r] = sum_i W[r, i] x[i] (y[r] += ... with Accumulate),
-/// fp32 accumulation. Decoding's weight stream: one warp per row, 16-byte loads of W, four in
+/// One token through up to three [rows_i, in] weights (q|k|v, gate|up) in one launch:
+/// y_i[r] = sum_j W_i[r, j] x[j] (y_i[r] += ... with Accumulate), fp32 accumulation. Decoding's weight stream: one warp per row, 16-byte loads of W, four in
 /// flight per lane; x staged once per block in shared memory. Needs in % kVec<T> == 0.
 template <class T, class Y, bool Accumulate>
-__global__ void gemv(const T* __restrict__ w, const T* __restrict__ x, Y* __restrict__ y, int rows, int in) {
+__global__ void gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, int in) {
   extern __shared__ __align__(16) unsigned char smem[];
   using V = Vec16<T>;
   constexpr int E = kVec<T>;
@@ -148,8 +198,11 @@ __global__ void gemv(const T* __restrict__ w, const T* __restrict__ x, Y* __rest
   for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = reinterpret_cast<const V*>(x)[i];
   __syncthreads();
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
-  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += gridDim.x * warps) {
-    const V* wr = reinterpret_cast<const V*>(w + static_cast<int64_t>(row) * in);
+  for (int grow = blockIdx.x * warps + threadIdx.x / 32; grow < rows; grow += gridDim.x * warps) {
+    int pi = 0, row = grow;  // which weight, which of its rows
+    while (pi + 1 < parts.count && row >= parts.part[pi].rows) row -= parts.part[pi++].rows;
+    const V* wr = reinterpret_cast<const V*>(parts.part[pi].w + static_cast<int64_t>(row) * in);
+    Y* y = parts.part[pi].y;
     float acc = 0.f;
     int c = lane;
     auto fma_chunk = [&](const V& a, int ci) {
@@ -266,9 +319,11 @@ struct Ops {
     int64_t rows = 0, cols = 0;
   };
   using Vector = DeviceBuffer<float>;  ///< norm weights
-  /// Rotation of a chunk: positions first .. first+n-1 under the frequencies of one forward().
+  /// Rotation of a chunk: positions first .. first+n-1 under the frequencies of one forward(),
+  /// as a device cos/sin table made once and applied in every layer.
   struct Rope {
     std::shared_ptr<const RopeFrequencies> freq;
+    std::shared_ptr<DeviceBuffer<float2>> table;  // [n, half]
     int64_t first = 0, n = 0;
   };
 
@@ -330,8 +385,17 @@ struct Ops {
 
   void rmsnorm(T* out, const T* x, const float* weight, int64_t n, int64_t dim, double eps) {
     if (n <= 0) return;
-    const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
-    kernels::rmsnorm<T><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    constexpr int E = kVec<T>;
+    const int64_t nv = dim / E;
+    const bool vec = dim % E == 0 && nv <= 4 * 1024 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    if (vec) {  // a 4096-wide bf16 row: 512 threads, one 16-byte load each
+      const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ceil_div(nv, 32) * 32)));
+      kernels::rmsnorm_vec<T, 4><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    } else {
+      const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
+      kernels::rmsnorm<T><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    }
     check_launch("rmsnorm");
   }
 
@@ -339,8 +403,28 @@ struct Ops {
   /// accumulation: one token -> the gemv kernel above; more -> cuBLAS (column-major: Y^T = W^T' X^T,
   /// beta = 1 to accumulate).
   void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
-    if (n == 1 && gemv(w, x, y, accumulate)) return;
+    const GemvPart<T> part{w.data.data(), y, static_cast<int>(w.rows)};
+    if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, x, accumulate)) return;
     gemm(w, x, n, y, kCudaType<T>, accumulate);
+  }
+  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: a single
+  /// gemv launch over all of them (a longer stream keeps more bytes in flight).
+  struct Proj {
+    const Weight& w;
+    T* y;
+  };
+  void matmul(const T* x, int64_t n, std::initializer_list<Proj> projs) {
+    if (n == 1 && projs.size() <= kGemvMaxParts) {
+      GemvPart<T> parts[kGemvMaxParts];
+      int k = 0;
+      bool ok = true;
+      for (const Proj& p : projs) {
+        ok = ok && p.w.cols == projs.begin()->w.cols && p.w.rows <= INT32_MAX;
+        parts[k++] = GemvPart<T>{p.w.data.data(), p.y, static_cast<int>(p.w.rows)};
+      }
+      if (ok && gemv<T>(std::span(parts, static_cast<size_t>(k)), projs.begin()->w.cols, x, false)) return;
+    }
+    for (const Proj& p : projs) matmul(p.w, x, n, p.y);
   }
 
   /// gate <- silu(gate) * up
@@ -354,23 +438,25 @@ struct Ops {
       st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
       st->freq_key = std::move(key);
     }
-    return Rope{st->freq, first, n};
-  }
-  void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,
-            RopeLayout layout) {
-    if (n <= 0) return;
-    if (n != r.n) throw make_error("cuda::Ops::rope", "n", "does not match the rope angles' token count");
-    const int64_t need = r.first + n;
+    const int64_t need = first + n;
     if (static_cast<int64_t>(st->positions.size()) < need) {  // grow geometrically: decode adds one at a time
       const int64_t cap = std::max<int64_t>(need, 2 * static_cast<int64_t>(st->positions.size()));
       st->positions.reserve(static_cast<size_t>(cap));
       kernels::iota<<<grid_for(cap), 256>>>(st->positions.data(), cap);
       check_launch("iota");
     }
+    auto table = std::make_shared<DeviceBuffer<float2>>(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
+    rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq);
+    return Rope{st->freq, std::move(table), first, n};
+  }
+  void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,
+            RopeLayout layout) {
+    if (n <= 0) return;
+    if (n != r.n) throw make_error("cuda::Ops::rope", "n", "does not match the rope angles' token count");
     const int hd = static_cast<int>(head_dim);
-    rope_inplace<T>(DeviceHeads<T>::contiguous(q, static_cast<int>(q_heads), hd),
-                    DeviceHeads<T>::contiguous(k, static_cast<int>(k_heads), hd), n, hd,
-                    st->positions.data() + r.first, *r.freq, layout);
+    rope_apply<T>(DeviceHeads<T>::contiguous(q, static_cast<int>(q_heads), hd),
+                  DeviceHeads<T>::contiguous(k, static_cast<int>(k_heads), hd), n, hd, r.table->data(), r.freq->half(),
+                  layout);
   }
 
   // ------------------------------------------------------------------------- attention
@@ -408,7 +494,9 @@ struct Ops {
     for (int64_t r0 = 0; r0 < n;) {
       const int64_t rows = std::min(n - r0, logits_rows(w.rows));
       float* d = device_logits(rows, w.rows);
-      if (rows != 1 || !gemv(w, x + r0 * w.cols, d, false)) gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
+      const GemvPart<T, float> part{w.data.data(), d, static_cast<int>(std::min<int64_t>(w.rows, INT32_MAX))};
+      if (rows != 1 || w.rows > INT32_MAX || !gemv<float>(std::span(&part, 1), w.cols, x + r0 * w.cols, false))
+        gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
       ROPEX_CUDA_CHECK(cudaMemcpy(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float),
                                   cudaMemcpyDeviceToHost));
       r0 += rows;
@@ -460,11 +548,12 @@ struct Ops {
   // One token: the gemv kernel, when rows are whole 16-byte vectors and x fits in shared memory.
   // Returns false (caller uses cuBLAS) otherwise.
   template <class Y>
-  bool gemv(const Weight& w, const T* x, Y* y, bool accumulate) {
+  bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t cols, const T* x, bool accumulate) {
     constexpr int E = kVec<T>;
-    const size_t smem = static_cast<size_t>(w.cols) * sizeof(T);
-    if (w.rows <= 0 || w.cols % E != 0 || smem > kGemvMaxSmem || w.rows > INT32_MAX ||
-        reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    const size_t smem = static_cast<size_t>(cols) * sizeof(T);
+    int64_t rows = 0;
+    for (const auto& p : parts) rows += p.rows;
+    if (rows <= 0 || rows > INT32_MAX || cols % E != 0 || smem > kGemvMaxSmem || reinterpret_cast<uintptr_t>(x) % 16 != 0)
       return false;
     constexpr int threads = 256, warps = threads / 32;
     static const int max_blocks = [] {
@@ -476,10 +565,12 @@ struct Ops {
       ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels::gemv<T, Y, false>, threads, 32 << 10));
       return std::max(1, per_sm) * device_sm_count();
     }();
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(w.rows, warps), max_blocks));
-    const int rows = static_cast<int>(w.rows), in = static_cast<int>(w.cols);
-    if (accumulate) kernels::gemv<T, Y, true><<<blocks, threads, smem>>>(w.data.data(), x, y, rows, in);
-    else kernels::gemv<T, Y, false><<<blocks, threads, smem>>>(w.data.data(), x, y, rows, in);
+    kernels::GemvParts<T, Y> gp{};
+    gp.count = static_cast<int>(parts.size());
+    for (size_t i = 0; i < parts.size(); ++i) gp.part[i] = parts[i];
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, warps), max_blocks));
+    if (accumulate) kernels::gemv<T, Y, true><<<blocks, threads, smem>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
+    else kernels::gemv<T, Y, false><<<blocks, threads, smem>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
     check_launch("gemv");
     return true;
   }

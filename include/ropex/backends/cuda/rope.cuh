@@ -220,6 +220,35 @@ struct DeviceHeads {
   }
 };
 
+/// Pass 2 alone: rotates q and k by a cos/sin table made earlier (rope_cos_sin_table; [n_tokens,
+/// half] float2), so the LLaMA stack computes a chunk's table once and applies it in every layer.
+template <class T>
+void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim, const float2* table, int half,
+                RopeLayout layout, cudaStream_t stream = nullptr, int heads_per_thread = 1) {
+  if (2 * half > head_dim)
+    throw make_error("cuda::rope_apply", "rotary_dim",
+                     std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
+  if (n_tokens <= 0 || q.heads + k.heads == 0) return;
+  constexpr int V = kVec<T>;
+  auto aligned = [&](const DeviceHeads<T>& x) {
+    return x.heads == 0 || (reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.token_stride % V == 0 &&
+                            x.head_stride % V == 0);
+  };
+  // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
+  const bool vec = aligned(q) && aligned(k) &&
+                   (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
+  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
+  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
+  const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
+  const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
+  const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
+  const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
+  if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
+  check_launch("rope_apply_kernel");
+}
+
 /// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
 /// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2; 1 measured faster on H100) is a tuning knob:
@@ -233,30 +262,13 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
     throw make_error("cuda::rope_inplace", "rotary_dim",
                      std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
-  constexpr int V = kVec<T>;
-  auto aligned = [&](const DeviceHeads<T>& x) {
-    return x.heads == 0 || (reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.token_stride % V == 0 &&
-                            x.head_stride % V == 0);
-  };
-  // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
-  const bool vec = aligned(q) && aligned(k) &&
-                   (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
   // Pass 1: cos/sin per (token, pair), angles reduced in double (n_tokens x half float2).
   // Pass 2: stream q and k once, 16 bytes per thread.
   float2* table = freq.scratch(static_cast<size_t>(n_tokens) * half);
   detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n_tokens * half, 256)), 256, 0, stream>>>(
       table, positions, n_tokens, freq.inv_freq(), half, freq.attention_factor());
   check_launch("rope_table_kernel");
-  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
-  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
-  const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
-  const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
-  const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
-  const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
-  if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  check_launch("rope_apply_kernel");
+  rope_apply(q, k, n_tokens, head_dim, table, half, layout, stream, heads_per_thread);
 }
 
 /// Fills table [n_tokens, half] (device, float2 = (cos, sin) * attention factor) for fused RoPE in

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <span>
 #include <vector>
 
@@ -159,6 +160,16 @@ struct ops<cpu> {
       product(eigen_detail::MapRows(y + r0, n, rows, Eigen::OuterStride<>(out)),
               eigen_detail::ConstMapRows(buf, rows, in, Eigen::OuterStride<>(in)));
     }
+  }
+
+  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T, one after another
+  /// (the GPU backend fuses them for one token).
+  struct Proj {
+    const model::TensorView& w;
+    float* y;
+  };
+  static void matmul(const float* x, int64_t n, std::initializer_list<Proj> projs) {
+    for (const Proj& p : projs) matmul(p.w, x, n, p.y);
   }
 
   /// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight   (RMSNorm, Zhang & Sennrich 2019)
