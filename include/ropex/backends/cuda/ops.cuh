@@ -216,9 +216,13 @@ __global__ void gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, i
       memcpy(&v, &r, sizeof v);
       return v;
     };
-    for (; c + 96 < nv; c += 128) {  // four independent 16-byte loads before any math
-      const V a0 = load(wr + c), a1 = load(wr + c + 32), a2 = load(wr + c + 64), a3 = load(wr + c + 96);
-      fma_chunk(a0, c), fma_chunk(a1, c + 32), fma_chunk(a2, c + 64), fma_chunk(a3, c + 96);
+    constexpr int kDepth = 8;  // independent 16-byte loads in flight per lane before any math
+    for (; c + 32 * (kDepth - 1) < nv; c += 32 * kDepth) {
+      V a[kDepth];
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) a[u] = load(wr + c + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) fma_chunk(a[u], c + 32 * u);
     }
     for (; c < nv; c += 32) fma_chunk(load(wr + c), c);
 #pragma unroll
