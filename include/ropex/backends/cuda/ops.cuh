@@ -346,6 +346,7 @@ struct Ops {
     DeviceBuffer<int32_t> tokens;
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
+    bool gemv = true;  // one-token products through the gemv kernel (false: cuBLAS; benchmarks compare)
     State() {
       int n_dev = 0;
       const cudaError_t e = cudaGetDeviceCount(&n_dev);
@@ -562,7 +563,8 @@ struct Ops {
     const size_t smem = static_cast<size_t>(cols) * sizeof(T);
     int64_t rows = 0;
     for (const auto& p : parts) rows += p.rows;
-    if (rows <= 0 || rows > INT32_MAX || cols % E != 0 || smem > kGemvMaxSmem || reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    if (!st->gemv || rows <= 0 || rows > INT32_MAX || cols % E != 0 || smem > kGemvMaxSmem ||
+        reinterpret_cast<uintptr_t>(x) % 16 != 0)
       return false;
     constexpr int threads = 256, warps = threads / 32;
     static const int max_blocks = [] {
