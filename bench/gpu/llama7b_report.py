@@ -38,8 +38,8 @@ def main():
         else:
             peers["flop_floor_s"] = c["floor_s"]
         case = {"op": c["op"], "unit": c["unit"], "shape": c["shape"], "ropex": c["ropex"], "peers": peers}
-        if "ropex_cublas_gemv" in c:
-            case["ropex_cublas_gemv"] = c["ropex_cublas_gemv"]
+        if "ropex_gemv_kernel" in c:
+            case["ropex_gemv_kernel"] = c["ropex_gemv_kernel"]
         if c["op"].startswith("perplexity"):
             case["peak_gb"] = c["peak_gb"]
             case["seconds_per_layer"] = c["seconds_per_layer"]
@@ -67,8 +67,8 @@ def main():
         elif c["op"] == "llama7b_decode":
             h = p.get("hf_transformers")
             ratio = "" if h is None else fmt(h / c["ropex"], ".1f", "x faster")
-            alt = c.get("ropex_cublas_gemv")
-            alt = "" if alt is None else " (cuBLAS for the 1-token products: %.2f ms, %.2fx floor)" % (alt, alt / p["floor"])
+            alt = c.get("ropex_gemv_kernel")
+            alt = "" if alt is None else " (gemv kernel instead of cuBLAS: %.2f ms, %.2fx floor)" % (alt, alt / p["floor"])
             md.append("| decode at %d | %s%s | %s | %s | %.2f ms (%.2fx floor) |" % (
                 c["shape"]["context"], fmt(c["ropex"], ".2f", " ms/tok"), alt, fmt(h, ".2f", " ms/tok"), ratio, p["floor"],
                 c["ropex"] / p["floor"]))

@@ -1,5 +1,5 @@
-// ops<cuda_*>::matmul, the projections of the LLaMA stack: one token goes through the gemv kernel
-// (ops.cuh), more through cuBLAS; both, with and without accumulating into y (the residual adds),
+// ops<cuda_*>::matmul, the projections of the LLaMA stack: cuBLAS, and for one token optionally
+// the gemv kernel (ops.cuh, st->gemv); both, with and without accumulating into y (the residual adds),
 // against a double-precision product of the same (bf16-exact) inputs. Odd row counts, rows that
 // are not whole 16-byte vectors (cuBLAS fallback), MLP-sized inputs, poisoned outputs.
 #include <ropex/backends/cuda/ops.cuh>
@@ -21,11 +21,12 @@ uint16_t bf16_bits(float x) {  // round to nearest even, finite inputs
 float bf16_value(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
 template <class T>
-void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, std::mt19937& rng) {
+void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gemv, std::mt19937& rng) {
   CAPTURE(rows);
   CAPTURE(in);
   CAPTURE(n);
   CAPTURE(accumulate);
+  CAPTURE(gemv);
   constexpr bool bf = std::is_same_v<T, __nv_bfloat16>;
   std::normal_distribution<float> nd(0.f, 1.f);
   // Host values exactly representable in T, so the reference sees what the GPU sees.
@@ -43,6 +44,7 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, std::mt1
   tv.nbytes = w.size() * (bf ? 2 : 4);
 
   ropex::cuda::Ops<T> ops;
+  ops.st->gemv = gemv;
   const auto dw = ops.upload(tv);
   auto to_t = [&](const std::vector<float>& v) {
     std::vector<T> t(v.size());
@@ -97,13 +99,14 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, std::mt1
 TEST_CASE_TEMPLATE("cuda matmul: gemv (one token) and cuBLAS (several) vs double, with and without accumulate", T,
                    __nv_bfloat16, float) {
   std::mt19937 rng(5);
-  for (bool acc : {false, true}) {
-    for (int64_t rows : {1, 7, 129, 4104}) check_matmul<T>(rows, 4096, 1, acc, rng);
-    check_matmul<T>(300, 11008, 1, acc, rng);  // an MLP down projection's input width
-    check_matmul<T>(33, 8, 1, acc, rng);       // one 16-byte vector per row (bf16)
-    check_matmul<T>(33, 20, 1, acc, rng);      // rows not whole vectors: cuBLAS
-    check_matmul<T>(65, 256, 3, acc, rng);     // several tokens: cuBLAS
-  }
+  for (bool gemv : {true, false})
+    for (bool acc : {false, true}) {
+      for (int64_t rows : {1, 7, 129, 4104}) check_matmul<T>(rows, 4096, 1, acc, gemv, rng);
+      check_matmul<T>(300, 11008, 1, acc, gemv, rng);  // an MLP down projection's input width
+      check_matmul<T>(33, 8, 1, acc, gemv, rng);       // one 16-byte vector per row (bf16)
+      check_matmul<T>(33, 20, 1, acc, gemv, rng);      // rows not whole vectors (bf16): cuBLAS
+      check_matmul<T>(65, 256, 3, acc, gemv, rng);     // several tokens: cuBLAS
+    }
 }
 
 TEST_CASE("cuda matmul: several projections of one token in one launch equal separate projections, bit for bit") {
@@ -114,6 +117,7 @@ TEST_CASE("cuda matmul: several projections of one token in one launch equal sep
   std::vector<std::vector<uint16_t>> host(3);
   std::vector<ropex::model::TensorView> views(3);
   ropex::cuda::Ops<T> ops;
+  ops.st->gemv = true;
   std::vector<ropex::cuda::Ops<T>::Weight> ws;
   for (int i = 0; i < 3; ++i) {
     host[i].resize(size_t(rows[i] * in));

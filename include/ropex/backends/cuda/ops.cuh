@@ -346,7 +346,9 @@ struct Ops {
     DeviceBuffer<int32_t> tokens;
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
-    bool gemv = true;  // one-token products through the gemv kernel (false: cuBLAS; benchmarks compare)
+    // One-token products through the gemv kernel below instead of cuBLAS. Off: on an H200 the 7B
+    // decode step took 6.14 ms with it, 5.83 with cuBLAS (same run, docs/benchmarks.md).
+    bool gemv = false;
     State() {
       int n_dev = 0;
       const cudaError_t e = cudaGetDeviceCount(&n_dev);
@@ -410,15 +412,15 @@ struct Ops {
   }
 
   /// y[n, out] = x[n, in] W^T (y += x W^T with `accumulate`: the residual adds), fp32
-  /// accumulation: one token -> the gemv kernel above; more -> cuBLAS (column-major: Y^T = W^T' X^T,
-  /// beta = 1 to accumulate).
+  /// accumulation: cuBLAS (column-major: Y^T = W^T' X^T, beta = 1 to accumulate), or the gemv
+  /// kernel above for one token when st->gemv is set.
   void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
     const GemvPart<T> part{w.data.data(), y, static_cast<int>(w.rows)};
     if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, x, accumulate)) return;
     gemm(w, x, n, y, kCudaType<T>, accumulate);
   }
-  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: a single
-  /// gemv launch over all of them (a longer stream keeps more bytes in flight).
+  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token with
+  /// st->gemv: a single gemv launch over all of them.
   struct Proj {
     const Weight& w;
     T* y;
