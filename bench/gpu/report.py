@@ -56,7 +56,7 @@ def main():
           f"{bw['copy_bandwidth']:.0f} GB/s, streaming read {bw['read_bandwidth']:.0f} GB/s, bf16 matmul "
           f"(8192^3, torch) {peers.get('matmul_bf16_tflops', float('nan')):.0f} TFLOP/s.", ""]
     md += ["### Prefill (bf16, head_dim 128, 32 query heads, 16K tokens per batch; TFLOP/s = 4·b·h·s²·d / t, halved for causal)", "",
-           "| heads q/kv | causal | seq x batch | ropex | SDPA flash | SDPA cuDNN | ropex / flash | ropex / cuDNN | fused RoPE overhead |",
+           "| heads q/kv | causal | seq x batch | ropex | SDPA flash | SDPA cuDNN | ropex / flash | ropex / cuDNN | RoPE overhead (once / per tile) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for c, pe, modes in rows:
         if c["op"] != "prefill":
@@ -65,7 +65,8 @@ def main():
         fl, cu = pe.get("sdpa_flash"), pe.get("sdpa_cudnn")
         md.append(f"| {s['heads_q']}/{s['heads_kv']} | {'yes' if s['causal'] else 'no'} | {s['seq']} x {s['batch']} | "
                   f"{c['ropex']:.0f} | {r(fl)} | {r(cu)} | {r(c['ropex'] / fl if fl else None, 2)} | "
-                  f"{r(c['ropex'] / cu if cu else None, 2)} | {100 * c.get('fused_rope_overhead', float('nan')):+.1f}% |")
+                  f"{r(c['ropex'] / cu if cu else None, 2)} | {100 * c.get('fused_rope_overhead', float('nan')):+.1f}% / "
+                  f"{100 * c.get('fused_rope_in_kernel_overhead', float('nan')):+.1f}% |")
     md += ["", "### Decode (bf16, batch 1, one query token, 32 query heads; effective GB/s of K+V bytes)", "",
            "| heads q/kv | KV length | ropex | SDPA flash | SDPA cuDNN | ropex / best SDPA | ropex / read bw |",
            "|---|---|---|---|---|---|---|"]

@@ -157,9 +157,18 @@ TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the or
       ROPEX_CUDA_CHECK(cudaMemcpy(k0.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
       rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d),
                    c.batch * c.nq, c.d, dpos.ptr, freq, layout);
-      check_against_oracle<T>(c, in, [&](T* o, float* lse) {
-        flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), FusedRope{table.ptr, table.ptr, half, layout});
-      }, "flash + fused rope");
+      for (bool in_kernel : {false, true}) {  // rotate-once-into-scratch, and in shared memory per tile
+        CAPTURE(in_kernel);
+        check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+          flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c),
+                             FusedRope{table.ptr, table.ptr, half, layout, in_kernel});
+        }, in_kernel ? "flash + rope in kernel" : "flash + rope once");
+      }
+      // The inputs were only read: q0 / k0 are still un-rotated (the scratch path is out of place).
+      std::vector<T> a(in.q.n), b(in.q.n);
+      ROPEX_CUDA_CHECK(cudaMemcpy(a.data(), q0.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToHost));
+      ROPEX_CUDA_CHECK(cudaMemcpy(b.data(), in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToHost));
+      CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) != 0);
     }
   }
 }

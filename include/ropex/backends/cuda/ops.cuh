@@ -187,10 +187,9 @@ struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
 
 /// One token through up to three [rows_i, in] weights (q|k|v, gate|up) in one launch:
 /// y_i[r] = sum_j W_i[r, j] x[j] (y_i[r] += ... with Accumulate), fp32 accumulation.
-/// Decoding's weight stream: one warp per row, 16-byte loads of W, four in flight per lane; x
-/// staged once per block in shared memory. Measured ~2.5-3 TB/s on an H200 (copy bandwidth 4.3).
-/// Needs in % kVec<T> == 0.
-template <class T, class Y, bool Accumulate>
+/// Decoding's weight stream: each warp takes kRows rows, kDepth 16-byte loads per row in flight
+/// per lane before any math; x staged once per block in shared memory. Needs in % kVec<T> == 0.
+template <class T, class Y, bool Accumulate, int kDepth = 4, int kRows = 1>
 __global__ void gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, int in) {
   extern __shared__ __align__(16) unsigned char smem[];
   using V = Vec16<T>;
@@ -200,41 +199,59 @@ __global__ void gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, i
   for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = reinterpret_cast<const V*>(x)[i];
   __syncthreads();
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
-  for (int grow = blockIdx.x * warps + threadIdx.x / 32; grow < rows; grow += gridDim.x * warps) {
-    int pi = 0, row = grow;  // which weight, which of its rows
-    while (pi + 1 < parts.count && row >= parts.part[pi].rows) row -= parts.part[pi++].rows;
-    const V* wr = reinterpret_cast<const V*>(parts.part[pi].w + static_cast<int64_t>(row) * in);
-    Y* y = parts.part[pi].y;
-    float acc = 0.f;
-    int c = lane;
-    auto fma_chunk = [&](const V& a, int ci) {
-      const V b = xs[ci];
+  auto load = [](const V* p) {  // read-only path; the weights are not reused within the step
+    const int4 r = __ldg(reinterpret_cast<const int4*>(p));
+    V v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+  };
+  for (int g = blockIdx.x * warps + threadIdx.x / 32; g * kRows < rows; g += gridDim.x * warps) {
+    const V* wr[kRows];
+    Y* yr[kRows];
+    bool live[kRows];
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc = fmaf(to_float(a.v[e]), to_float(b.v[e]), acc);
-    };
-    auto load = [](const V* p) {  // read-only path; the weights are not reused within the step
-      const int4 r = __ldg(reinterpret_cast<const int4*>(p));
-      V v;
-      memcpy(&v, &r, sizeof v);
-      return v;
-    };
-    // Independent 16-byte loads in flight per lane before any math. H200 runs of the 7B decode
-    // step: 4 (one launch per projection) 5.76 ms, 8 (q|k|v, gate|up fused) 6.03 ms: neither depth
-    // nor fusion moved the ~3 TB/s this kernel reaches.
-    constexpr int kDepth = 4;
-    for (; c + 32 * (kDepth - 1) < nv; c += 32 * kDepth) {
-      V a[kDepth];
-#pragma unroll
-      for (int u = 0; u < kDepth; ++u) a[u] = load(wr + c + 32 * u);
-#pragma unroll
-      for (int u = 0; u < kDepth; ++u) fma_chunk(a[u], c + 32 * u);
+    for (int r = 0; r < kRows; ++r) {
+      int pi = 0, row = g * kRows + r;  // which weight, which of its rows
+      live[r] = row < rows;
+      if (!live[r]) row = 0;  // a valid row to read; its sum is dropped
+      while (pi + 1 < parts.count && row >= parts.part[pi].rows) row -= parts.part[pi++].rows;
+      wr[r] = reinterpret_cast<const V*>(parts.part[pi].w + static_cast<int64_t>(row) * in);
+      yr[r] = parts.part[pi].y + row;
     }
-    for (; c < nv; c += 32) fma_chunk(load(wr + c), c);
+    float acc[kRows];
 #pragma unroll
-    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (lane == 0) {
-      if constexpr (Accumulate) acc += to_float(y[row]);
-      y[row] = from_float<Y>(acc);
+    for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
+    auto fma_chunk = [&](float& s, const V& a, const V& b) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) s = fmaf(to_float(a.v[e]), to_float(b.v[e]), s);
+    };
+    int c = lane;
+    for (; c + 32 * (kDepth - 1) < nv; c += 32 * kDepth) {
+      V a[kRows][kDepth];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+#pragma unroll
+        for (int u = 0; u < kDepth; ++u) a[r][u] = load(wr[r] + c + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        const V b = xs[c + 32 * u];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) fma_chunk(acc[r], a[r][u], b);
+      }
+    }
+    for (; c < nv; c += 32) {
+      const V b = xs[c];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) fma_chunk(acc[r], load(wr[r] + c), b);
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+      if (lane == 0 && live[r]) {
+        if constexpr (Accumulate) acc[r] += to_float(*yr[r]);
+        *yr[r] = from_float<Y>(acc[r]);
+      }
     }
   }
 }

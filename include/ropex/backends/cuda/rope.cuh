@@ -152,6 +152,8 @@ struct RopeTensor {
   void* data;
   int heads;
   int64_t token_stride, head_stride;  // in elements
+  void* out = nullptr;                 // nullptr: in place; else rotated dims written here
+  int64_t out_token_stride = 0, out_head_stride = 0;
 };
 
 /// Streaming pass: a thread rotates one 16-byte chunk position (or one pair on the scalar path) of
@@ -175,6 +177,14 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
     return static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
            hh * (is_q ? q.head_stride : k.head_stride);
   };
+  auto out_ptr = [&](int h) {  // where the rotated chunk goes: in place, or the out tensor
+    const bool is_q = h < q.heads;
+    void* out = is_q ? q.out : k.out;
+    if (out == nullptr) return head_ptr(h);
+    const int hh = is_q ? h : h - q.heads;
+    return static_cast<T*>(out) + t * (is_q ? q.out_token_stride : k.out_token_stride) +
+           hh * (is_q ? q.out_head_stride : k.out_head_stride);
+  };
   const float2* row = table + t * half;
   if constexpr (VEC == kVec<T>) {
     constexpr int NP = VEC;  // pairs per chunk, at most (half layout; interleaved uses VEC/2)
@@ -189,10 +199,18 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
       if (g * H + j < heads) d[j] = load_chunk(head_ptr(g * H + j), c, half, layout);
 #pragma unroll
     for (int j = 0; j < H; ++j)
-      if (g * H + j < heads) rotate_store_chunk(head_ptr(g * H + j), c, half, layout, cs, d[j]);
+      if (g * H + j < heads) rotate_store_chunk(out_ptr(g * H + j), c, half, layout, cs, d[j]);
   } else {
     for (int j = 0; j < H; ++j)
-      if (g * H + j < heads) rotate_chunk<T, 1>(head_ptr(g * H + j), c, half, layout, row);
+      if (g * H + j < heads) {  // one pair: c is its index
+        const T* src = head_ptr(g * H + j);
+        T* dst = out_ptr(g * H + j);
+        const RopePair p = rope_pair(layout, c, 2 * half);
+        float x = to_float(src[p.a]), y = to_float(src[p.b]);
+        rotate_pair(x, y, row[c].x, row[c].y);
+        dst[p.a] = from_float<T>(x);
+        dst[p.b] = from_float<T>(y);
+      }
   }
 }
 
@@ -222,9 +240,12 @@ struct DeviceHeads {
 
 /// Pass 2 alone: rotates q and k by a cos/sin table made earlier (rope_cos_sin_table; [n_tokens,
 /// half] float2), so the LLaMA stack computes a chunk's table once and applies it in every layer.
+/// With q_out / k_out (same head counts): q and k are only read and the rotated dims are written
+/// there (out of place; dims past 2 * half are not written: copy them first when rotary < head_dim).
 template <class T>
 void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim, const float2* table, int half,
-                RopeLayout layout, cudaStream_t stream = nullptr, int heads_per_thread = 1) {
+                RopeLayout layout, cudaStream_t stream = nullptr, int heads_per_thread = 1,
+                DeviceHeads<T> q_out = {}, DeviceHeads<T> k_out = {}) {
   if (2 * half > head_dim)
     throw make_error("cuda::rope_apply", "rotary_dim",
                      std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
@@ -235,10 +256,12 @@ void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_d
                             x.head_stride % V == 0);
   };
   // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
-  const bool vec = aligned(q) && aligned(k) &&
+  if ((q_out.data && q_out.heads != q.heads) || (k_out.data && k_out.heads != k.heads))
+    throw make_error("cuda::rope_apply", "out", "must have the same number of heads as its input");
+  const bool vec = aligned(q) && aligned(k) && (!q_out.data || aligned(q_out)) && (!k_out.data || aligned(k_out)) &&
                    (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
-  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride};
-  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride};
+  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride, q_out.data, q_out.token_stride, q_out.head_stride};
+  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride, k_out.data, k_out.token_stride, k_out.head_stride};
   const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
   const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
   const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
