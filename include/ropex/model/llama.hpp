@@ -14,7 +14,7 @@
 //
 // What a backend's ops<B> provides (backends/eigen/ops.hpp for the CPU, backends/cuda/ops.cuh):
 //   Matrix (rows(), cols(), data(), resize(r, c)), Weight / Vector (made by upload /
-//   upload_vector from a TensorView), Cache (KVCache's interface), Rope (rope_angles), and
+//   upload_stacked / upload_vector from TensorViews), Cache (KVCache's interface), Rope (rope_angles), and
 //   embed, rmsnorm, matmul (y = x W^T, or y += x W^T for the residual adds; or several W_i of the
 //   same x at once), rope, attention, swiglu, logits.
 #pragma once
@@ -57,12 +57,15 @@ class Llama {
     const LlamaConfig& c = config();
     auto w = [&](const std::string& name) { return ops_.upload(ck_->tensor(name)); };
     auto vec = [&](const std::string& name) { return ops_.upload_vector(ck_->tensor(name)); };
+    auto t = [&](const std::string& name) { return &ck_->tensor(name); };
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
-      layers_.push_back(Layer{vec(p + "input_layernorm.weight"), w(p + "self_attn.q_proj.weight"),
-                              w(p + "self_attn.k_proj.weight"), w(p + "self_attn.v_proj.weight"),
-                              w(p + "self_attn.o_proj.weight"), vec(p + "post_attention_layernorm.weight"),
-                              w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight"),
+      // q|k|v and gate|up uploaded together: back to back on the GPU (one product for one token).
+      auto qkv = ops_.upload_stacked({t(p + "self_attn.q_proj.weight"), t(p + "self_attn.k_proj.weight"),
+                                      t(p + "self_attn.v_proj.weight")});
+      auto gate_up = ops_.upload_stacked({t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight")});
+      layers_.push_back(Layer{vec(p + "input_layernorm.weight"), qkv[0], qkv[1], qkv[2], w(p + "self_attn.o_proj.weight"),
+                              vec(p + "post_attention_layernorm.weight"), gate_up[0], gate_up[1],
                               w(p + "mlp.down_proj.weight")});
     }
     embed_.push_back(w("model.embed_tokens.weight"));
@@ -115,12 +118,15 @@ class Llama {
     ops_.embed(x.data(), embed_[0], tokens);  // x = embed_tokens[tokens]
     const int64_t mc = std::min(chunk_, n);
     xb_.resize(mc, dim);      // (m, dim)          normed input of a block
-    q_.resize(mc, q_dim);     // (m, n_heads, hd)  queries
-    k_.resize(mc, kv_dim);    // (m, n_kv, hd)     new keys
-    v_.resize(mc, kv_dim);    // (m, n_kv, hd)     new values
+    qkv_.resize(mc, q_dim + 2 * kv_dim);  // q (m, n_heads, hd), then k and v (m, n_kv, hd): one block
     att_.resize(mc, q_dim);   // (m, n_heads, hd)  attention output
-    hb_.resize(mc, inter);    // (m, inter)        gate, then silu(gate) * up
-    hb2_.resize(mc, inter);   // (m, inter)        up
+    hb_.resize(mc, 2 * inter);  // gate (m, inter), then up (m, inter); gate becomes silu(gate) * up
+    // Back to back in one allocation, so one token's q|k|v (gate|up) is one product on the GPU.
+    Scalar* const q = qkv_.data();
+    Scalar* const k = q + mc * q_dim;
+    Scalar* const v = k + mc * kv_dim;
+    Scalar* const gate = hb_.data();
+    Scalar* const up = gate + mc * inter;
 
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Layer& w = layers_[size_t(l)];
@@ -130,22 +136,22 @@ class Llama {
         Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
         // ---- attention block
         ops_.rmsnorm(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(xb_.data(), m, {{w.wq, q_.data()}, {w.wk, k_.data()}, {w.wv, v_.data()}});  // q|k|v = xb W^T
-        ops_.rope(q_.data(), n_heads, k_.data(), n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
-        cache.append(cl, k_.data(), v_.data(), m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
+        ops_.matmul(xb_.data(), m, {{w.wq, q}, {w.wk, k}, {w.wv, v}});  // q|k|v = xb Wq|Wk|Wv^T
+        ops_.rope(q, n_heads, k, n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
+        cache.append(cl, k, v, m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
         attention::AttentionShape shape;
         shape.n_queries = m, shape.n_keys = past + t0 + m, shape.query_offset = past + t0, shape.causal = true;
         shape.n_heads = n_heads, shape.n_kv_heads = n_kv, shape.head_dim = hd;
         shape.scale = 1.0 / std::sqrt(double(hd));
-        ops_.attention(attention::token_major<const Scalar>(q_.data(), n_heads, hd),
+        ops_.attention(attention::token_major<const Scalar>(q, n_heads, hd),
                        attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
                        attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
         ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T
         // ---- MLP block (SwiGLU)
         ops_.rmsnorm(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(xb_.data(), m, {{w.w_gate, hb_.data()}, {w.w_up, hb2_.data()}});  // hb|hb2 = xb Wgate|up^T
-        ops_.swiglu(hb_.data(), hb2_.data(), m * inter);   // hb  = silu(hb) * hb2
-        ops_.matmul(w.w_down, hb_.data(), m, xc, /*accumulate=*/true);  // x += hb Wdown^T
+        ops_.matmul(xb_.data(), m, {{w.w_gate, gate}, {w.w_up, up}});  // gate|up = xb Wgate|Wup^T
+        ops_.swiglu(gate, up, m * inter);                               // gate = silu(gate) * up
+        ops_.matmul(w.w_down, gate, m, xc, /*accumulate=*/true);        // x += gate Wdown^T
       }
       if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);
     }
@@ -194,7 +200,7 @@ class Llama {
   std::vector<Weight> embed_, lm_head_;  // one each (lm_head empty when tied to the embedding)
   std::vector<Vector> final_norm_;
   std::function<void(int64_t, int64_t)> on_layer_;
-  Matrix xb_, q_, k_, v_, att_, hb_, hb2_;
+  Matrix xb_, qkv_, att_, hb_;
 };
 
 }  // namespace ropex::model

@@ -92,6 +92,12 @@ struct ops<cpu> {
   using Rope = RopeTable;  ///< cos/sin of one chunk's positions
 
   static Weight upload(const model::TensorView& t) { return std::cref(t); }
+  /// Weights used together (q|k|v, gate|up); on the CPU each simply stays where it is.
+  static std::vector<Weight> upload_stacked(std::initializer_list<const model::TensorView*> ts) {
+    std::vector<Weight> out;
+    for (const auto* t : ts) out.push_back(std::cref(*t));
+    return out;
+  }
   static Vector upload_vector(const model::TensorView& t) {
     Vector v(t.numel());
     t.to_float(v.data(), 0, v.size());
