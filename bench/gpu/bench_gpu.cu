@@ -8,6 +8,8 @@
 #include <ropex/backends/cuda/flash_prefill.cuh>
 #include <ropex/backends/cuda/rope.cuh>
 
+#include "timing.cuh"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -54,22 +56,8 @@ void fill(Buf<bf16>& b, float amp = 1.f) {
 
 /// Median over `reps` of the device time of f(i) (i = repetition, for rotating inputs), after warm-up.
 double median_ms(const std::function<void(int)>& f, int warmup = 5, int reps = 30) {
-  if (g_quick) { warmup = 1; reps = 3; }
-  for (int i = 0; i < warmup; ++i) f(i);
-  ROPEX_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<cudaEvent_t> ev(2 * reps);
-  for (auto& e : ev) ROPEX_CUDA_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    ROPEX_CUDA_CHECK(cudaEventRecord(ev[2 * i]));
-    f(warmup + i);
-    ROPEX_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  ROPEX_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; ++i) ROPEX_CUDA_CHECK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) cudaEventDestroy(e);
-  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
-  return ms[reps / 2];
+  if (g_quick) warmup = 1, reps = 3;
+  return ropex::bench::event_median_ms(f, warmup, reps);
 }
 
 __global__ void read_kernel(const int4* __restrict__ x, size_t n, int* sink) {

@@ -5,6 +5,8 @@
 //   build/bin/gemv
 #include <ropex/backends/cuda/ops.cuh>
 
+#include "timing.cuh"
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -15,22 +17,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-double median_ms(const std::function<void(int)>& f, int reps = 50) {
-  for (int i = 0; i < 5; ++i) f(i);
-  std::vector<cudaEvent_t> ev(2 * reps);
-  for (auto& e : ev) ROPEX_CUDA_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    ROPEX_CUDA_CHECK(cudaEventRecord(ev[2 * i]));
-    f(i);
-    ROPEX_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  ROPEX_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; ++i) ROPEX_CUDA_CHECK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) cudaEventDestroy(e);
-  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
-  return ms[reps / 2];
-}
+double median_ms(const std::function<void(int)>& f, int reps = 50) { return ropex::bench::event_median_ms(f, 5, reps); }
 
 __global__ void read_sum(const int4* __restrict__ p, int64_t n, int* out) {
   int acc = 0;
