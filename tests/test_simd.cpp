@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <ropex/backends/eigen/simd.hpp>
+#include <ropex/model/tensor.hpp>
 
 #include <bit>
 #include <cmath>
@@ -15,7 +16,6 @@ namespace simd = ropex::backends::eigen::simd;
 
 namespace {
 uint16_t to_bf16_bits(float x) { return uint16_t(std::bit_cast<uint32_t>(x) >> 16); }  // truncation: exact input
-double bf16_value(uint16_t b) { return double(std::bit_cast<float>(uint32_t(b) << 16)); }
 }  // namespace
 
 TEST_CASE("simd::gemv: y = W x for F32 and BF16 rows, any length, any row count, strided") {
@@ -35,7 +35,7 @@ TEST_CASE("simd::gemv: y = W x for F32 and BF16 rows, any length, any row count,
         double ref = 0, refb = 0, mag = 0;
         for (int64_t i = 0; i < in; ++i) {
           ref += double(w[size_t(r * ld + i)]) * x[size_t(i)];
-          refb += bf16_value(wb[size_t(r * ld + i)]) * x[size_t(i)];
+          refb += ropex::model::bfloat16_to_float(wb[size_t(r * ld + i)]) * x[size_t(i)];
           mag += std::abs(double(w[size_t(r * ld + i)]) * x[size_t(i)]);
         }
         const double tol = 1e-6 * mag + 1e-7;  // float accumulation error bound, ~in * eps * sum|w x|

@@ -5,12 +5,8 @@
 # Needs .deps/ (scripts/stage_device_deps.sh) when the machine lacks xtensor/CLI11/doctest/...
 # Prebuilt binaries: set ROPEX_GPU_BIN=dir holding test_cuda_rope, test_cuda_attention, bench_gpu.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 QUICK=${1:-}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-log() { echo "== $* ($(date +%T))"; }
 exec > >(tee -a "$OUT/run.log") 2>&1  # one log file (the device call returns at most 8 files)
 
 log "card"

@@ -9,12 +9,8 @@
 # Needs .deps/ (scripts/stage_device_deps.sh) when the machine lacks Eigen/xtensor/CLI11/doctest.
 # Prebuilt binaries: ROPEX_LLAMA_BIN=dir holding test_cuda_llama, llama7b and ropex.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 QUICK=${1:-}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-log() { echo "== $* ($(date +%T))"; }
 exec > >(tee -a "$OUT/llama.log") 2>&1
 T_START=$(date +%s)
 status=0

@@ -18,7 +18,7 @@ uint16_t bf16_bits(float x) {  // round to nearest even, finite inputs
   const uint32_t u = std::bit_cast<uint32_t>(x);
   return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
-float bf16_value(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
+using ropex::model::bfloat16_to_float;
 
 template <class T>
 void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gemv, std::mt19937& rng) {
@@ -30,7 +30,7 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
   constexpr bool bf = std::is_same_v<T, __nv_bfloat16>;
   std::normal_distribution<float> nd(0.f, 1.f);
   // Host values exactly representable in T, so the reference sees what the GPU sees.
-  auto exact = [&](float v) { return bf ? bf16_value(bf16_bits(v)) : v; };
+  auto exact = [&](float v) { return bf ? bfloat16_to_float(bf16_bits(v)) : v; };
   std::vector<float> w(size_t(rows * in)), x(size_t(n * in)), y0(size_t(n * rows));
   for (auto& e : w) e = exact(nd(rng));
   for (auto& e : x) e = exact(nd(rng));
@@ -83,7 +83,7 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
       if constexpr (bf) {
         uint16_t b;
         std::memcpy(&b, &hy[size_t(t * rows + r)], 2);
-        got = bf16_value(b);
+        got = bfloat16_to_float(b);
       } else {
         got = hy[size_t(t * rows + r)];
       }
@@ -177,10 +177,10 @@ TEST_CASE("cuda matmul: stacked q|k|v weights and back-to-back outputs run as on
       if (r - base >= rows[part]) base += rows[part++];
       double ref = 0, mag = 0;
       for (int64_t i = 0; i < in; ++i) {
-        const double p = double(bf16_value(host[size_t(part)][size_t((r - base) * in + i)])) * bf16_value(hx[size_t(i)]);
+        const double p = double(bfloat16_to_float(host[size_t(part)][size_t((r - base) * in + i)])) * bfloat16_to_float(hx[size_t(i)]);
         ref += p, mag += std::abs(p);
       }
-      const double got = bf16_value(hy[size_t(r)]);
+      const double got = bfloat16_to_float(hy[size_t(r)]);
       if (!(std::abs(got - ref) <= 2e-6 * mag + std::ldexp(std::abs(ref), -8) + 1e-6)) ++bad;
     }
     CHECK(bad == 0);

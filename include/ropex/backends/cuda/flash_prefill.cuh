@@ -83,8 +83,8 @@ __device__ __forceinline__ void rope_tile(T* tile, const float2* cs, int cs_stri
     const int group = idx / (8 * chunks), rem = idx - group * 8 * chunks;
     const int r = group * 8 + rem % 8, c = rem / 8;
     if (r >= n_valid) continue;
-    if (vec) rotate_chunk<T, V>(tile + r * LDS, c, half, layout, cs + r * cs_stride);
-    else rotate_chunk<T, 1>(tile + r * LDS, c, half, layout, cs + r * cs_stride);
+    if (vec) rotate_chunk<T, V>(tile + r * LDS, tile + r * LDS, c, half, layout, cs + r * cs_stride);
+    else rotate_chunk<T, 1>(tile + r * LDS, tile + r * LDS, c, half, layout, cs + r * cs_stride);
   }
 }
 

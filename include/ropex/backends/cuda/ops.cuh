@@ -113,53 +113,33 @@ __device__ __forceinline__ float block_max(float v, float* shared32) {
   return s;
 }
 
-/// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (one block per row; in place is fine: each
-/// element is read, then written, by the same thread)
-template <class T>
+/// E elements of T moved as one access (E = kVec<T>: 16 bytes; E = 1: any alignment).
+template <class T, int E>
+struct alignas(sizeof(T) * E) Pack {
+  T v[E];
+};
+
+/// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (one block per row, E elements per access; in
+/// place is fine: each element is read, then written, by the same thread)
+template <class T, int E>
 __global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t dim, float eps) {
   __shared__ float red[32];
-  const T* xr = x + blockIdx.x * dim;
-  T* orow = out + blockIdx.x * dim;
+  using P = Pack<T, E>;
+  const int64_t np = dim / E;
+  const P* xr = reinterpret_cast<const P*>(x + blockIdx.x * dim);
+  P* orow = reinterpret_cast<P*>(out + blockIdx.x * dim);
   float ss = 0.f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float v = to_float(xr[i]);
-    ss += v * v;
+  for (int64_t i = threadIdx.x; i < np; i += blockDim.x) {
+    const P p = xr[i];
+#pragma unroll
+    for (int e = 0; e < E; ++e) ss += to_float(p.v[e]) * to_float(p.v[e]);
   }
   const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(dim) + eps);
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = from_float<T>(to_float(xr[i]) * inv * w[i]);
-}
-
-/// The same with 16-byte accesses, each row read once into registers (up to kMaxV vectors per
-/// thread): one block per row, blockDim.x >= dim / kVec / kMaxV.
-template <class T, int kMaxV>
-__global__ void rmsnorm_vec(T* out, const T* x, const float* __restrict__ w, int64_t dim, float eps) {
-  __shared__ float red[32];
-  using V = Vec16<T>;
-  constexpr int E = kVec<T>;
-  const int nv = static_cast<int>(dim / E);
-  const V* xr = reinterpret_cast<const V*>(x + blockIdx.x * dim);
-  V* orow = reinterpret_cast<V*>(out + blockIdx.x * dim);
-  V cache[kMaxV];
-  float ss = 0.f;
+  for (int64_t i = threadIdx.x; i < np; i += blockDim.x) {
+    P p = xr[i];
 #pragma unroll
-  for (int j = 0; j < kMaxV; ++j) {
-    const int i = threadIdx.x + j * blockDim.x;
-    if (i < nv) {
-      cache[j] = xr[i];
-#pragma unroll
-      for (int e = 0; e < E; ++e) ss += to_float(cache[j].v[e]) * to_float(cache[j].v[e]);
-    }
-  }
-  const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(dim) + eps);
-#pragma unroll
-  for (int j = 0; j < kMaxV; ++j) {
-    const int i = threadIdx.x + j * blockDim.x;
-    if (i < nv) {
-      V o;
-#pragma unroll
-      for (int e = 0; e < E; ++e) o.v[e] = from_float<T>(to_float(cache[j].v[e]) * inv * w[i * E + e]);
-      orow[i] = o;
-    }
+    for (int e = 0; e < E; ++e) p.v[e] = from_float<T>(to_float(p.v[e]) * inv * w[i * E + e]);
+    orow[i] = p;
   }
 }
 
@@ -363,6 +343,7 @@ struct Ops {
     std::shared_ptr<const RopeFrequencies> freq;  // the last frequencies, reused while unchanged
     std::vector<double> freq_key;
     DeviceBuffer<int64_t> positions;  // 0, 1, 2, ... (RoPE reads positions[first ...])
+    std::vector<std::shared_ptr<DeviceBuffer<float2>>> rope_tables;  // cos/sin of chunks (rope_angles)
     DeviceBuffer<int32_t> tokens;
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
@@ -431,16 +412,11 @@ struct Ops {
   void rmsnorm(T* out, const T* x, const float* weight, int64_t n, int64_t dim, double eps) {
     if (n <= 0) return;
     constexpr int E = kVec<T>;
-    const int64_t nv = dim / E;
-    const bool vec = dim % E == 0 && nv <= 4 * 1024 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    if (vec) {  // a 4096-wide bf16 row: 512 threads, one 16-byte load each
-      const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ceil_div(nv, 32) * 32)));
-      kernels::rmsnorm_vec<T, 4><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
-    } else {
-      const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
-      kernels::rmsnorm<T><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
-    }
+    const bool vec = dim % E == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const int64_t accesses = vec ? dim / E : dim;  // a 4096-wide bf16 row: 512 threads, one 16-byte load each
+    const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ceil_div(accesses, 32) * 32)));
+    if (vec) kernels::rmsnorm<T, E><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    else kernels::rmsnorm<T, 1><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
     check_launch("rmsnorm");
   }
 
@@ -508,7 +484,15 @@ struct Ops {
       kernels::iota<<<grid_for(cap), 256>>>(st->positions.data(), cap);
       check_launch("iota");
     }
-    auto table = std::make_shared<DeviceBuffer<float2>>(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
+    // Tables are pooled: one no Rope holds any more is reused, so a decode step allocates nothing.
+    std::shared_ptr<DeviceBuffer<float2>> table;
+    for (const auto& t : st->rope_tables)
+      if (t.use_count() == 1) {
+        table = t;
+        break;
+      }
+    if (!table) table = st->rope_tables.emplace_back(std::make_shared<DeviceBuffer<float2>>());
+    table->reserve(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
     rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq);
     return Rope{st->freq, std::move(table), first, n};
   }

@@ -132,19 +132,20 @@ __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half,
   }
 }
 
-/// Rotates one chunk of a head; cs = the cos/sin row of its token. VEC = kVec<T> moves 16 bytes
-/// (see Chunk16), VEC = 1 is the scalar fallback (one pair; rotary dim not a multiple of the vector).
+/// Rotates one chunk of a head from src into dst (the same pointer for in place); cs = the cos/sin
+/// row of its token. VEC = kVec<T> moves 16 bytes (see Chunk16), VEC = 1 is the scalar fallback
+/// (one pair; rotary dim not a multiple of the vector).
 template <class T, int VEC>
-__device__ __forceinline__ void rotate_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs) {
+__device__ __forceinline__ void rotate_chunk(const T* src, T* dst, int chunk, int half, RopeLayout layout,
+                                             const float2* cs) {
   if constexpr (VEC == kVec<T>) {
-    rotate_store_chunk(head, chunk, half, layout, cs + first_pair<T>(chunk, layout),
-                       load_chunk(head, chunk, half, layout));
+    rotate_store_chunk(dst, chunk, half, layout, cs + first_pair<T>(chunk, layout), load_chunk(src, chunk, half, layout));
   } else {
     const RopePair p = rope_pair(layout, chunk, 2 * half);
-    float x = to_float(head[p.a]), y = to_float(head[p.b]);
+    float x = to_float(src[p.a]), y = to_float(src[p.b]);
     rotate_pair(x, y, cs[chunk].x, cs[chunk].y);
-    head[p.a] = from_float<T>(x);
-    head[p.b] = from_float<T>(y);
+    dst[p.a] = from_float<T>(x);
+    dst[p.b] = from_float<T>(y);
   }
 }
 
@@ -202,15 +203,7 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
       if (g * H + j < heads) rotate_store_chunk(out_ptr(g * H + j), c, half, layout, cs, d[j]);
   } else {
     for (int j = 0; j < H; ++j)
-      if (g * H + j < heads) {  // one pair: c is its index
-        const T* src = head_ptr(g * H + j);
-        T* dst = out_ptr(g * H + j);
-        const RopePair p = rope_pair(layout, c, 2 * half);
-        float x = to_float(src[p.a]), y = to_float(src[p.b]);
-        rotate_pair(x, y, row[c].x, row[c].y);
-        dst[p.a] = from_float<T>(x);
-        dst[p.b] = from_float<T>(y);
-      }
+      if (g * H + j < heads) rotate_chunk<T, 1>(head_ptr(g * H + j), out_ptr(g * H + j), c, half, layout, row);
   }
 }
 

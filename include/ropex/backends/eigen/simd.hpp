@@ -6,6 +6,8 @@
 //   axpy_rows: acc += sum_c p[c] * V[c, :], four rows per pass over acc (attention's P V).
 // Neither calls a BLAS: they run inside OpenMP threads, where a threaded BLAS would oversubscribe.
 #pragma once
+#include <ropex/model/tensor.hpp>
+
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -56,7 +58,7 @@ ROPEX_SIMD_INLINE f32x4 hsum4(const f32x8& a, const f32x8& b, const f32x8& c, co
 }
 #endif
 inline float widen(float v) { return v; }
-inline float widen(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
+inline float widen(uint16_t b) { return model::bfloat16_to_float(b); }
 
 /// y[r] = sum_i W[r * ld + i] * x[i] for r < rows, i < in (y[r] += ... with accumulate); W float
 /// or BF16 bits (uint16_t).
