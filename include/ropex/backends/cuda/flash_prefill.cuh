@@ -16,6 +16,7 @@
 // positions / base without writing a rotated copy.
 #pragma once
 #include <ropex/attention/layout.hpp>
+#include <ropex/backends/cuda/flash_prefill_sm90.cuh>
 #include <ropex/backends/cuda/mma.cuh>
 #include <ropex/backends/cuda/rope.cuh>
 #include <ropex/rope/frequencies.hpp>
@@ -382,10 +383,16 @@ void launch_flash(const FlashArgs<T>& a, int batch, cudaStream_t stream) {
 
 }  // namespace detail
 
-/// Tile shape of the flash kernel: warps per block, 16-row m-tiles per warp, keys per tile
+/// Which flash kernel runs: automatic = the Hopper wgmma kernel (flash_prefill_sm90.cuh) on a
+/// compute-capability 9.x device for head_dim 128, 16-bit T, no in-kernel RoPE and default tiling;
+/// else the mma.sync kernel (fa2). Forcing sm90 where it cannot run throws.
+enum class FlashKernel { automatic, fa2, sm90 };
+
+/// Tile shape of the mma.sync kernel: warps per block, 16-row m-tiles per warp, keys per tile
 /// (0 = default: 4 warps x 2 m-tiles x 64 keys, the fastest on H100 in bench/gpu).
 struct FlashTiling {
   int warps = 0, m_tiles = 0, block_n = 0;
+  FlashKernel kernel = FlashKernel::automatic;
 };
 
 /// Flash attention forward. q, o: [batch, n_queries, n_heads, head_dim]; k, v: [batch, n_keys,
@@ -429,7 +436,19 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     if (kr) ROPEX_CUDA_CHECK(cudaFreeAsync(kr, stream));
     return;
   }
-  detail::FlashArgs<T> a{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * 1.4426950408889634f, rope};
+  const float scale_log2 = static_cast<float>(shape.scale) * 1.4426950408889634f;
+  if (tiling.kernel != FlashKernel::fa2) {
+    const bool default_tiling = tiling.warps == 0 && tiling.m_tiles == 0 && tiling.block_n == 0;
+    const bool fits = shape.head_dim == 128 && !rope.enabled() && sm90::device_is_sm90();
+    if (tiling.kernel == FlashKernel::sm90 && !fits)
+      throw make_error("cuda::flash_attention", "tiling.kernel",
+                       "sm90 needs a compute capability 9.x device, head_dim 128 and no in-kernel RoPE");
+    if (fits && (tiling.kernel == FlashKernel::sm90 || default_tiling)) {
+      sm90::launch_flash_sm90<T>(sm90::Sm90Args<T>{q, k, v, o, lse, shape, scale_log2}, batch, stream);
+      return;
+    }
+  }
+  detail::FlashArgs<T> a{q, k, v, o, lse, shape, scale_log2, rope};
   // Variants: 4x2x64 (default), 4x2x32, 8x1x64 and 4x1x64 (Q fragments kept in registers).
   const int w = tiling.warps ? tiling.warps : 4, mt = tiling.m_tiles ? tiling.m_tiles : 2;
   // Fused RoPE stages a cos/sin tile in shared memory too: 32-key tiles keep two blocks per SM.
