@@ -439,10 +439,13 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
   const float scale_log2 = static_cast<float>(shape.scale) * 1.4426950408889634f;
   if (tiling.kernel != FlashKernel::fa2) {
     const bool default_tiling = tiling.warps == 0 && tiling.m_tiles == 0 && tiling.block_n == 0;
-    const bool fits = shape.head_dim == 128 && !rope.enabled() && sm90::device_is_sm90();
+    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };  // TMA
+    const bool fits = shape.head_dim == 128 && !rope.enabled() && aligned(q) && aligned(k) && aligned(v) &&
+                      sm90::device_is_sm90();
     if (tiling.kernel == FlashKernel::sm90 && !fits)
       throw make_error("cuda::flash_attention", "tiling.kernel",
-                       "sm90 needs a compute capability 9.x device, head_dim 128 and no in-kernel RoPE");
+                       "sm90 needs a compute capability 9.x device, head_dim 128, 16-byte aligned q/k/v and no "
+                       "in-kernel RoPE");
     if (fits && (tiling.kernel == FlashKernel::sm90 || default_tiling)) {
       sm90::launch_flash_sm90<T>(sm90::Sm90Args<T>{q, k, v, o, lse, shape, scale_log2}, batch, stream);
       return;

@@ -1,21 +1,29 @@
 // Flash attention forward (prefill) for Hopper (sm_90a): warpgroup tensor cores (wgmma), after
 // FlashAttention-3 (Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao 2024), kept small:
 //
-//   block = 2 warpgroups (256 threads) x 64 query rows each (BM = 128), 128-key tiles (BN = 128)
-//   S = Q K^T    wgmma m64n128k16, Q and K from shared memory (both K-major, 128-byte swizzle)
-//   softmax      online, base 2, in the S accumulators (as flash_prefill.cuh)
-//   O += P V     wgmma with A = P from registers (the S accumulators re-packed to 16 bits, FA3 §3.1)
-//                and B = V straight from its [keys, dims] tile ("MN-major", the transpose bit)
-// K/V tiles stream through two shared stages by cp.async: tile j+1 loads while tile j is computed.
-// Not (yet) used from FA3: TMA + a producer warp, ping-pong scheduling of the two warpgroups, and
-// overlapping the softmax of one tile with the GEMMs of the next.
+//   block = 3 warpgroups; BM = 128 query rows, 128-key tiles (BN = 128), head_dim 128
+//   warpgroup 0  producer (FA3 §3.1 warp specialization): one thread streams Q and the K/V tiles
+//                in with the tensor copy engine (TMA; the copy applies the 128-byte swizzle)
+//                through two shared stages guarded by mbarriers (full: bytes landed; empty:
+//                consumers done), then gives its registers to the consumers (setmaxnreg)
+//   warpgroups 1, 2  consumers, 64 query rows each, free-running (no block-wide barrier per tile):
+//     S = Q K^T    wgmma m64n128k16, Q and K from shared memory (both K-major)
+//     softmax      online, base 2, in the S accumulators (as flash_prefill.cuh)
+//     O += P V     wgmma with A = P from registers (the S accumulators re-packed to 16 bits) and
+//                  B = V straight from its [keys, dims] tile ("MN-major", the transpose bit)
+// Not (yet) used from FA3: explicit ping-pong of the two consumers, and overlapping the softmax
+// of one tile with the GEMMs of the next (tried with a block-wide barrier per tile: slower).
 //
-// Shared tiles (R rows x 128 dims of 16-bit) are two 64-column blocks of R x 128 bytes; in each,
-// 16-byte chunk c of row r sits at r*128 + ((c ^ r%8) * 16) (the 128-byte swizzle wgmma reads
-// without bank conflicts; PTX ISA "Shared Memory Matrix Layout"). Tiles are 1024-byte aligned.
+// Shared tiles (128 rows x 128 dims of 16-bit) are two 64-column blocks of 128 x 128 bytes; in
+// each, 16-byte chunk c of row r sits at r*128 + ((c ^ r%8) * 16) (the 128-byte swizzle wgmma
+// reads without bank conflicts; PTX ISA "Shared Memory Matrix Layout"). Tiles are 1024-byte aligned.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/mma.cuh>
+
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
+
+#include <type_traits>
 
 namespace ropex::cuda::sm90 {
 
@@ -45,13 +53,6 @@ __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
-/// Orders this thread's generic-proxy shared writes (cp.async) before async-proxy reads (wgmma).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-
 #if defined(ROPEX_SM90_WGMMA)
 /// D(64x128, fp32) (+)= A(64x16) B(16x128): A and B from shared memory, both K-major.
 /// scale_d = 0 overwrites D.
@@ -139,6 +140,45 @@ __device__ __forceinline__ void wgmma_rs<__half>(float (&d)[64], const uint32_t 
 }
 #endif  // ROPEX_SM90_WGMMA
 
+#if defined(ROPEX_SM90_WGMMA)
+// ---- mbarriers and the tensor copy engine (TMA) -------------------------------------------------
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/// Spins until the barrier's phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+/// One box of a 4-d tensor map (coordinates innermost first) into shared memory; completion
+/// counts its bytes on the barrier.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
+                                            int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+      "[%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+template <int N>
+__device__ __forceinline__ void regs_dealloc() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+
+#endif
+
 template <class T>
 struct Sm90Args {
   const T* q;  // [batch, n_queries, n_heads, 128]
@@ -151,80 +191,80 @@ struct Sm90Args {
 };
 
 struct Sm90Config {
-  static constexpr int HD = 128, BM = 128, BN = 128, NT = 256;
-  static constexpr uint32_t TILE = 128 * HD * 2;                 // bytes of one 128-row tile
-  static constexpr size_t smem_bytes = 5 * size_t(TILE) + 1024;  // Q + 2 stages of K and V + alignment
+  static constexpr int HD = 128, BM = 128, BN = 128, NT = 384, STAGES = 2;
+  static constexpr uint32_t TILE = 128 * HD * 2;
+  static constexpr size_t smem_bytes = (1 + 2 * STAGES) * size_t(TILE) + 1024 + 8 * (1 + 3 * STAGES);
 };
 
-/// Rows [row0, row0 + ROWS) of one head (128 dims) of a [tokens, heads, 128] tensor into a swizzled
-/// shared tile at dst; rows past n_rows become zeros (so padded V rows cannot inject NaN).
-template <class T, int ROWS>
-__device__ __forceinline__ void load_tile_sw128(uint32_t dst, const T* head, int64_t token_stride, int64_t row0,
-                                                int64_t n_rows) {
-  constexpr int CH = 16, NT = Sm90Config::NT;  // 16-byte chunks per row
-#pragma unroll
-  for (int i = 0; i < ROWS * CH / NT; ++i) {
-    const int idx = static_cast<int>(threadIdx.x) + i * NT;
-    const int r = idx / CH, c = idx % CH;
-    const bool valid = row0 + r < n_rows;
-    const T* src = head + (valid ? (row0 + r) * token_stride + c * 8 : 0);
-    cp_async16(dst + (c / 8) * (ROWS * 128) + r * 128 + (((c % 8) ^ (r % 8)) << 4), src, valid);
-  }
-}
-
 template <class T>
-__global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(Sm90Args<T> a) {
+__global__ void __launch_bounds__(Sm90Config::NT, 1)
+    flash_forward_sm90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                 const __grid_constant__ CUtensorMap tv, Sm90Args<T> a) {
 #if defined(ROPEX_SM90_WGMMA)
   using C = Sm90Config;
-  constexpr int BM = C::BM, BN = C::BN, HD = C::HD;
-  constexpr uint32_t TILE = C::TILE, CB = TILE / 2;  // CB: one 64-column block of a 128-row tile
+  constexpr int BM = C::BM, BN = C::BN, HD = C::HD, S = C::STAGES;
+  constexpr uint32_t TILE = C::TILE, CB = TILE / 2;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t sQ = (mma::smem_addr(smem_raw) + 1023u) & ~1023u;
-  const uint32_t sK = sQ + TILE, sV = sQ + 3 * TILE;  // [2 stages] each
+  const uint32_t sK = sQ + TILE, sV = sK + S * TILE;  // [S stages] each
+  const uint32_t bar_q = sV + S * TILE, full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
 
   const attention::AttentionShape& s = a.shape;
   const int m_block = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest causal blocks first
   const int h = blockIdx.y, b = blockIdx.z;
   const int kvh = h / static_cast<int>(s.group());
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
-  const int g = lane / 4, c4 = lane % 4;
+  const int tid = threadIdx.x, wg = tid / 128;
   const int64_t m0 = static_cast<int64_t>(m_block) * BM, nq = s.n_queries, nk = s.n_keys;
-  const int64_t q_ts = s.n_heads * HD, kv_ts = s.n_kv_heads * HD;
-  const T* q_head = a.q + b * nq * q_ts + h * HD;
-  const T* k_head = a.k + b * nk * kv_ts + kvh * HD;
-  const T* v_head = a.v + b * nk * kv_ts + kvh * HD;
-
   const int64_t last_row = min(m0 + BM, nq) - 1;
   const int64_t key_end = s.causal ? min(nk, s.query_offset + last_row + 1) : nk;
   const int n_tiles = static_cast<int>((key_end + BN - 1) / BN);
 
-  load_tile_sw128<T, BM>(sQ, q_head, q_ts, m0, nq);
-  load_tile_sw128<T, BN>(sK, k_head, kv_ts, 0, nk);
-  load_tile_sw128<T, BN>(sV, v_head, kv_ts, 0, nk);
-  mma::cp_async_commit();
+  if (tid == 0) {
+    mbar_init(bar_q, 1);
+    for (int i = 0; i < S; ++i) {
+      mbar_init(full_k + 8 * i, 1);
+      mbar_init(full_v + 8 * i, 1);
+      mbar_init(empty + 8 * i, 256);  // every consumer thread, after its O += P V
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
 
-  // This warpgroup's 64 Q rows start 64*wg rows into each column block. K-major operands: LBO
-  // unused (1), SBO = 1024 bytes between 8-row groups; k-step kc of 16 dims is +32 bytes in block kc/4.
-  const uint32_t q_rows = sQ + wg * 64 * 128;
+  if (wg == 0) {  // ---- producer ----------------------------------------------------------------
+    regs_dealloc<24>();
+    if (tid != 0) return;
+    // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
+    mbar_expect_tx(bar_q, TILE);
+    for (int cb = 0; cb < 2; ++cb) tma_load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int st = j % S;
+      if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);  // consumers are done with tile j - S
+      mbar_expect_tx(full_k + 8 * st, TILE);
+      for (int cb = 0; cb < 2; ++cb) tma_load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
+      mbar_expect_tx(full_v + 8 * st, TILE);
+      for (int cb = 0; cb < 2; ++cb) tma_load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
+    }
+    return;
+  }
+
+  // ---- consumers: warpgroups 1 and 2, 64 query rows each ---------------------------------------
+  regs_alloc<240>();
+  const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32;
+  const int g = lane / 4, c4 = lane % 4;
+  const int64_t q_ts = s.n_heads * HD;
+  const uint32_t q_rows = sQ + cw * 64 * 128;
+  const int64_t row_base = m0 + cw * 64 + warp * 16 + g;  // rows row_base and +8
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // raw-score max; partial sums
-  const int64_t row_base = m0 + wg * 64 + warp * 16 + g;                 // rows row_base and +8
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  mbar_wait(bar_q, 0);
 
   for (int j = 0; j < n_tiles; ++j) {
-    const int buf = j & 1;
-    mma::cp_async_wait<0>();  // tile j (and Q) landed
-    fence_proxy_async();
-    __syncthreads();          // ... for every thread; and everyone finished tile j-1 (other stage)
-    if (j + 1 < n_tiles) {
-      load_tile_sw128<T, BN>(sK + (buf ^ 1) * TILE, k_head, kv_ts, int64_t(j + 1) * BN, nk);
-      load_tile_sw128<T, BN>(sV + (buf ^ 1) * TILE, v_head, kv_ts, int64_t(j + 1) * BN, nk);
-    }
-    mma::cp_async_commit();
-    const uint32_t tK = sK + buf * TILE, tV = sV + buf * TILE;
-
-    // ---- S = Q K^T (64 x 128 per warpgroup) ----------------------------------------------------
+    const int st = j % S;
+    const uint32_t phase = (j / S) & 1;
+    const uint32_t tK = sK + st * TILE, tV = sV + st * TILE;
+    mbar_wait(full_k + 8 * st, phase);
     float sc[64];
     wgmma_fence();
 #pragma unroll
@@ -236,8 +276,6 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
     wgmma_wait<0>();
     fence_regs(sc);
 
-    // ---- mask: keys past the end, or past the causal diagonal ------------------------------------
-    // sc[4n + 2hr + e] = S[row g + 8hr][key 8n + 2c4 + e] (the m16n8 C layout, repeated along N).
     const int64_t key0 = int64_t(j) * BN;
     if (key0 + BN > nk || (s.causal && key0 + BN > s.query_offset + m0 + 1)) {
 #pragma unroll
@@ -251,8 +289,6 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
             if (n * 8 + 2 * c4 + e >= limit) sc[4 * n + 2 * hr + e] = -INFINITY;
       }
     }
-
-    // ---- online softmax (base 2) ------------------------------------------------------------------
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       float mx = row_max[hr];
@@ -261,7 +297,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_scaled = mx == -INFINITY ? 0.f : mx * a.scale_log2;
-      const float alpha = mma::fast_exp2(row_max[hr] * a.scale_log2 - m_scaled);  // 0 on the first tile
+      const float alpha = mma::fast_exp2(row_max[hr] * a.scale_log2 - m_scaled);
       row_max[hr] = mx;
       float sum = 0.f;
 #pragma unroll
@@ -279,15 +315,13 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
         o[4 * n + 2 * hr + 1] *= alpha;
       }
     }
-
-    // ---- O += P V: P as the register A operand (k-slice kk = keys 16kk..16kk+15) ----------------
     uint32_t pa[BN / 16][4];
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk)
 #pragma unroll
       for (int r = 0; r < 4; ++r) pa[kk][r] = mma::pack2<T>(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
-    // V tile [keys][dims] is MN-major for this product: 8-key groups SBO = 1024 bytes apart, the
-    // two 64-dim blocks LBO = 16 KB apart; k-slice kk starts 16 keys = 2048 bytes further.
+
+    mbar_wait(full_v + 8 * st, phase);
     fence_regs(o);
     wgmma_fence();
 #pragma unroll
@@ -295,9 +329,9 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
+    mbar_arrive(empty + 8 * st);  // this thread's reads of stage st are done
   }
 
-  // ---- epilogue: O / l, LSE = scale * m + ln l --------------------------------------------------
   const float scale = a.scale_log2 * 0.6931471805599453f;
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
@@ -316,8 +350,53 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1) flash_forward_sm90_kernel(S
       a.lse[(static_cast<int64_t>(b) * s.n_heads + h) * nq + row] = l > 0.f ? row_max[hr] * scale + logf(l) : -INFINITY;
   }
 #elif defined(__CUDA_ARCH__)
-  __trap();  // built without sm_90a: the host side never dispatches here on a correct build
+  __trap();
 #endif
+}
+
+/// Tensor map of a [batch, tokens, heads, 128] 16-bit tensor for 64-dim x 128-token boxes of one
+/// head, 128-byte swizzled; tokens past the end read as zeros.
+template <class T>
+CUtensorMap head_tile_map(const T* base, int batch, int64_t tokens, int64_t heads) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    ROPEX_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    if (!fn || q != cudaDriverEntryPointSuccess) throw ropex::Error("cuda: cuTensorMapEncodeTiled not found");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map{};
+  const cuuint64_t dims[4] = {128, static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(tokens),
+                              static_cast<cuuint64_t>(batch)};
+  const cuuint64_t strides[3] = {128 * sizeof(T), static_cast<cuuint64_t>(heads) * 128 * sizeof(T),
+                                 static_cast<cuuint64_t>(tokens * heads) * 128 * sizeof(T)};
+  const cuuint32_t box[4] = {64, 1, 128, 1}, elem[4] = {1, 1, 1, 1};
+  const CUresult r = encode(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                            4, const_cast<T*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw ropex::Error("cuda: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
+  return map;
+}
+
+template <class T>
+void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
+  using C = Sm90Config;
+  auto kernel = flash_forward_sm90_kernel<T>;
+  static bool configured = false;
+  if (!configured) {
+    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(C::smem_bytes)));
+    configured = true;
+  }
+  const auto& s = a.shape;
+  const CUtensorMap tq = head_tile_map(a.q, batch, s.n_queries, s.n_heads);
+  const CUtensorMap tk = head_tile_map(a.k, batch, s.n_keys, s.n_kv_heads);
+  const CUtensorMap tv = head_tile_map(a.v, batch, s.n_keys, s.n_kv_heads);
+  dim3 grid(static_cast<unsigned>(ceil_div(s.n_queries, C::BM)), static_cast<unsigned>(s.n_heads),
+            static_cast<unsigned>(batch));
+  kernel<<<grid, C::NT, C::smem_bytes, stream>>>(tq, tk, tv, a);
+  check_launch("flash_forward_sm90_kernel");
 }
 
 /// True when the current device can run the sm_90a kernel (compute capability 9.x).
@@ -326,22 +405,6 @@ inline bool device_is_sm90() {
   ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
   ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   return major == 9;
-}
-
-template <class T>
-void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
-  using C = Sm90Config;
-  auto kernel = flash_forward_sm90_kernel<T>;
-  static bool configured = false;  // once per instantiation: allow > 48 KB of dynamic smem
-  if (!configured) {
-    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(C::smem_bytes)));
-    configured = true;
-  }
-  dim3 grid(static_cast<unsigned>(ceil_div(a.shape.n_queries, C::BM)), static_cast<unsigned>(a.shape.n_heads),
-            static_cast<unsigned>(batch));
-  kernel<<<grid, C::NT, C::smem_bytes, stream>>>(a);
-  check_launch("flash_forward_sm90_kernel");
 }
 
 }  // namespace ropex::cuda::sm90
