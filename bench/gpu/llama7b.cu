@@ -6,7 +6,7 @@
 //   layer-streamed perplexity: all 32 layers at 128K, and 1M tokens through a few layers
 //     (seconds, peak GB, time per layer x 32 as the full-model estimate, vs the FLOP floor at
 //     the bf16 matmul rate measured here)
-//   usage: llama7b MODEL_DIR MODEL_DIR_FEW_LAYERS OUT.json [--quick]
+//   usage: llama7b MODEL_DIR MODEL_DIR_FEW_LAYERS OUT.json [--quick] [--decode-only]
 #include <ropex/backends/cuda/ops.cuh>
 #include <ropex/eval/perplexity.hpp>
 #include <ropex/model/checkpoint.hpp>
@@ -122,21 +122,37 @@ json bench_decode(Model& m, const model::LlamaConfig& c, int64_t context, double
   std::vector<float> logits(size_t(c.vocab_size));
   m.forward(std::span(ids).subspan(0, size_t(context)), cache);
   std::vector<double> t;
+  auto& gs = m.ops().st->graph_stats;
+  int64_t recorded = 0;
+  double host_ms = 0;
   for (int i = 0; i < steps; ++i) {  // one token at position context + i, its logits to the host
+    const auto g0 = gs;
     const double t0 = now_s();
     const auto h = m.forward(std::span(ids).subspan(size_t(context + i), 1), cache);
     m.logits(h.data(), 1, logits.data());
-    if (i >= 4) t.push_back((now_s() - t0) * 1e3);
+    if (i >= 4) {
+      t.push_back((now_s() - t0) * 1e3);
+      recorded += gs.recorded - g0.recorded;
+      host_ms += gs.host_ms - g0.host_ms;
+    }
   }
   const double ms = median(t);
   // Floor: every weight byte a step reads (not the embedding table: one row) + the K/V of `context` tokens.
   const double weight_bytes = 2.0 * (layer_params(c) * double(c.num_hidden_layers) + double(c.vocab_size * c.hidden_size));
   const double kv_bytes = 2.0 * 2.0 * double(c.num_hidden_layers * context * c.num_key_value_heads * c.head_dim);
   const double floor_ms = (weight_bytes + kv_bytes) / (copy_gbs * 1e9) * 1e3;
-  std::fprintf(stderr, "decode at %lld: %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)\n", (long long)context, ms,
-               floor_ms, (weight_bytes + kv_bytes) * 1e-9, copy_gbs);
-  return {{"op", "llama7b_decode"}, {"unit", "ms/token"}, {"shape", {{"context", context}}}, {"ropex", ms},
-          {"floor", floor_ms}, {"bytes", weight_bytes + kv_bytes}};
+  // Graphs: the host time of recording the step, updating the executable graph and launching it.
+  const double graph_host_ms = recorded ? host_ms / double(recorded) : 0.0;
+  const std::string how = m.ops().st->graphs ? "graphs of " + std::to_string(m.ops().st->graph_layers) + " layers" : "op by op";
+  std::fprintf(stderr, "decode at %lld (%s%s): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
+               how.c_str(), m.ops().st->gemv ? ", gemv kernel" : "", ms, floor_ms,
+               (weight_bytes + kv_bytes) * 1e-9, copy_gbs);
+  if (recorded) std::fprintf(stderr, "; %lld steps recorded, %.3f ms host per step", (long long)recorded, graph_host_ms);
+  std::fprintf(stderr, "\n");
+  json r = {{"op", "llama7b_decode"}, {"unit", "ms/token"}, {"shape", {{"context", context}}}, {"ropex", ms},
+            {"floor", floor_ms}, {"bytes", weight_bytes + kv_bytes}};
+  if (recorded) r["graph_host_ms"] = graph_host_ms;
+  return r;
 }
 
 json bench_perplexity(Model& m, int64_t context, double tflops, const char* op) {
@@ -183,10 +199,14 @@ json bench_perplexity(Model& m, int64_t context, double tflops, const char* op) 
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: llama7b MODEL_DIR MODEL_DIR_FEW_LAYERS OUT.json [--quick]\n");
+    std::fprintf(stderr, "usage: llama7b MODEL_DIR MODEL_DIR_FEW_LAYERS OUT.json [--quick] [--decode-only]\n");
     return 2;
   }
-  g_quick = argc > 4 && std::string(argv[4]) == "--quick";
+  bool decode_only = false;  // only the decode step (graphs on / off): a short device call
+  for (int i = 4; i < argc; ++i) {
+    g_quick = g_quick || std::string(argv[i]) == "--quick";
+    decode_only = decode_only || std::string(argv[i]) == "--decode-only";
+  }
   try {
     cudaDeviceProp p{};
     ROPEX_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
@@ -206,19 +226,37 @@ int main(int argc, char** argv) {
       out["weights_gb"] = double(used_bytes()) * 1e-9;
       std::fprintf(stderr, "loaded %s in %.1f s (%.1f GB on the device)\n", argv[1], now_s() - t0, double(used_bytes()) * 1e-9);
       const auto& c = ck.config();
-      cases.push_back(bench_prefill(m, c, 4096));
-      cases.push_back(bench_prefill(m, c, g_quick ? 8192 : 16384));
-      {  // the same step with the gemv kernel for the one-token products instead of cuBLAS
-        m.ops().st->gemv = true;
-        json kernel = bench_decode(m, c, 4096, double(ceil["copy_bandwidth_gbs"]));
-        m.ops().st->gemv = false;
-        json d = bench_decode(m, c, 4096, double(ceil["copy_bandwidth_gbs"]));
+      if (!decode_only) {
+        cases.push_back(bench_prefill(m, c, 4096));
+        cases.push_back(bench_prefill(m, c, g_quick ? 8192 : 16384));
+      }
+      {  // "ropex": the default step (a CUDA graph, cuBLAS); the same op by op (no graph), and with
+         // the gemv kernel for the one-token products instead of cuBLAS
+        const double bw = double(ceil["copy_bandwidth_gbs"]);
+        auto& st = *m.ops().st;
+        st.graphs = false;
+        const json plain = bench_decode(m, c, 4096, bw);
+        st.graphs = true;
+        st.gemv = true;
+        const json kernel = bench_decode(m, c, 4096, bw);
+        st.gemv = false;
+        const int default_layers = st.graph_layers;
+        json layers = json::object();  // layers per recorded graph: fewer overlap more recording with running
+        for (const int l : {32, 8, 2}) {
+          st.graph_layers = l;
+          layers[std::to_string(l)] = bench_decode(m, c, 4096, bw)["ropex"];
+        }
+        st.graph_layers = default_layers;
+        json d = bench_decode(m, c, 4096, bw);
+        d["ropex_no_graph"] = plain["ropex"];
         d["ropex_gemv_kernel"] = kernel["ropex"];
+        d["graph_layers"] = default_layers;
+        d["ropex_by_graph_layers"] = layers;
         cases.push_back(d);
       }
-      cases.push_back(bench_perplexity(m, g_quick ? 16384 : 131072, tf, "perplexity_128k"));  // all 32 layers
+      if (!decode_only) cases.push_back(bench_perplexity(m, g_quick ? 16384 : 131072, tf, "perplexity_128k"));  // all 32 layers
     }
-    {  // 1M tokens through the first few layers (a full 32-layer pass would outlast one device command)
+    if (!decode_only) {  // 1M tokens through the first few layers (a full 32-layer pass would outlast one device command)
       const model::Checkpoint ck = model::Checkpoint::open(argv[2]);
       Model m(ck, 8192);
       cases.push_back(bench_perplexity(m, g_quick ? 65536 : 1048576, tf, "perplexity_1m"));

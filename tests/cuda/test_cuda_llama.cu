@@ -18,12 +18,15 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -155,7 +158,120 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
   return t;
 }
 
+// A decode schedule over `tokens` (as a generation loop feeds them): a 20-token prompt, one token
+// at a time to 100 (short contexts: the split-KV decode kernel's split count grows with the keys,
+// from 1), a 460-token chunk, then one at a time to the end (long contexts, many splits). st->gemv
+// is switched on for steps 80..89, so the recorded graphs' kernels change (updates must follow).
+// graph_layers: layers per recorded graph. Returns every row's logits and how the steps ran.
+template <class B>
+std::pair<Llama<>::HostMatrix, typename ropex::backends::ops<B>::GraphStats> decode_schedule(
+    const Checkpoint& ck, std::span<const int32_t> tokens, bool graphs, int graph_layers = 4) {
+  Llama<B> model(ck);
+  model.ops().st->graphs = graphs;
+  model.ops().st->graph_layers = graph_layers;
+  const int64_t V = ck.config().vocab_size;
+  auto cache = model.make_cache(int64_t(tokens.size()));
+  Llama<>::HostMatrix out(int64_t(tokens.size()), V);
+  size_t t = 0;
+  auto feed = [&](size_t n) {
+    model.ops().st->gemv = t >= 80 && t < 90;
+    const auto h = model.forward(tokens.subspan(t, n), cache);
+    model.logits(h.data(), h.rows(), out.data() + int64_t(t) * V);
+    t += n;
+  };
+  feed(20);
+  while (t < 100) feed(1);
+  feed(460);
+  while (t < tokens.size()) feed(1);
+  return {std::move(out), model.ops().st->graph_stats};
+}
+
+// Greedy continuation of `prompt` by `steps` tokens (forward + logits of the last row, argmax).
+template <class M>
+std::vector<int32_t> greedy(M& model, std::span<const int32_t> prompt, int64_t steps) {
+  auto cache = model.make_cache(int64_t(prompt.size()) + steps);
+  std::vector<float> row(size_t(model.config().vocab_size));
+  auto h = model.forward(prompt, cache);
+  model.logits(h.data() + (h.rows() - 1) * h.cols(), 1, row.data());
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < steps; ++i) {
+    const int32_t next = int32_t(std::max_element(row.begin(), row.end()) - row.begin());
+    out.push_back(next);
+    h = model.forward(std::span(&next, 1), cache);
+    model.logits(h.data(), 1, row.data());
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("CUDA graphs: recorded decode steps give the op-by-op logits bit for bit, and the CPU's") {
+  TempCleanup cleanup;
+  const fs::path dir = write_random_model("graphs", 512, 4, 2, 128, 1024, 2, 1000, 13);
+  const Checkpoint ck = Checkpoint::open(dir);
+  const int64_t V = ck.config().vocab_size, N = 640;
+  const std::vector<int32_t> tokens = random_tokens(N, V, 17);
+  const auto cpu = cpu_logits(ck, tokens);
+  const auto [plain16, ps16] = decode_schedule<cuda_bf16>(ck, tokens, false);
+  const auto [plain32, ps32] = decode_schedule<cuda_f32>(ck, tokens, false);
+  CHECK(ps16.recorded + ps32.recorded == 0);
+  // 2 layers: graph_layers 4 records a step as one graph, 1 as three (layer, layer, final norm).
+  for (const int graph_layers : {4, 1}) {
+    auto check_backend = [&]<class B>(const std::string& name, const Llama<>::HostMatrix& plain, double tolerance) {
+      const auto [graph, gs] = decode_schedule<B>(ck, tokens, true, graph_layers);
+      const Compare same = compare(graph.data(), plain.data(), N, V);
+      const Compare ref = compare(graph.data(), cpu.data(), N, V);
+      const int64_t one_token_steps = (100 - 20) + (N - 560);
+      const int64_t per_step = graph_layers == 1 ? 3 : 1;
+      MESSAGE(name << ", " << graph_layers << " layers per graph: graph vs op-by-op max abs " << same.max_abs
+                   << "; vs cpu NMSE " << ref.nmse << ", max abs " << ref.max_abs << "; " << gs.recorded
+                   << " steps recorded as " << gs.segments << " graphs (" << gs.updated << " updates, " << gs.instantiated
+                   << " instantiations), " << gs.host_ms / double(std::max<int64_t>(gs.recorded, 1)) << " ms host per step");
+      CHECK(same.max_abs == 0);  // the same kernels with the same arguments: identical bits
+      if (tolerance > 0) CHECK(ref.max_abs <= tolerance);
+      else CHECK(ref.nmse <= 5e-4);
+      CHECK(gs.recorded == one_token_steps - 1);  // all but the first one-token step
+      CHECK(gs.segments == gs.recorded * per_step);
+      CHECK(gs.updated + gs.instantiated == gs.segments);
+      CHECK(gs.instantiated >= per_step);                   // each segment once
+      CHECK(gs.updated >= gs.segments - 3 * per_step);      // the rest patched in (gemv on/off included)
+    };
+    check_backend.operator()<cuda_bf16>("cuda_bf16", plain16, 0);
+    check_backend.operator()<cuda_f32>("cuda_f32", plain32, 1e-3);
+  }
+}
+
+TEST_CASE("CUDA graphs: greedy generation is unchanged (graphs on = off; = the CPU's on stories260K in fp32)") {
+  TempCleanup cleanup;
+  {
+    const Checkpoint ck = Checkpoint::open(write_random_model("gen", 512, 4, 2, 128, 1024, 2, 1000, 19));
+    const std::vector<int32_t> prompt = random_tokens(70, 1000, 23);
+    Llama<cuda_bf16> on(ck), off(ck);
+    on.ops().st->graphs = true;
+    off.ops().st->graphs = false;
+    const auto a = greedy(on, prompt, 120), b = greedy(off, prompt, 120);
+    MESSAGE("hd128 bf16: " << on.ops().st->graph_stats.recorded << " steps recorded");
+    CHECK(on.ops().st->graph_stats.recorded == 119);
+    CHECK(a == b);
+  }
+  const std::string path = stories_path();
+  if (!fs::exists(path)) {
+    MESSAGE("stories260K part skipped: " << path << " not found (set ROPEX_STORIES260K)");
+    return;
+  }
+  const Checkpoint ck = Checkpoint::open(path);
+  const std::vector<int32_t> seq = ropex::io::read_tokens(fs::path("tests") / "fixtures" / "stories260K" / "tokens.npy");
+  const auto prompt = std::span(seq).subspan(0, 8);
+  Llama<> cpu(ck);
+  Llama<cuda_f32> g32(ck);
+  Llama<cuda_bf16> on(ck), off(ck);
+  g32.ops().st->graphs = on.ops().st->graphs = true;
+  off.ops().st->graphs = false;
+  const auto want = greedy(cpu, prompt, 100);
+  CHECK(greedy(g32, prompt, 100) == want);
+  CHECK(g32.ops().st->graph_stats.recorded == 99);
+  CHECK(greedy(on, prompt, 100) == greedy(off, prompt, 100));
+}
 
 TEST_CASE("fp32 path: CUDA logits equal the CPU's (and HF's) on every HF fixture variant (<= 1e-3)") {
   TempCleanup cleanup;

@@ -101,9 +101,13 @@ class DeviceKVCache : public model::KVCacheBook {
   attention::HeadsView<T> values(int64_t layer) { return view(v_, layer); }
 
   /// Copies n tokens' keys and values (device, token-major [n, kv_heads, head_dim]) to layer l at
-  /// positions length()+offset ..; commit(total) once every layer has been appended.
-  void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset = 0,
-              cudaStream_t stream = nullptr) {
+  /// positions length()+offset ..; commit(total) once every layer has been appended. The copies
+  /// go on the stream set by set_stream (ops<cuda> sets its own at every forward, so they stay in
+  /// order with its kernels and inside a recorded decode step), else on `stream`.
+  void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset = 0) {
+    append(layer, k_new, v_new, n, offset, stream_);
+  }
+  void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset, cudaStream_t stream) {
     reserve_more(offset + n);
     const size_t row = static_cast<size_t>(n_kv_heads_ * head_dim_);
     const size_t bytes = static_cast<size_t>(n) * row * sizeof(T);
@@ -111,12 +115,14 @@ class DeviceKVCache : public model::KVCacheBook {
     ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream));
   }
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
+  void set_stream(cudaStream_t stream) { stream_ = stream; }
 
  private:
   attention::HeadsView<T> view(DeviceBuffer<T>& buf, int64_t layer) {
     return {buf.data() + layer * capacity_ * n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_, head_dim_};
   }
   DeviceBuffer<T> k_, v_;
+  cudaStream_t stream_ = nullptr;  // the legacy default stream until set_stream
 };
 
 }  // namespace ropex::cuda

@@ -6,8 +6,27 @@
 //              SwiGLU and softmax statistics in fp32) — what HF transformers runs in bf16.
 //   cuda_f32:  everything in fp32 (pure-fp32 cuBLAS, no TF32): the parity path, within 1e-3 of
 //              the CPU.
-// Everything runs on the legacy default stream, in order; the only host syncs are the copies of
-// logits / losses back to the host.
+//
+// Stream: every kernel, cuBLAS call and copy of a model runs in order on one stream its State owns
+// (not the legacy default stream, which cannot be recorded into a graph). It is a blocking stream
+// (default flags): code outside the ops that reads a model's output with a plain cudaMemcpy (tests,
+// tools) still waits for it. Tokens go up through a pinned buffer by cudaMemcpyAsync; the only host
+// syncs are the copies of logits / losses back to the host (cudaMemcpyAsync + cudaStreamSynchronize).
+//
+// Graphs: a one-token forward() (a decode step: ~15 launches per layer, ~500 for a 7B model) is
+// recorded with stream capture (Llama::forward calls begin_step / end_layer / end_step) and run
+// as CUDA graphs of st->graph_layers layers each, every one launched as soon as it is recorded so
+// that recording the next overlaps the GPU's work. Kernel arguments change every step (number of
+// keys, split count, the cache row written), so each step is recorded anew and patched into the
+// executable graph of the same segment with cudaGraphExecUpdate (re-instantiated if the update
+// is refused, e.g. a different topology). Why segments: recording + updating a whole 7B step costs
+// the host ~1.1 ms (cuBLAS calls are most of it); as one graph that time comes before the GPU
+// starts and the step got slower (6.02 ms vs 5.32 op by op, H200, 4K context); in graphs of 4
+// layers it is hidden and the step takes 5.16 ms (bench/gpu/llama7b.cu).
+// Nothing inside a step may allocate or synchronize: the decode workspace, the cuBLAS workspace
+// and every scratch buffer are sized before recording starts, and the first one-token step of a
+// State runs op by op (one-time setup: kernel attributes, cuBLAS's first calls). State::graphs
+// (default on; ROPEX_CUDA_GRAPHS=0 turns it off) switches it.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/buffer.cuh>
@@ -21,14 +40,17 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace ropex::backends {
@@ -336,37 +358,129 @@ struct Ops {
     int64_t first = 0, n = 0;
   };
 
-  /// State shared by copies (the model keeps one): cuBLAS handle, workspaces, small buffers.
+  /// How the one-token steps ran: recorded into graphs (patched into the executable graph of the
+  /// same segment of the last step, or instantiated afresh), and the host time of those steps.
+  struct GraphStats {
+    int64_t recorded = 0;  // steps
+    int64_t segments = 0, updated = 0, instantiated = 0;  // graphs launched; how each got its executable
+    double host_ms = 0;    // begin_step .. end_step, recording overlapped with the GPU's work
+  };
+
+  /// State shared by copies (the model keeps one): the stream, cuBLAS handle, workspaces, small
+  /// buffers, the decode step's graph.
   struct State {
+    cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
+    DeviceBuffer<unsigned char> blas_workspace;  // ours, so cuBLAS allocates nothing inside a recording
     DecodeWorkspace decode;
+    int64_t decode_reserved_head_dim = 0;  // the decode workspace holds any split count for it
     std::shared_ptr<const RopeFrequencies> freq;  // the last frequencies, reused while unchanged
     std::vector<double> freq_key;
     DeviceBuffer<int64_t> positions;  // 0, 1, 2, ... (RoPE reads positions[first ...])
     std::vector<std::shared_ptr<DeviceBuffer<float2>>> rope_tables;  // cos/sin of chunks (rope_angles)
     DeviceBuffer<int32_t> tokens;
+    int32_t* pinned = nullptr;  // host staging of tokens / targets (pinned: async, capturable copies)
+    size_t pinned_size = 0;
+    cudaEvent_t pinned_free = nullptr;  // recorded after the last copy out of `pinned`
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
     // One-token products through the gemv kernel below instead of cuBLAS. Off: on an H200 the 7B
     // decode step took 6.14 ms with it, 5.83 with cuBLAS (same run, docs/benchmarks.md).
     bool gemv = false;
+    /// One-token steps recorded and launched as CUDA graphs (see the top of this file), one graph
+    /// per `graph_layers` layers.
+    bool graphs = graphs_default();
+    int graph_layers = 4;
+    std::vector<cudaGraphExec_t> graph;  // per segment of a step
+    bool stepped = false;  // a one-token step has run op by op (one-time setup done)
+    GraphStats graph_stats;
+    std::chrono::steady_clock::time_point step_start;
     State() {
       int n_dev = 0;
       const cudaError_t e = cudaGetDeviceCount(&n_dev);
       if (e != cudaSuccess || n_dev == 0)
         throw ropex::Error(std::string("cuda: no usable CUDA device (") +
                            (e != cudaSuccess ? cudaGetErrorString(e) : "none visible") + ")");
+      ROPEX_CUDA_CHECK(cudaStreamCreate(&stream));
+      ROPEX_CUDA_CHECK(cudaEventCreateWithFlags(&pinned_free, cudaEventDisableTiming));
       check_cublas(cublasCreate(&blas), "cublasCreate");
       // Weights are read once per decode step: keep the workspace; no TF32 (pure fp32 on cuda_f32).
       check_cublas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+      // The stream first: cublasSetStream resets the workspace to cuBLAS's own pool. 32 MiB is
+      // what cuBLAS asks for on Hopper.
+      check_cublas(cublasSetStream(blas, stream), "cublasSetStream");
+      blas_workspace.reserve(size_t(32) << 20);
+      check_cublas(cublasSetWorkspace(blas, blas_workspace.data(), blas_workspace.size()), "cublasSetWorkspace");
     }
     ~State() {
+      for (cudaGraphExec_t g : graph)
+        if (g) cudaGraphExecDestroy(g);
       if (blas) cublasDestroy(blas);
+      if (pinned) cudaFreeHost(pinned);
+      if (pinned_free) cudaEventDestroy(pinned_free);
+      if (stream) cudaStreamDestroy(stream);
+    }
+    static bool graphs_default() {
+      const char* e = std::getenv("ROPEX_CUDA_GRAPHS");
+      return !(e && std::string(e) == "0");
     }
     State(const State&) = delete;
     State& operator=(const State&) = delete;
   };
   std::shared_ptr<State> st = std::make_shared<State>();
+
+  // ------------------------------------------------------------------ one forward() = one step
+  /// A step being recorded: which segment (a few layers) is under way. Left by an exception, it
+  /// drops the recording, so the stream is usable again.
+  class Step {
+   public:
+    Step() = default;
+    explicit Step(State* s) : st_(s) {}
+    Step(Step&& o) noexcept : st_(std::exchange(o.st_, nullptr)), segment_(o.segment_), layers_(o.layers_) {}
+    Step& operator=(Step&&) = delete;
+    ~Step() {
+      if (!st_) return;
+      cudaGraph_t g = nullptr;
+      if (cudaStreamEndCapture(st_->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+    }
+
+   private:
+    friend Ops;
+    State* st_ = nullptr;
+    size_t segment_ = 0;
+    int64_t layers_ = 0;
+  };
+
+  /// Called by forward() before the layers: the cache's copies join the stream, and with `record`
+  /// (a one-token step) and st->graphs, what follows is recorded instead of run, and launched a
+  /// few layers at a time (end_layer, end_step).
+  Step begin_step(Cache& cache, bool record) {
+    cache.set_stream(st->stream);
+    if (!record || !st->graphs) return {};
+    if (!std::exchange(st->stepped, true)) return {};  // the first one runs op by op: lazy setup
+    if constexpr (!std::is_same_v<T, float>) reserve_decode_workspace(cache.head_dim());
+    st->step_start = std::chrono::steady_clock::now();
+    ROPEX_CUDA_CHECK(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal));
+    return Step(st.get());
+  }
+  /// After each layer: every st->graph_layers layers the recorded segment is launched and the
+  /// next one recorded while it runs, so recording overlaps the GPU's work.
+  void end_layer(Step& step) {
+    if (step.st_ && ++step.layers_ % std::max(1, st->graph_layers) == 0) {
+      launch_segment(step);
+      ROPEX_CUDA_CHECK(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal));
+    }
+  }
+  /// After the final norm: the last segment is launched.
+  void end_step(Step& step) {
+    if (!step.st_) return;
+    launch_segment(step);
+    step.st_ = nullptr;
+    ++st->graph_stats.recorded;
+    st->graph_stats.host_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - st->step_start).count();
+  }
 
   // ---------------------------------------------------------------------------- weights
   /// Copies a checkpoint tensor to the device, converting it to T there.
@@ -395,7 +509,8 @@ struct Ops {
     std::vector<float> host(t.numel());
     t.to_float(host.data(), 0, host.size());
     Vector v(host.size());
-    ROPEX_CUDA_CHECK(cudaMemcpy(v.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+    // Pageable source: returns once `host` is staged, so it may go out of scope.
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(v.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, st->stream));
     return v;
   }
 
@@ -403,9 +518,8 @@ struct Ops {
   void embed(T* x, const Weight& table, std::span<const int32_t> tokens) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     if (n == 0) return;
-    st->tokens.reserve(tokens.size());
-    ROPEX_CUDA_CHECK(cudaMemcpy(st->tokens.data(), tokens.data(), tokens.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-    kernels::embed<T><<<static_cast<unsigned>(n), 256>>>(x, table.data(), st->tokens.data(), table.cols);
+    const int32_t* ids = upload_ints(tokens);
+    kernels::embed<T><<<static_cast<unsigned>(n), 256, 0, st->stream>>>(x, table.data(), ids, table.cols);
     check_launch("embed");
   }
 
@@ -415,8 +529,8 @@ struct Ops {
     const bool vec = dim % E == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const int64_t accesses = vec ? dim / E : dim;  // a 4096-wide bf16 row: 512 threads, one 16-byte load each
     const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ceil_div(accesses, 32) * 32)));
-    if (vec) kernels::rmsnorm<T, E><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
-    else kernels::rmsnorm<T, 1><<<static_cast<unsigned>(n), threads>>>(out, x, weight, dim, static_cast<float>(eps));
+    if (vec) kernels::rmsnorm<T, E><<<static_cast<unsigned>(n), threads, 0, st->stream>>>(out, x, weight, dim, static_cast<float>(eps));
+    else kernels::rmsnorm<T, 1><<<static_cast<unsigned>(n), threads, 0, st->stream>>>(out, x, weight, dim, static_cast<float>(eps));
     check_launch("rmsnorm");
   }
 
@@ -481,7 +595,7 @@ struct Ops {
     if (static_cast<int64_t>(st->positions.size()) < need) {  // grow geometrically: decode adds one at a time
       const int64_t cap = std::max<int64_t>(need, 2 * static_cast<int64_t>(st->positions.size()));
       st->positions.reserve(static_cast<size_t>(cap));
-      kernels::iota<<<grid_for(cap), 256>>>(st->positions.data(), cap);
+      kernels::iota<<<grid_for(cap), 256, 0, st->stream>>>(st->positions.data(), cap);
       check_launch("iota");
     }
     // Tables are pooled: one no Rope holds any more is reused, so a decode step allocates nothing.
@@ -493,7 +607,7 @@ struct Ops {
       }
     if (!table) table = st->rope_tables.emplace_back(std::make_shared<DeviceBuffer<float2>>());
     table->reserve(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
-    rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq);
+    rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq, st->stream);
     return Rope{st->freq, std::move(table), first, n};
   }
   void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,
@@ -503,7 +617,7 @@ struct Ops {
     const int hd = static_cast<int>(head_dim);
     rope_apply<T>(DeviceHeads<T>::contiguous(q, static_cast<int>(q_heads), hd),
                   DeviceHeads<T>::contiguous(k, static_cast<int>(k_heads), hd), n, hd, r.table->data(), r.freq->half(),
-                  layout);
+                  layout, st->stream);
   }
 
   // ------------------------------------------------------------------------- attention
@@ -521,17 +635,17 @@ struct Ops {
     if constexpr (!std::is_same_v<T, float>) {
       if (q_dense && s.n_queries * s.group() <= 16 && (hd == 64 || hd == 128 || hd == 256)) {
         const KVView<T> kv_k{k.data, 0, k.token_stride, k.head_stride}, kv_v{v.data, 0, v.token_stride, v.head_stride};
-        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode);
+        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, 0, st->stream);
         return;
       }
       if (q_dense && kv_dense && (hd == 64 || hd == 80 || hd == 128)) {
-        flash_attention<T>(q.data, k.data, v.data, o.data, nullptr, 1, s);
+        flash_attention<T>(q.data, k.data, v.data, o.data, nullptr, 1, s, {}, {}, st->stream);
         return;
       }
     }
     if (hd > 256) throw make_error("cuda::Ops::attention", "head_dim", "must be <= 256, got " + std::to_string(hd));
     const int64_t rows = s.n_queries * s.n_heads;
-    kernels::attention_rows<T><<<static_cast<unsigned>(ceil_div(rows * 32, 256)), 256>>>(q, k, v, o, s);
+    kernels::attention_rows<T><<<static_cast<unsigned>(ceil_div(rows * 32, 256)), 256, 0, st->stream>>>(q, k, v, o, s);
     check_launch("attention_rows");
   }
 
@@ -544,8 +658,7 @@ struct Ops {
       const GemvPart<T, float> part{w.data(), d, static_cast<int>(std::min<int64_t>(w.rows, INT32_MAX))};
       if (rows != 1 || w.rows > INT32_MAX || !gemv<float>(std::span(&part, 1), w.cols, x + r0 * w.cols, false))
         gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
-      ROPEX_CUDA_CHECK(cudaMemcpy(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float),
-                                  cudaMemcpyDeviceToHost));
+      to_host(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float));
       r0 += rows;
     }
   }
@@ -561,27 +674,90 @@ struct Ops {
       for (int64_t i = 0; i < rows; ++i)
         if (targets[r0 + i] < 0 || targets[r0 + i] >= w.rows)
           throw make_error("cuda::Ops::nll", "targets", "id " + std::to_string(targets[r0 + i]) + " is outside the vocabulary");
-      st->tokens.reserve(static_cast<size_t>(rows));
-      ROPEX_CUDA_CHECK(cudaMemcpy(st->tokens.data(), targets + r0, static_cast<size_t>(rows) * sizeof(int32_t),
-                                  cudaMemcpyHostToDevice));
+      const int32_t* ids = upload_ints(std::span(targets + r0, static_cast<size_t>(rows)));
       st->nll.reserve(static_cast<size_t>(rows));
-      kernels::row_nll<<<static_cast<unsigned>(rows), 256>>>(st->nll.data(), d, st->tokens.data(), w.rows);
+      kernels::row_nll<<<static_cast<unsigned>(rows), 256, 0, st->stream>>>(st->nll.data(), d, ids, w.rows);
       check_launch("row_nll");
       host.resize(static_cast<size_t>(rows));
-      ROPEX_CUDA_CHECK(cudaMemcpy(host.data(), st->nll.data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      to_host(host.data(), st->nll.data(), host.size() * sizeof(float));
       for (int64_t i = 0; i < rows; ++i) out[r0 + i] = host[static_cast<size_t>(i)];
       r0 += rows;
     }
   }
 
  private:
+  // Ends the recording of step's current segment and launches it: an update of that segment's
+  // executable graph from the last step (same topology: the usual case), else a new one.
+  void launch_segment(Step& step) {
+    cudaGraph_t g = nullptr;
+    ROPEX_CUDA_CHECK(cudaStreamEndCapture(st->stream, &g));
+    struct Drop {
+      cudaGraph_t g;
+      ~Drop() { cudaGraphDestroy(g); }
+    } drop{g};
+    if (st->graph.size() <= step.segment_) st->graph.resize(step.segment_ + 1, nullptr);
+    cudaGraphExec_t& exec = st->graph[step.segment_++];
+    cudaGraphExecUpdateResultInfo info{};
+    if (exec && cudaGraphExecUpdate(exec, g, &info) == cudaSuccess) {
+      ++st->graph_stats.updated;
+    } else {
+      (void)cudaGetLastError();  // a refused update is not an error
+      if (exec) ROPEX_CUDA_CHECK(cudaGraphExecDestroy(exec));
+      exec = nullptr;
+      ROPEX_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+      ++st->graph_stats.instantiated;
+    }
+    ROPEX_CUDA_CHECK(cudaGraphLaunch(exec, st->stream));
+    ++st->graph_stats.segments;
+  }
+
+  // Host ids -> st->tokens, through the pinned buffer: an async copy in stream order, which a
+  // recording could also hold. The pinned buffer is rewritten only once the last copy left it.
+  const int32_t* upload_ints(std::span<const int32_t> ids) {
+    ROPEX_CUDA_CHECK(cudaEventSynchronize(st->pinned_free));
+    if (ids.size() > st->pinned_size) {
+      if (st->pinned) ROPEX_CUDA_CHECK(cudaFreeHost(st->pinned));
+      st->pinned = nullptr;
+      st->pinned_size = 0;
+      const size_t n = std::max<size_t>(ids.size(), 64);
+      ROPEX_CUDA_CHECK(cudaMallocHost(&st->pinned, n * sizeof(int32_t)));
+      st->pinned_size = n;
+    }
+    std::memcpy(st->pinned, ids.data(), ids.size() * sizeof(int32_t));
+    st->tokens.reserve(ids.size());
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(st->tokens.data(), st->pinned, ids.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                     st->stream));
+    ROPEX_CUDA_CHECK(cudaEventRecord(st->pinned_free, st->stream));
+    return st->tokens.data();
+  }
+  // Device -> host after everything queued before it: the host syncs of the ops.
+  void to_host(void* dst, const void* src, size_t bytes) {
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, st->stream));
+    ROPEX_CUDA_CHECK(cudaStreamSynchronize(st->stream));
+  }
+
+  // The split-KV decode kernel grows st->decode on demand (cudaMalloc), which a recorded step
+  // cannot hold, so it is sized first for any split count: splits x (kv heads x row groups) fill
+  // at most one wave of resident blocks (<= cudaDevAttrMaxBlocksPerMultiprocessor per SM), each
+  // with <= 16 query rows (attention() sends at most 16 rows per KV head there). ~35 MB at
+  // head_dim 128 on an H100; allocated once.
+  void reserve_decode_workspace(int64_t head_dim) {
+    if (head_dim == st->decode_reserved_head_dim) return;
+    int dev = 0, per_sm = 0;
+    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, dev));
+    const size_t blocks = static_cast<size_t>(std::max(per_sm, 1)) * static_cast<size_t>(device_sm_count());
+    st->decode.reserve(blocks * 16, static_cast<int>(head_dim), blocks);
+    st->decode_reserved_head_dim = head_dim;
+  }
+
   template <class F>
   void elementwise(T* a, const T* b, int64_t count, F f) {
     if (count <= 0) return;
     constexpr int V = kVec<T>;
     const bool vec = count % V == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
-    if (vec) kernels::binary_vec<T><<<grid_for(count / V), 256>>>(a, b, count / V, f);
-    else kernels::binary<T><<<grid_for(count), 256>>>(a, b, count, f);
+    if (vec) kernels::binary_vec<T><<<grid_for(count / V), 256, 0, st->stream>>>(a, b, count / V, f);
+    else kernels::binary<T><<<grid_for(count), 256, 0, st->stream>>>(a, b, count, f);
     check_launch("elementwise");
   }
 
@@ -617,8 +793,9 @@ struct Ops {
     gp.count = static_cast<int>(parts.size());
     for (size_t i = 0; i < parts.size(); ++i) gp.part[i] = parts[i];
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, warps), max_blocks));
-    if (accumulate) kernels::gemv<T, Y, true><<<blocks, threads, smem>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
-    else kernels::gemv<T, Y, false><<<blocks, threads, smem>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
+    if (accumulate)
+      kernels::gemv<T, Y, true><<<blocks, threads, smem, st->stream>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
+    else kernels::gemv<T, Y, false><<<blocks, threads, smem, st->stream>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
     check_launch("gemv");
     return true;
   }
@@ -636,7 +813,8 @@ struct Ops {
                  "cublasGemmEx");
   }
 
-  // Raw checkpoint bytes -> device staging (pinned-free cudaMemcpy, 64 MB at a time) -> T.
+  // Raw checkpoint bytes -> device staging (pageable cudaMemcpyAsync, 64 MB at a time) -> T, in
+  // stream order (the staging buffer is rewritten only after the previous block's conversion).
   template <class D>
   void to_device(const model::TensorView& t, D* dst) {
     const size_t n = t.numel(), es = model::dtype_size(t.dtype);
@@ -644,16 +822,16 @@ struct Ops {
                       (std::is_same_v<D, __nv_bfloat16> && t.dtype == model::DType::bf16) ||
                       (std::is_same_v<D, __half> && t.dtype == model::DType::f16);
     if (same) {
-      ROPEX_CUDA_CHECK(cudaMemcpy(dst, t.data, n * es, cudaMemcpyHostToDevice));
+      ROPEX_CUDA_CHECK(cudaMemcpyAsync(dst, t.data, n * es, cudaMemcpyHostToDevice, st->stream));
       return;
     }
     const size_t block = (size_t(64) << 20) / es;
     st->staging.reserve(std::min(n, block) * es);
     for (size_t i = 0; i < n; i += block) {
       const size_t m = std::min(block, n - i);
-      ROPEX_CUDA_CHECK(cudaMemcpy(st->staging.data(), t.data + i * es, m * es, cudaMemcpyHostToDevice));
-      kernels::convert<D><<<grid_for(static_cast<int64_t>(m)), 256>>>(dst + i, st->staging.data(), t.dtype,
-                                                                      static_cast<int64_t>(m));
+      ROPEX_CUDA_CHECK(cudaMemcpyAsync(st->staging.data(), t.data + i * es, m * es, cudaMemcpyHostToDevice, st->stream));
+      kernels::convert<D><<<grid_for(static_cast<int64_t>(m)), 256, 0, st->stream>>>(dst + i, st->staging.data(), t.dtype,
+                                                                                     static_cast<int64_t>(m));
       check_launch("convert");
     }
   }

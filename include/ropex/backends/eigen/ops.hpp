@@ -103,6 +103,11 @@ struct ops<cpu> {
     t.to_float(v.data(), 0, v.size());
     return v;
   }
+  /// Around the layers of a forward(): the GPU records a one-token step as a graph; here nothing.
+  struct Step {};
+  static Step begin_step(Cache&, bool /*record*/) { return {}; }
+  static void end_layer(Step&) {}
+  static void end_step(Step&) {}
   /// x[t, :] = table[tokens[t], :]  (ids already checked against the vocabulary)
   static void embed(float* x, const model::TensorView& table, std::span<const int32_t> tokens) {
     const int64_t dim = table.shape.at(1);
