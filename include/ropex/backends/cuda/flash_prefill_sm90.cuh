@@ -11,8 +11,9 @@
 //     softmax      online, base 2, in the S accumulators (as flash_prefill.cuh)
 //     O += P V     wgmma with A = P from registers (the S accumulators re-packed to 16 bits) and
 //                  B = V straight from its [keys, dims] tile ("MN-major", the transpose bit)
-// Not (yet) used from FA3: explicit ping-pong of the two consumers, and overlapping the softmax
-// of one tile with the GEMMs of the next (tried with a block-wide barrier per tile: slower).
+//   the consumers take turns issuing S = Q K^T (FA3 §3.2 ping-pong, named barriers 1 and 2)
+// Not used from FA3: overlapping the softmax of tile j+1 with O += P_j V_j inside a warpgroup
+// (§3.2): measured no faster here on an H200, -5..+3% with ping-pong, and it needs 64 more registers.
 //
 // Shared tiles (128 rows x 128 dims of 16-bit) are two 64-column blocks of 128 x 128 bytes; in
 // each, 16-byte chunk c of row r sits at r*128 + ((c ^ r%8) * 16) (the 128-byte swizzle wgmma
@@ -258,24 +259,18 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  mbar_wait(bar_q, 0);
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int st = j % S;
-    const uint32_t phase = (j / S) & 1;
-    const uint32_t tK = sK + st * TILE, tV = sV + st * TILE;
-    mbar_wait(full_k + 8 * st, phase);
-    float sc[64];
-    wgmma_fence();
+  auto issue_s = [&](float(&sc)[64], uint32_t tK) {
 #pragma unroll
     for (int kc = 0; kc < HD / 16; ++kc) {
       const uint32_t off = (kc / 4) * CB + (kc % 4) * 32;
       wgmma_ss<T>(sc, sw128_desc(q_rows + off, 16, 1024), sw128_desc(tK + off, 16, 1024), kc > 0);
     }
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(sc);
-
+  };
+  // Masks tile j of S (keys past the end or the causal diagonal), then the online softmax (base 2):
+  // S becomes P = 2^(S scale log2e - m'); alpha = 2^((m - m') scale log2e) rescales O and l.
+  // sc[4n + 2hr + e] = S[row g + 8hr][key 8n + 2c4 + e] (the m16n8 C layout, repeated along N).
+  auto softmax = [&](float(&sc)[64], int j, float(&alpha)[2]) {
     const int64_t key0 = int64_t(j) * BN;
     if (key0 + BN > nk || (s.causal && key0 + BN > s.query_offset + m0 + 1)) {
 #pragma unroll
@@ -297,7 +292,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_scaled = mx == -INFINITY ? 0.f : mx * a.scale_log2;
-      const float alpha = mma::fast_exp2(row_max[hr] * a.scale_log2 - m_scaled);
+      alpha[hr] = mma::fast_exp2(row_max[hr] * a.scale_log2 - m_scaled);  // 0 on the first tile
       row_max[hr] = mx;
       float sum = 0.f;
 #pragma unroll
@@ -308,29 +303,64 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
           sc[4 * n + 2 * hr + e] = p;
           sum += p;
         }
-      row_sum[hr] = row_sum[hr] * alpha + sum;
-#pragma unroll
-      for (int n = 0; n < HD / 8; ++n) {
-        o[4 * n + 2 * hr] *= alpha;
-        o[4 * n + 2 * hr + 1] *= alpha;
-      }
+      row_sum[hr] = row_sum[hr] * alpha[hr] + sum;
     }
-    uint32_t pa[BN / 16][4];
+  };
+  auto rescale_o = [&](const float(&alpha)[2]) {
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      o[4 * n] *= alpha[0];
+      o[4 * n + 1] *= alpha[0];
+      o[4 * n + 2] *= alpha[1];
+      o[4 * n + 3] *= alpha[1];
+    }
+  };
+  // P as the register A operand of O += P V: k-slice kk = keys 16kk..16kk+15.
+  uint32_t pa[BN / 16][4];
+  auto pack_p = [&](const float(&sc)[64]) {
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk)
 #pragma unroll
       for (int r = 0; r < 4; ++r) pa[kk][r] = mma::pack2<T>(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
+  };
+  // V_j [keys][dims] is MN-major for O += P V: 8-key groups SBO = 1024 bytes apart, the two 64-dim
+  // blocks LBO = 16 KB apart; k-slice kk starts 16 keys = 2048 bytes further.
+  auto issue_pv = [&](uint32_t tV) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T>(o, pa[kk], sw128_desc(tV + kk * 2048, CB, 1024));
+  };
+  // Ping-pong (FA3 §3.2): the two consumers take turns issuing S = Q K^T, so one's softmax runs
+  // under the other's GEMMs. Named barrier 1 + cw means "consumer cw's turn"; consumer 0 starts.
+  auto my_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cw) : "memory"); };
+  auto your_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cw) : "memory"); };
+  if (cw == 1) your_turn();
+  mbar_wait(bar_q, 0);
 
+  for (int j = 0; j < n_tiles; ++j) {
+    const int st = j % S;
+    const uint32_t phase = (j / S) & 1;
+    mbar_wait(full_k + 8 * st, phase);
+    float sc[64], alpha[2];
+    my_turn();
+    wgmma_fence();
+    issue_s(sc, sK + st * TILE);
+    wgmma_commit();
+    your_turn();
+    wgmma_wait<0>();
+    fence_regs(sc);
+    softmax(sc, j, alpha);
+    rescale_o(alpha);
+    pack_p(sc);
     mbar_wait(full_v + 8 * st, phase);
     fence_regs(o);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<T>(o, pa[kk], sw128_desc(tV + kk * 2048, CB, 1024));
+    issue_pv(sV + st * TILE);
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
     mbar_arrive(empty + 8 * st);  // this thread's reads of stage st are done
   }
+  if (cw == 0) my_turn();  // consumes consumer 1's head-start arrival
 
   const float scale = a.scale_log2 * 0.6931471805599453f;
 #pragma unroll
