@@ -217,16 +217,22 @@ json bench_decode() {
       s.n_queries = 1; s.n_keys = L; s.n_heads = hq; s.n_kv_heads = hkv; s.head_dim = d;
       s.query_offset = L - 1; s.causal = true; s.scale = 1.0 / std::sqrt(double(d));
       DecodeWorkspace ws;
-      const double ms = median_ms([&](int i) {
-        const int j = i % sets;
-        decode_attention(q.p, KVView<bf16>::token_major(ks[j]->p, L, hkv, d),
-                         KVView<bf16>::token_major(vs[j]->p, L, hkv, d), o.p, lse.p, 1, s, ws);
-      }, 10, 50);
+      auto time_kernel = [&](DecodeKernel kernel) {
+        return median_ms([&](int i) {
+          const int j = i % sets;
+          decode_attention(q.p, KVView<bf16>::token_major(ks[j]->p, L, hkv, d),
+                           KVView<bf16>::token_major(vs[j]->p, L, hkv, d), o.p, lse.p, 1, s, ws, 0, nullptr, kernel);
+        }, 10, 50);
+      };
+      const double ms = time_kernel(DecodeKernel::automatic);  // the default path is "ropex"
+      const double ms_cc = time_kernel(DecodeKernel::cuda_core), ms_tc = time_kernel(DecodeKernel::tensor_core);
       out.push_back({{"op", "decode"},
                      {"shape", {{"batch", 1}, {"kv_len", L}, {"heads_q", hq}, {"heads_kv", hkv}, {"head_dim", d},
                                 {"dtype", "bf16"}}},
-                     {"unit", "GB/s"}, {"ropex", kv_bytes / ms / 1e6}, {"ms", ms}, {"sets", sets}});
-      std::printf("decode hkv=%d L=%lld: %.4f ms %.0f GB/s\n", hkv, (long long)L, ms, kv_bytes / ms / 1e6);
+                     {"unit", "GB/s"}, {"ropex", kv_bytes / ms / 1e6}, {"ms", ms}, {"sets", sets},
+                     {"ropex_cuda_core", kv_bytes / ms_cc / 1e6}, {"ropex_tensor_core", kv_bytes / ms_tc / 1e6}});
+      std::printf("decode hkv=%d L=%lld: %.4f ms %.0f GB/s (CUDA cores %.0f, tensor cores %.0f GB/s)\n", hkv,
+                  (long long)L, ms, kv_bytes / ms / 1e6, kv_bytes / ms_cc / 1e6, kv_bytes / ms_tc / 1e6);
     }
   }
   return out;
@@ -250,9 +256,12 @@ int main(int argc, char** argv) {
     result["bandwidth"] = bandwidth();
     std::printf("%s\n", result["bandwidth"].dump().c_str());
     json cases = json::array();
-    for (auto& c : bench_rope()) cases.push_back(c);
-    for (auto& c : bench_decode()) cases.push_back(c);
-    for (auto& c : bench_prefill()) cases.push_back(c);
+    // ROPEX_BENCH_OPS=rope,decode (say) times a subset, for quick iterations; default: all three.
+    const char* ops_env = std::getenv("ROPEX_BENCH_OPS");
+    const std::string ops = ops_env ? ops_env : "rope,decode,prefill";
+    if (ops.find("rope") != std::string::npos) for (auto& c : bench_rope()) cases.push_back(c);
+    if (ops.find("decode") != std::string::npos) for (auto& c : bench_decode()) cases.push_back(c);
+    if (ops.find("prefill") != std::string::npos) for (auto& c : bench_prefill()) cases.push_back(c);
     result["cases"] = cases;
     std::ofstream(argv[1]) << result.dump(1) << "\n";
   } catch (const std::exception& e) {

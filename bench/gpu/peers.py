@@ -7,6 +7,7 @@ repeats, inputs rotated across sets beyond L2. Writes one JSON object.
     python3 bench/gpu/peers.py --out peers.json [--quick]
 """
 import argparse
+import os
 import json
 import math
 import statistics
@@ -168,7 +169,10 @@ def main():
     res["matmul_bf16_tflops"] = 2 * 8192 ** 3 / median_ms(lambda i: a @ b, 3, 10) / 1e9
     print("matmul bf16 TFLOP/s", res["matmul_bf16_tflops"], flush=True)
     del a, b
+    ops = os.environ.get("ROPEX_BENCH_OPS", "rope,decode,prefill").split(",")  # a subset for quick iterations
     for part in (rope_cases, decode_cases, prefill_cases):
+        if part.__name__.replace("_cases", "") not in ops:
+            continue
         try:
             res["cases"] += part()
         except Exception as e:

@@ -19,7 +19,7 @@ if [ -z "$BIN" ] || ! "$BIN/test_cuda_rope" --list-test-cases >/dev/null 2>&1; t
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=OFF \
         -DROPEX_BUILD_BENCH=OFF -DROPEX_INSTALL=OFF -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DCMAKE_PREFIX_PATH="$PWD/.deps" > "$OUT/build.log" 2>&1 &&
-  cmake --build build-gpu --target test_cuda_rope test_cuda_attention bench_gpu -j"$(nproc)" >> "$OUT/build.log" 2>&1 ||
+  cmake --build build-gpu --target test_cuda_rope test_cuda_attention test_cuda_flash_sm90 bench_gpu -j"$(nproc)" >> "$OUT/build.log" 2>&1 ||
     { tail -40 "$OUT/build.log"; exit 1; }
   mkdir -p build-gpu/run && cp build-gpu/tests/cuda/test_cuda_* build-gpu/bin/bench_gpu build-gpu/run/
   BIN=build-gpu/run
@@ -27,7 +27,7 @@ fi
 
 log "tests"
 status=0
-for t in test_cuda_rope test_cuda_attention; do
+for t in test_cuda_rope test_cuda_attention test_cuda_flash_sm90; do
   timeout 150 "$BIN/$t" 2>&1 | tail -60 || status=1
 done
 
@@ -41,7 +41,8 @@ log "compute-sanitizer (quick sizes)"
 ROPEX_CUDA_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_attention" \
   -tc='*odd sizes*,*split*,*fused*,*head-major*' 2>&1 | tail -8 || status=1
 ROPEX_CUDA_TEST_QUICK=1 timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/test_cuda_attention" \
-  -tc='*tiling variant*,*fused*' 2>&1 | tail -5 || status=1
+  -tc='*tiling variant*,*fused*,*head-major*' 2>&1 | tail -5 || status=1
+ROPEX_CUDA_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_flash_sm90" 2>&1 | tail -4 || status=1
 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_rope" 2>&1 | tail -4 || status=1
 
 log "done (tests/sanitizer status $status)"

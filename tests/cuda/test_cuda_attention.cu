@@ -85,13 +85,14 @@ void check_flash(const Case& c, FlashTiling tiling = {}) {
 }
 
 template <class T>
-void check_decode(const Case& c, int max_splits) {
+void check_decode(const Case& c, int max_splits, DecodeKernel kernel = DecodeKernel::automatic) {
   Inputs<T> in(c);
   DecodeWorkspace ws;
+  CAPTURE(static_cast<int>(kernel));
   check_against_oracle<T>(c, in, [&](T* o, float* lse) {
     decode_attention<T>(in.q.ptr, KVView<T>::token_major(in.k.ptr, c.nk, c.hkv, c.d),
                         KVView<T>::token_major(in.v.ptr, c.nk, c.hkv, c.d), o, lse, c.batch, shape_of(c), ws,
-                        max_splits);
+                        max_splits, nullptr, kernel);
   }, max_splits == 1 ? "decode (one split)" : "decode (split-KV)");
 }
 
@@ -175,17 +176,23 @@ TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the or
 
 TEST_CASE_TEMPLATE("decode: KV 1..100K, every GQA ratio, one and several query tokens, with and without splits", T,
                    __nv_bfloat16, __half) {
-  for (int max_splits : {0, 1}) {
-    for (int64_t nk : {1, 7, 129, 4097}) {
-      check_decode<T>({1, 1, nk, 8, 2, 128, true}, max_splits);
-      check_decode<T>({2, 1, nk, 4, 4, 64, true}, max_splits);
+  // Both kernels on every head_dim-64/128 case (the tensor-core one pads rows to 16, so one row is
+  // its worst case); head_dim 256 is the CUDA-core kernel's alone.
+  for (DecodeKernel kernel : {DecodeKernel::cuda_core, DecodeKernel::tensor_core}) {
+    for (int max_splits : {0, 1}) {
+      for (int64_t nk : {1, 7, 129, 4097}) {
+        check_decode<T>({1, 1, nk, 8, 2, 128, true}, max_splits, kernel);
+        check_decode<T>({2, 1, nk, 4, 4, 64, true}, max_splits, kernel);
+      }
+      for (int hkv : {1, 2, 4, 8}) check_decode<T>({1, 1, 1000, 8, hkv, 128, true}, max_splits, kernel);  // GQA 8..1
+      check_decode<T>({1, 1, 1000, 12, 4, 128, true}, max_splits, kernel);  // ratio 3
+      check_decode<T>({1, 3, 777, 8, 2, 128, true}, max_splits, kernel);    // 3 new tokens, causal among them (12 rows)
+      check_decode<T>({2, 5, 300, 32, 4, 64, true}, max_splits, kernel);    // 40 rows: 3 row groups of 16
     }
-    for (int hkv : {1, 2, 4, 8}) check_decode<T>({1, 1, 1000, 8, hkv, 128, true}, max_splits);  // GQA 8..1
-    check_decode<T>({1, 1, 1000, 12, 4, 128, true}, max_splits);   // ratio 3
-    check_decode<T>({1, 3, 777, 8, 2, 128, true}, max_splits);     // 3 new tokens, causal among them (12 rows)
-    check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits);    // head_dim 256, 32 rows in 4 row groups
+    if (!quick()) check_decode<T>({1, 1, 100'003, 32, 8, 128, true}, 0, kernel);
   }
-  if (!quick()) check_decode<T>({1, 1, 100'003, 8, 2, 128, true}, 0);
+  for (int max_splits : {0, 1}) check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits);  // 256: 32 rows, 4 groups
+  if (!quick()) check_decode<T>({1, 1, 100'003, 8, 8, 128, true}, 0);
 }
 
 TEST_CASE("decode reads a head-major KV cache through strides") {
@@ -211,6 +218,10 @@ TEST_CASE("decode reads a head-major KV cache through strides") {
     const KVView<T> k{dkh.ptr, 0, c.d, cap * c.d}, v{dvh.ptr, 0, c.d, cap * c.d};
     decode_attention<T>(in.q.ptr, k, v, o, lse, 1, shape_of(c), ws);
   }, "decode head-major");
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    const KVView<T> k{dkh.ptr, 0, c.d, cap * c.d}, v{dvh.ptr, 0, c.d, cap * c.d};
+    decode_attention<T>(in.q.ptr, k, v, o, lse, 1, shape_of(c), ws, 0, nullptr, DecodeKernel::cuda_core);
+  }, "decode head-major (CUDA cores)");
 }
 
 TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
@@ -221,4 +232,7 @@ TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
   CHECK_THROWS_AS(decode_attention<T>(nullptr, {}, {}, nullptr, nullptr, 1, s, ws), ropex::Error);
   s = shape_of({1, 4, 4, 4, 4, 96, true});
   CHECK_THROWS_AS(flash_attention<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, s), ropex::Error);
+  s = shape_of({1, 1, 4, 4, 4, 256, true});  // the tensor-core decode takes head_dim 64 or 128
+  CHECK_THROWS_AS(decode_attention<T>(nullptr, {}, {}, nullptr, nullptr, 1, s, ws, 0, nullptr, DecodeKernel::tensor_core),
+                  ropex::Error);
 }

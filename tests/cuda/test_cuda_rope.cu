@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <random>
 
 using namespace ropex;
 using namespace ropex::cuda;
@@ -112,6 +113,7 @@ TEST_CASE("cuda rope_inplace matches the double reference (bf16, fp16, fp32; bot
     check_rope<__nv_bfloat16>(129, 3, 2, 128, 128, layout, 1);  // one head per thread
     check_rope<__half>(129, 3, 2, 128, 128, layout, 2);         // 5 heads: the last pair is half empty
     check_rope<float>(33, 3, 1, 96, 48, layout);
+    check_rope<__nv_bfloat16>(33, 40, 32, 128, 128, layout);  // > 512 chunks a token: the one-pass kernel loops
   }
 }
 
@@ -133,6 +135,23 @@ TEST_CASE("cuda rope_cos_sin_table matches rope_table (angles reduced in double 
   }
   INFO("max error " << max_err);
   CHECK(max_err <= 1e-6);
+}
+
+TEST_CASE("FastDiv divides exactly (the RoPE kernel's index math)") {
+  std::mt19937 rng(7);
+  std::vector<uint32_t> divisors = {1, 2, 3, 5, 7, 8, 48, 64, 96, 100, 127, 640, 1000, 4095, 65537, 1000003,
+                                    (1u << 30) + 3, (1u << 31) - 1};
+  for (int i = 0; i < 50; ++i) divisors.push_back(1 + rng() % ((1u << 31) - 1));
+  for (const uint32_t d : divisors) {
+    const ropex::cuda::FastDiv f(d);
+    std::vector<uint32_t> ns = {0, 1, d - 1, d, d + 1, 2 * d - 1, 0xffffffffu, 0xfffffffeu, 0x80000000u};
+    for (int i = 0; i < 2000; ++i) ns.push_back(static_cast<uint32_t>(rng()));
+    for (const uint32_t n : ns) {
+      CAPTURE(d); CAPTURE(n);
+      REQUIRE(f.div(n) == n / d);
+    }
+  }
+  CHECK_THROWS_AS(ropex::cuda::FastDiv(0u), ropex::Error);
 }
 
 TEST_CASE("cuda rope_inplace rejects a rotary dim larger than head_dim") {

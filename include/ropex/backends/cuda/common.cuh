@@ -52,4 +52,26 @@ inline int device_sm_count() {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/// n / d for a divisor fixed at launch, as a multiply-high, an add and a shift (Granlund and
+/// Montgomery 1994, "Division by invariant integers using multiplication", round-up method): a
+/// 32-bit integer division is a ~20-instruction sequence, which the index math of a streaming
+/// kernel cannot afford per element. Exact for every n < 2^32 and 1 <= d < 2^31.
+struct FastDiv {
+  uint32_t d = 1, m = 0, s = 0;
+  FastDiv() = default;
+  explicit FastDiv(uint32_t divisor) : d(divisor) {
+    if (divisor == 0 || divisor >= (1u << 31)) throw ropex::Error("cuda::FastDiv: divisor out of range");
+    while ((1ull << s) < divisor) ++s;  // s = ceil(log2 d)
+    m = static_cast<uint32_t>(((1ull << 32) * ((1ull << s) - divisor)) / divisor + 1);
+  }
+  __host__ __device__ __forceinline__ uint32_t div(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(n, m);
+#else
+    const uint32_t hi = static_cast<uint32_t>((static_cast<uint64_t>(n) * m) >> 32);
+#endif
+    return static_cast<uint32_t>((static_cast<uint64_t>(hi) + n) >> s);
+  }
+};
+
 }  // namespace ropex::cuda

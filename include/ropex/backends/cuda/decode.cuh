@@ -6,15 +6,19 @@
 //   and writes (o, lse) of its chunk. The last block of each (b, kvh) to finish (atomic counter)
 //   merges the splits, so the whole op is one launch.
 //
-// Inside a block: a warp reads KPW = 32 / (head_dim/8) keys per 16-byte load (head_dim/8 lanes per
+// Two kernels. The CUDA-core one (one query row per KV head, e.g. multi-head attention decoding one
+// token): a warp reads KPW = 32 / (head_dim/8) keys per 16-byte load (head_dim/8 lanes per
 // key row), U key steps ahead for K and V (loads in flight), scores reduced across those lanes
 // with shuffles, the running max/sum kept in base 2 (exp2 of scores pre-scaled by log2 e), and
 // merged across lanes, warps and splits with attention/online_softmax.hpp's softmax_merge.
+// The tensor-core one (GQA, several new tokens): up to 16 query rows of a KV head ride mma.sync,
+// 16 keys per warp step (decode_mma_kernel). Both end in finish_block.
 // Memory-bound: every K and V byte is read exactly once; the FLOP floor is ~1 FLOP/byte.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/backends/cuda/common.cuh>
+#include <ropex/backends/cuda/mma.cuh>
 
 #include <algorithm>
 #include <string>
@@ -70,6 +74,10 @@ class DecodeWorkspace {
   size_t o_capacity_ = 0, lse_capacity_ = 0, counter_capacity_ = 0;
 };
 
+/// Which decode kernel: the CUDA-core one (lanes split a key's dims, shuffles reduce the scores)
+/// or the tensor-core one (16 query rows per block through mma.sync; head_dim 64 or 128).
+enum class DecodeKernel { automatic, cuda_core, tensor_core };
+
 namespace detail {
 
 template <class T>
@@ -118,6 +126,121 @@ __device__ __forceinline__ void unpack8(float (&f)[8], int4 raw) {
   const Vec16<T> v = *reinterpret_cast<const Vec16<T>*>(&raw);
 #pragma unroll
   for (int e = 0; e < 8; ++e) f[e] = to_float(v.v[e]);
+}
+
+__device__ __forceinline__ int64_t ceil_div_dev(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// The end of every decode block: merges the NW warps' (o, state) rows staged in shared memory
+/// (sh_acc [NW][ROWS][HD] unnormalized, sh_st [NW][ROWS] in the natural-log domain), writes the
+/// block's result (or its split partial), and the last split of each (batch, kv head, row group)
+/// to arrive merges all splits. Only the rows that exist are touched, and each row's merge
+/// weights are computed once, not per element: with 16 rows a block, per-element softmax merges
+/// made this epilogue the larger part of a short decode.
+template <class T, int HD, int ROWS, int NW>
+__device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float* sh_acc,
+                                             const attention::SoftmaxState<float>* sh_st, int rg, int kvh, int b,
+                                             int split) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const attention::AttentionShape& s = a.shape;
+  const int group = static_cast<int>(s.group());
+  const int n_rows = static_cast<int>(s.n_queries) * group;
+  const int rows = min(ROWS, n_rows - rg * ROWS);  // rows of this block that exist
+  auto out_index = [&](int r) {  // (batch, token, head) of block row r
+    const int gr = rg * ROWS + r, t = gr / group, h = kvh * group + gr % group;
+    return (static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h;
+  };
+  auto lse_index = [&](int r) {
+    const int gr = rg * ROWS + r, t = gr / group, h = kvh * group + gr % group;
+    return (static_cast<int64_t>(b) * s.n_heads + h) * s.n_queries + t;
+  };
+
+  // (1) Per row: the weight of each warp, exp(m_w - M) / L, and the row's log-sum-exp.
+  __shared__ float weight[NW][ROWS], row_lse[ROWS];
+  for (int r = threadIdx.x; r < rows; r += NW * 32) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, sh_st[w * ROWS + r].max);
+    float f[NW], sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      f[w] = mx == -INFINITY ? 0.f : __expf(sh_st[w * ROWS + r].max - mx);
+      sum += f[w] * sh_st[w * ROWS + r].sum;
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) weight[w][r] = f[w] * inv;
+    row_lse[r] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+  }
+  __syncthreads();
+  const int64_t gi = static_cast<int64_t>(b) * gridDim.y + blockIdx.y;  // (batch, kv head, row group)
+  for (int idx = threadIdx.x; idx < rows * HD; idx += NW * 32) {
+    const int r = idx / HD, d = idx - r * HD;
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) o += sh_acc[(w * ROWS + r) * HD + d] * weight[w][r];
+    if (a.splits == 1) {
+      a.o[out_index(r) * HD + d] = from_float<T>(o);
+      if (a.lse && d == 0) a.lse[lse_index(r)] = row_lse[r];
+    } else {
+      const int64_t pr = (gi * a.splits + split) * ROWS + r;
+      a.partial_o[pr * HD + d] = o;
+      if (d == 0) a.partial_lse[pr] = row_lse[r];
+    }
+  }
+  if (a.splits == 1) return;
+
+  // Last block to arrive merges all splits (one launch instead of a separate combine kernel).
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned done = atomicAdd(a.counters + gi, 1u);
+    is_last = done == static_cast<unsigned>(a.splits - 1);
+    if (is_last) a.counters[gi] = 0;  // ready for the next launch
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  // (2) Per row, a warp turns the splits' log-sum-exps into weights exp(lse_s - M) / L, in place
+  //     in partial_lse (this block is their last reader), and the row's final log-sum-exp.
+  float* lse_of = a.partial_lse + gi * a.splits * ROWS;  // [split][ROWS]
+  for (int r = warp; r < rows; r += NW) {
+    float mx = -INFINITY;
+    for (int sp = lane; sp < a.splits; sp += 32) mx = fmaxf(mx, __ldcg(lse_of + sp * ROWS + r));
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    for (int sp = lane; sp < a.splits; sp += 32) {
+      const float e = mx == -INFINITY ? 0.f : __expf(__ldcg(lse_of + sp * ROWS + r) - mx);
+      sum += e;
+      lse_of[sp * ROWS + r] = e;  // unnormalized for now
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int sp = lane; sp < a.splits; sp += 32) lse_of[sp * ROWS + r] *= inv;
+    if (lane == 0) row_lse[r] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+  }
+  __syncthreads();
+  // (3) o = sum_s w_s o_s: four rows per thread at a time, the split loop unrolled, so dozens of
+  //     independent loads are in flight (this tail is latency-bound).
+  const float* po = a.partial_o + gi * a.splits * ROWS * HD;
+  for (int idx = threadIdx.x; idx < ceil_div_dev(rows, 4) * HD; idx += NW * 32) {
+    const int r0 = (idx / HD) * 4, d = idx % HD;
+    float o[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+    for (int sp = 0; sp < a.splits; ++sp) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (r0 + j < rows) o[j] += __ldcg(lse_of + sp * ROWS + r0 + j) * __ldcg(po + (static_cast<int64_t>(sp) * ROWS + r0 + j) * HD + d);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (r0 + j >= rows) break;
+      a.o[out_index(r0 + j) * HD + d] = from_float<T>(o[j]);
+      if (a.lse && d == 0) a.lse[lse_index(r0 + j)] = row_lse[r0 + j];
+    }
+  }
 }
 
 template <class T, int HD, int ROWS, int NW, int U>
@@ -259,85 +382,246 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
     }
   }
   __syncthreads();
+  finish_block<T, HD, ROWS, NW>(a, &sh_acc[0][0][0], &sh_st[0][0], rg, kvh, b, split);
+}
 
-  const int64_t gi = static_cast<int64_t>(b) * gridDim.y + blockIdx.y;  // (batch, kv head, row group)
-  // Thread layout for the epilogue: one thread per (row, dim) pair, looping.
-  for (int idx = threadIdx.x; idx < ROWS * HD; idx += NW * 32) {
-    const int r = idx / HD, d = idx - r * HD;
-    State m = sh_st[0][r];
-    float o = sh_acc[0][r][d];
-    for (int w = 1; w < NW; ++w) {
-      const auto mg = attention::softmax_merge(m, sh_st[w][r]);
-      o = o * mg.factor_a + sh_acc[w][r][d] * mg.factor_b;
-      m = mg.merged;
-    }
-    const float inv = attention::softmax_finalize(m);
-    const float lse = m.sum > 0.f ? m.max + logf(m.sum) : -INFINITY;
-    if (a.splits == 1) {
-      const int gr = rg * ROWS + r;
-      if (gr < n_rows) {
-        const int t = gr / group, h = kvh * group + gr % group;
-        a.o[((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d] = from_float<T>(o * inv);
-        if (a.lse && d == 0) a.lse[(static_cast<int64_t>(b) * s.n_heads + h) * s.n_queries + t] = lse;
-      }
-    } else {
-      const int64_t pr = (gi * a.splits + split) * ROWS + r;
-      a.partial_o[pr * HD + d] = o * inv;
-      if (d == 0) a.partial_lse[pr] = lse;
-    }
-  }
-  if (a.splits == 1) return;
+/// bf16/fp16 pair {lo of x, lo of y} (sel = 0x5410) or {hi of x, hi of y} (sel = 0x7632).
+__device__ __forceinline__ uint32_t pair_halves(uint32_t x, uint32_t y, uint32_t sel) { return __byte_perm(x, y, sel); }
 
-  // Last block to arrive merges all splits (one launch instead of a separate combine kernel).
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned done = atomicAdd(a.counters + gi, 1u);
-    is_last = done == static_cast<unsigned>(a.splits - 1);
-    if (is_last) a.counters[gi] = 0;  // ready for the next launch
-  }
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  // Each split's normalized output o_s with lse_s is the state {max = lse_s, sum = 1}.
-  // (1) merged state per row: lanes merge strided splits, then the warp merges its lanes.
-  __shared__ State merged[ROWS];
-  for (int r = warp; r < ROWS; r += NW) {
-    State m{};
-    for (int sp = lane; sp < a.splits; sp += 32) {
-      const float lse = __ldcg(a.partial_lse + (gi * a.splits + sp) * ROWS + r);
-      if (lse != -INFINITY) m = attention::softmax_merge(m, State{lse, 1.f}).merged;
+__device__ __forceinline__ uint32_t word_of(const int4& v, int j) {
+  return static_cast<uint32_t>(j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w);
+}
+
+/// Tensor-core decode (mma.sync m16n8k16): the block's 16 query rows (all `group` heads of a KV
+/// head x the new tokens, zero-padded) are the M side of S = Q K^T and O = P V, 16 keys per warp
+/// step. Scores are reduced over head_dim by the tensor core instead of lane shuffles, which kept
+/// the CUDA-core kernel issue-bound with several rows per block (GQA).
+/// Both sums are order-free, so each lane takes the dims / keys that make its loads contiguous:
+///   S: lane (g, c) loads K[key g][dims (4i + c)*8 .. +7], i < HD/32: word 4i+j of that (dims
+///      (4i+c)*8 + 2j, +1) is the B fragment's k-slot, and Q's A fragment uses the same dims.
+///   O: lane (g, c) loads V[keys 2c, 2c+1, 8+2c, 9+2c][dims (8h + g)*8 .. +7], h < HD/64: dim block
+///      nb = 8h + e of O holds, in column n, the physical dim (8h + n)*8 + e.
+/// P goes from the S accumulators straight into the A fragment of P V (the FlashAttention-2 trick).
+template <class T, int HD, int NW, int STAGES>
+struct DecodeMmaSmem {
+  static constexpr int LDS = HD + 8;  // row stride: 16 bytes of padding spreads a quad's rows over the banks
+  static constexpr size_t pipeline = size_t(NW) * STAGES * 32 * LDS * sizeof(T);  // per warp: 16 K + 16 V rows a stage
+  static constexpr size_t epilogue = size_t(NW) * 16 * HD * sizeof(float) + size_t(NW) * 16 * sizeof(attention::SoftmaxState<float>);
+  static constexpr size_t bytes = pipeline > epilogue ? pipeline : epilogue;
+};
+
+template <class T, int HD, int NW, int STAGES>
+__global__ void __launch_bounds__(NW * 32, 12 / NW > 0 ? 12 / NW : 1) decode_mma_kernel(DecodeArgs<T> a) {
+  static_assert(HD == 64 || HD == 128, "tensor-core decode: head_dim 64 or 128");
+  constexpr int ROWS = 16, KW = HD / 32, VW = HD / 64, NB = HD / 8, KC = HD / 16, CH = HD / 8;
+  constexpr int LDS = DecodeMmaSmem<T, HD, NW, STAGES>::LDS;
+  using State = attention::SoftmaxState<float>;
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int kvh = blockIdx.y / a.row_groups, rg = blockIdx.y - kvh * a.row_groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const attention::AttentionShape& s = a.shape;
+  const int group = static_cast<int>(s.group());
+  const int n_rows = static_cast<int>(s.n_queries) * group;
+
+  // Q rows g and g + 8 as bf16/fp16 words in this lane's dim order; rows past n_rows are zero.
+  uint32_t qw[2][4 * KW];
+  int64_t visible[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int gr = rg * ROWS + g + 8 * half;
+    visible[half] = 0;
+    int4 raw[KW];
+#pragma unroll
+    for (int i = 0; i < KW; ++i) raw[i] = make_int4(0, 0, 0, 0);
+    if (gr < n_rows) {
+      const int t = gr / group, h = kvh * group + gr % group;
+      const T* qrow = a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD;
+#pragma unroll
+      for (int i = 0; i < KW; ++i) raw[i] = *reinterpret_cast<const int4*>(qrow + (4 * i + c) * 8);
+      visible[half] = s.visible_keys(t);
     }
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      const State other{__shfl_xor_sync(0xffffffffu, m.max, off), __shfl_xor_sync(0xffffffffu, m.sum, off)};
-      m = attention::softmax_merge(m, other).merged;
+    for (int i = 0; i < KW; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) qw[half][4 * i + j] = word_of(raw[i], j);
+  }
+  int64_t max_visible = max(visible[0], visible[1]);
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) max_visible = max(max_visible, __shfl_xor_sync(0xffffffffu, max_visible, off));
+
+  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_end = min(k_begin + a.keys_per_split, max_visible);
+
+  float m2[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g, g+8: running max (base 2), lane's sum
+  float acc[NB][4];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.f;
+
+  // Each warp streams its own 16-key steps (k_begin + (it*NW + warp)*16) through STAGES shared
+  // slots by cp.async, STAGES-1 steps ahead: the loads of later steps are in flight while this one
+  // is multiplied (with loads straight into registers a warp waited out every step's latency).
+  extern __shared__ __align__(16) unsigned char decode_smem[];
+  T* wbuf = reinterpret_cast<T*>(decode_smem) + warp * STAGES * 32 * LDS;
+  const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;
+  const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride;
+  const int64_t first = k_begin + warp * 16;
+  const int n_steps = first < k_end ? static_cast<int>(ceil_div_dev(k_end - first, NW * 16)) : 0;
+  auto issue = [&](int it) {
+    if (it < n_steps) {
+      const int64_t k0 = first + static_cast<int64_t>(it) * NW * 16;
+      T* slot = wbuf + (it % STAGES) * 32 * LDS;
+#pragma unroll
+      for (int idx = lane; idx < 32 * CH; idx += 32) {
+        const int r = idx / CH, ch = idx % CH;
+        const int64_t key = k0 + (r & 15);
+        const bool valid = key < k_end;
+        const T* src = r < 16 ? kbase + (valid ? key * a.k.token_stride : 0) : vbase + (valid ? key * a.v.token_stride : 0);
+        mma::cp_async16(slot + r * LDS + ch * 8, src + ch * 8, valid);
+      }
     }
-    if (lane == 0) merged[r] = m;
+    mma::cp_async_commit();  // empty groups keep the wait count uniform
+  };
+#pragma unroll
+  for (int it = 0; it < STAGES - 1; ++it) issue(it);
+  for (int it = 0; it < n_steps; ++it) {
+    issue(it + STAGES - 1);
+    mma::cp_async_wait<STAGES - 1>();
+    __syncwarp();
+    const T* slot = wbuf + (it % STAGES) * 32 * LDS;
+    const int64_t k0 = first + static_cast<int64_t>(it) * NW * 16;
+    int4 kr[2][KW];
+#pragma unroll
+    for (int jb = 0; jb < 2; ++jb)  // keys k0 + 8jb + g
+#pragma unroll
+      for (int i = 0; i < KW; ++i) kr[jb][i] = *reinterpret_cast<const int4*>(slot + (8 * jb + g) * LDS + (4 * i + c) * 8);
+
+    float sc[2][4];  // S for key blocks k0 + 8jb: [0,1] row g keys 2c, 2c+1; [2,3] row g+8
+#pragma unroll
+    for (int jb = 0; jb < 2; ++jb) {
+      sc[jb][0] = sc[jb][1] = sc[jb][2] = sc[jb][3] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        const uint32_t af[4] = {qw[0][2 * kc], qw[1][2 * kc], qw[0][2 * kc + 1], qw[1][2 * kc + 1]};
+        mma::mma_16816<T>(sc[jb], af, word_of(kr[jb][kc / 2], 2 * (kc % 2)), word_of(kr[jb][kc / 2], 2 * (kc % 2) + 1));
+      }
+    }
+    // Scale to base 2, mask, and update the running max of rows g / g+8 (a quad shares a row).
+    float mx[2] = {m2[0], m2[1]};
+#pragma unroll
+    for (int jb = 0; jb < 2; ++jb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + 8 * jb + 2 * c + (e % 2);
+        const float v = sc[jb][e] * a.scale_log2;
+        sc[jb][e] = key < k_end && key < visible[e / 2] ? v : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], sc[jb][e]);
+      }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 1));
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 2));
+    }
+    // Rescale only when some row's max moved (after the first keys it rarely does).
+    if (__any_sync(0xffffffffu, mx[0] != m2[0] || mx[1] != m2[1])) {
+      float alpha[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        alpha[half] = mx[half] == -INFINITY ? 1.f : mma::fast_exp2(m2[half] - mx[half]);
+        l[half] *= alpha[half];
+        m2[half] = mx[half];
+      }
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+        acc[nb][0] *= alpha[0]; acc[nb][1] *= alpha[0];
+        acc[nb][2] *= alpha[1]; acc[nb][3] *= alpha[1];
+      }
+    }
+#pragma unroll
+    for (int jb = 0; jb < 2; ++jb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = m2[e / 2] == -INFINITY ? 0.f : mma::fast_exp2(sc[jb][e] - m2[e / 2]);
+        sc[jb][e] = p;
+        l[e / 2] += p;
+      }
+    // O += P V: the k16 slot 2c(+1) is key block 0's columns, 2c+8(+9) key block 1's. V leaves
+    // shared memory only now, so K's and V's registers are never live together.
+    int4 vr[4][VW];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)  // keys k0 + 8(r/2) + 2c + r%2
+#pragma unroll
+      for (int h = 0; h < VW; ++h)
+        vr[r][h] = *reinterpret_cast<const int4*>(slot + (16 + 8 * (r / 2) + 2 * c + r % 2) * LDS + (8 * h + g) * 8);
+    __syncwarp();  // the slot is refilled by the next step's issue
+    const uint32_t pf[4] = {mma::pack2<T>(sc[0][0], sc[0][1]), mma::pack2<T>(sc[0][2], sc[0][3]),
+                            mma::pack2<T>(sc[1][0], sc[1][1]), mma::pack2<T>(sc[1][2], sc[1][3])};
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      const int h = nb / 8, e = nb % 8;
+      const uint32_t sel = e % 2 ? 0x7632u : 0x5410u;
+      const uint32_t b0 = pair_halves(word_of(vr[0][h], e / 2), word_of(vr[1][h], e / 2), sel);
+      const uint32_t b1 = pair_halves(word_of(vr[2][h], e / 2), word_of(vr[3][h], e / 2), sel);
+      mma::mma_16816<T>(acc[nb], pf, b0, b1);
+    }
+  }
+  mma::cp_async_wait<0>();
+
+  // Stage the warp's rows for finish_block (in the pipeline's shared memory, once every warp is
+  // done with it): the quad's partial sums first.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 1);
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 2);
   }
   __syncthreads();
-  // (2) o = sum_s exp(lse_s - max) o_s / sum: independent loads, so many are in flight at once.
-  for (int idx = threadIdx.x; idx < ROWS * HD; idx += NW * 32) {
-    const int r = idx / HD, d = idx - r * HD;
-    const int gr = rg * ROWS + r;
-    if (gr >= n_rows) continue;
-    const State m = merged[r];
-    float o = 0.f;
-#pragma unroll 8
-    for (int sp = 0; sp < a.splits; ++sp) {
-      const int64_t pr = (gi * a.splits + sp) * ROWS + r;
-      const float lse = __ldcg(a.partial_lse + pr);
-      const float w = lse == -INFINITY ? 0.f : attention::softmax_weight(m, lse);
-      o += w * __ldcg(a.partial_o + pr * HD + d);
+  float* sh_acc = reinterpret_cast<float*>(decode_smem);                // [NW][ROWS][HD]
+  State* sh_st = reinterpret_cast<State*>(sh_acc + NW * ROWS * HD);     // [NW][ROWS]
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    const int h = nb / 8, e = nb % 8;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int row = g + 8 * (q / 2), n = 2 * c + q % 2;
+      sh_acc[(warp * ROWS + row) * HD + (8 * h + n) * 8 + e] = acc[nb][q];
     }
-    const int t = gr / group, h = kvh * group + gr % group;
-    a.o[((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d] =
-        from_float<T>(o * attention::softmax_finalize(m));
-    if (a.lse && d == 0)
-      a.lse[(static_cast<int64_t>(b) * s.n_heads + h) * s.n_queries + t] =
-          m.sum > 0.f ? m.max + logf(m.sum) : -INFINITY;
   }
+  if (c == 0) {
+    sh_st[warp * ROWS + g] = State{m2[0] * kLn2, l[0]};
+    sh_st[warp * ROWS + g + 8] = State{m2[1] * kLn2, l[1]};
+  }
+  __syncthreads();
+  finish_block<T, HD, ROWS, NW>(a, sh_acc, sh_st, rg, kvh, b, split);
+}
+
+/// Splits the keys of each (batch, kv head, row group) unit over blocks and launches `kernel`:
+/// one full wave, as many equal splits as the resident block slots allow (a partial second wave
+/// would leave SMs idle for a whole block's time), but at least `step` keys per split.
+template <class Kernel>
+int resident_blocks(Kernel kernel, int threads, size_t smem = 0) {
+  int per_sm = 0;
+  ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return std::max(1, per_sm) * device_sm_count();
+}
+
+template <class T, int ROWS, class Kernel>
+void launch_split(Kernel kernel, int threads, size_t smem, int slots, int step, DecodeArgs<T> a, int n_rows, int batch,
+                  int kv_heads, int max_splits, DecodeWorkspace& ws, cudaStream_t stream, const char* name) {
+  a.row_groups = static_cast<int>(ceil_div(n_rows, ROWS));
+  const int64_t n_keys = a.shape.n_keys;
+  const int64_t units = static_cast<int64_t>(batch) * kv_heads * a.row_groups;
+  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(slots / units, ceil_div(n_keys, step))));
+  if (max_splits > 0) splits = std::min(splits, max_splits);
+  a.keys_per_split = ceil_div(ceil_div(n_keys, splits), step) * step;
+  a.splits = static_cast<int>(ceil_div(n_keys, a.keys_per_split));
+  if (a.splits > 1) {
+    ws.reserve(static_cast<size_t>(units) * a.splits * ROWS, static_cast<int>(a.shape.head_dim), static_cast<size_t>(units));
+    a.partial_o = ws.partial_o();
+    a.partial_lse = ws.partial_lse();
+    a.counters = ws.counters();
+  }
+  dim3 grid(a.splits, kv_heads * a.row_groups, batch);
+  kernel<<<grid, threads, smem, stream>>>(a);
+  check_launch(name);
 }
 
 template <class T, int HD, int ROWS>
@@ -345,29 +629,9 @@ void launch_decode(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max
                    cudaStream_t stream) {
   constexpr int NW = 4, U = ROWS >= 8 ? 2 : 4;  // 8 rows: fewer keys in flight, to stay in registers
   constexpr int STEP = NW * (32 / (HD / 8)) * U;  // keys one block handles per loop iteration
-  a.row_groups = static_cast<int>(ceil_div(n_rows, ROWS));
-  const int64_t n_keys = a.shape.n_keys;
-  const int64_t units = static_cast<int64_t>(batch) * kv_heads * a.row_groups;
-  // One full wave: as many equal splits as the resident block slots allow (a partial second wave
-  // would leave SMs idle for a whole block's time), but at least STEP keys per split.
-  static const int slots = [] {
-    int per_sm = 0;
-    ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<T, HD, ROWS, NW, U>, NW * 32, 0));
-    return std::max(1, per_sm) * device_sm_count();
-  }();
-  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(slots / units, ceil_div(n_keys, STEP))));
-  if (max_splits > 0) splits = std::min(splits, max_splits);
-  a.keys_per_split = ceil_div(ceil_div(n_keys, splits), STEP) * STEP;
-  a.splits = static_cast<int>(ceil_div(n_keys, a.keys_per_split));
-  if (a.splits > 1) {
-    ws.reserve(static_cast<size_t>(units) * a.splits * ROWS, HD, static_cast<size_t>(units));
-    a.partial_o = ws.partial_o();
-    a.partial_lse = ws.partial_lse();
-    a.counters = ws.counters();
-  }
-  dim3 grid(a.splits, kv_heads * a.row_groups, batch);
-  decode_kernel<T, HD, ROWS, NW, U><<<grid, NW * 32, 0, stream>>>(a);
-  check_launch("decode_kernel");
+  static const int slots = resident_blocks(decode_kernel<T, HD, ROWS, NW, U>, NW * 32);
+  launch_split<T, ROWS>(decode_kernel<T, HD, ROWS, NW, U>, NW * 32, 0, slots, STEP, a, n_rows, batch, kv_heads, max_splits, ws,
+                        stream, "decode_kernel");
 }
 
 template <class T, int HD>
@@ -379,6 +643,28 @@ void decode_rows(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_s
   else launch_decode<T, HD, 8>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
 }
 
+template <class T, int HD, int NW, int STAGES>
+void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
+                       cudaStream_t stream) {
+  constexpr size_t smem = DecodeMmaSmem<T, HD, NW, STAGES>::bytes;
+  auto kernel = decode_mma_kernel<T, HD, NW, STAGES>;
+  static const int slots = [&] {  // once per instantiation: > 48 KB of dynamic shared memory
+    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    return resident_blocks(kernel, NW * 32, smem);
+  }();
+  launch_split<T, 16>(kernel, NW * 32, smem, slots, NW * 16, a, n_rows, batch, kv_heads, max_splits, ws, stream,
+                      "decode_mma_kernel");
+}
+
+template <class T, int HD>
+void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
+                     cudaStream_t stream) {
+  // Measured on an H200 (32q/8kv, one token): 8 warps x 3 stages is fastest up to ~32K keys, 12 x 2
+  // (fewer, longer splits: a cheaper merge) from there; 4 x 2 and 6 x 4 were slower or no better.
+  if (a.shape.n_keys <= 32768) launch_decode_mma<T, HD, 8, 3>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
+  else launch_decode_mma<T, HD, 12, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
+}
+
 }  // namespace detail
 
 /// Decode attention:  o[b, t, h] = softmax(q[b, t, h] . K[b, :, h/group]^T * scale) V[b, :, h/group]
@@ -386,11 +672,13 @@ void decode_rows(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_s
 /// already holds them; causal masks later keys per token). q, o: [batch, n_queries, n_heads,
 /// head_dim] contiguous; K, V: any strides (token- or head-major caches); lse: [batch, n_heads,
 /// n_queries] or nullptr. T = __nv_bfloat16 or __half; head_dim 64, 128 or 256.
-/// max_splits = 1 runs without the split/merge step (for tests of both paths).
+/// max_splits = 1 runs without the split/merge step (for tests of both paths). kernel: automatic
+/// takes the tensor-core kernel when a KV head serves several query rows (GQA or several new
+/// tokens) and head_dim is 64 or 128, else the CUDA-core one (one row: nothing to share).
 template <class T>
 void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, int batch,
                       const attention::AttentionShape& shape, DecodeWorkspace& ws, int max_splits = 0,
-                      cudaStream_t stream = nullptr) {
+                      cudaStream_t stream = nullptr, DecodeKernel kernel = DecodeKernel::automatic) {
   if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0)
     throw make_error("cuda::decode_attention", "n_heads", "must be a positive multiple of n_kv_heads");
   if (shape.n_queries <= 0 || batch <= 0) return;
@@ -401,6 +689,14 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
   a.scale_log2 = static_cast<float>(shape.scale) * detail::kLog2e;
   const int n_rows = static_cast<int>(shape.n_queries * shape.group());
   const int kvh = static_cast<int>(shape.n_kv_heads);
+  const bool mma_dim = shape.head_dim == 64 || shape.head_dim == 128;
+  if (kernel == DecodeKernel::tensor_core && !mma_dim)
+    throw make_error("cuda::decode_attention", "head_dim", "the tensor-core kernel takes 64 or 128");
+  if (kernel == DecodeKernel::tensor_core || (kernel == DecodeKernel::automatic && mma_dim && n_rows >= 2)) {
+    if (shape.head_dim == 64) detail::decode_rows_mma<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream);
+    else detail::decode_rows_mma<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream);
+    return;
+  }
   switch (shape.head_dim) {
     case 64: detail::decode_rows<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream); break;
     case 128: detail::decode_rows<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream); break;

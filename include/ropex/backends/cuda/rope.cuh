@@ -8,13 +8,14 @@
 // rotate_pair): pos * inv_freq is formed and reduced mod 2*pi in double, so position 1e6 is as
 // accurate as position 10; only the final sincos is float. Two passes: the cos/sin of each
 // (token, pair) once into a small table (the angle math is per token, the bytes are per head),
-// then one streaming pass over q and k where every thread rotates one 16-byte chunk. (A single
-// pass with the table in shared memory was slower on H100: its barrier stalls the loads, and
-// in-place loads cannot be hoisted above the previous stores.)
+// then one streaming pass over q and k where every thread rotates one 16-byte chunk (rope_apply
+// alone reuses a table made earlier). A single pass with the table in shared memory was slower on
+// H100 and H200, also with every load issued before the barrier (H200: 2701 against 3420 GB/s).
 #pragma once
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/rope/frequencies.hpp>
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <utility>
@@ -161,17 +162,25 @@ struct RopeTensor {
 /// one token in H consecutive heads of q and k. The chunk's cos/sin come from the per-token table
 /// once, into registers, for all H heads (reading them per head made L2 traffic twice the DRAM
 /// traffic), and the H loads are issued before any store.
+/// Items of one launch: at most 2^31 (rope_apply splits longer inputs), indexed in 32 bits and
+/// decomposed with FastDiv: a 64-bit division is a long instruction sequence per 16 bytes moved.
+struct RopeItems {
+  uint32_t n_items;           // items of this launch
+  int64_t t0;                 // its first token
+  FastDiv per_token, chunks;  // groups * chunks, chunks
+};
+
 template <class T, int VEC, int H>
-__global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTensor k, int64_t n_tokens, const float2* __restrict__ table,
-                                  int half, RopeLayout layout) {
-  const int chunks = VEC == 1 ? half : (layout == RopeLayout::half ? half / VEC : 2 * half / VEC);
-  const int heads = q.heads + k.heads, groups = (heads + H - 1) / H;
-  const int per_token = groups * chunks;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item >= n_tokens * per_token) return;
-  const int64_t t = item / per_token;
-  const int rest = static_cast<int>(item - t * per_token);
-  const int g = rest / chunks, c = rest - g * chunks;
+__global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTensor k, RopeItems items,
+                                                         const float2* __restrict__ table, int half, RopeLayout layout) {
+  const int heads = q.heads + k.heads;
+  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
+  if (item >= items.n_items) return;
+  const uint32_t tl = items.per_token.div(item);
+  const uint32_t rest = item - tl * items.per_token.d;
+  const uint32_t gq = items.chunks.div(rest);
+  const int g = static_cast<int>(gq), c = static_cast<int>(rest - gq * items.chunks.d);
+  const int64_t t = items.t0 + tl;
   auto head_ptr = [&](int h) {
     const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
     const int hh = is_q ? h : h - q.heads;
@@ -257,18 +266,25 @@ void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_d
   detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride, k_out.data, k_out.token_stride, k_out.head_stride};
   const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
   const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
-  const int64_t items = n_tokens * ceil_div(q.heads + k.heads, H) * chunks;
-  const unsigned blocks = static_cast<unsigned>(ceil_div(items, 256));
-  if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, n_tokens, table, half, layout);
-  check_launch("rope_apply_kernel");
+  const int64_t per_token = ceil_div(q.heads + k.heads, H) * chunks;
+  if (per_token >= (int64_t{1} << 31)) throw make_error("cuda::rope_apply", "heads", "too many heads x chunks");
+  const int64_t tokens_per_launch = std::max<int64_t>(1, (int64_t{1} << 31) / per_token);
+  const FastDiv div_token(static_cast<uint32_t>(per_token)), div_chunk(static_cast<uint32_t>(chunks));
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += tokens_per_launch) {
+    const int64_t nt = std::min(tokens_per_launch, n_tokens - t0);
+    const detail::RopeItems items{static_cast<uint32_t>(nt * per_token), t0, div_token, div_chunk};
+    const unsigned blocks = static_cast<unsigned>(ceil_div(nt * per_token, 256));
+    if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
+    else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
+    else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
+    check_launch("rope_apply_kernel");
+  }
 }
 
 /// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
-/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2; 1 measured faster on H100) is a tuning knob:
-/// how many heads share one thread's cos/sin registers.
+/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2) is a tuning knob: how
+/// many heads share one thread's cos/sin registers (1 measured faster on H100 and H200).
 template <class T>
 void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
                   const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,
@@ -279,7 +295,7 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
                      std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
   // Pass 1: cos/sin per (token, pair), angles reduced in double (n_tokens x half float2).
-  // Pass 2: stream q and k once, 16 bytes per thread.
+  // Pass 2: stream q and k once, 16 bytes (or one pair) per thread.
   float2* table = freq.scratch(static_cast<size_t>(n_tokens) * half);
   detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n_tokens * half, 256)), 256, 0, stream>>>(
       table, positions, n_tokens, freq.inv_freq(), half, freq.attention_factor());
