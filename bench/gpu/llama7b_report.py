@@ -38,8 +38,9 @@ def main():
         else:
             peers["flop_floor_s"] = c["floor_s"]
         case = {"op": c["op"], "unit": c["unit"], "shape": c["shape"], "ropex": c["ropex"], "peers": peers}
-        if "ropex_gemv_kernel" in c:
-            case["ropex_gemv_kernel"] = c["ropex_gemv_kernel"]
+        for extra in ("ropex_gemv_kernel", "ropex_no_graph", "ropex_by_graph_layers"):
+            if extra in c:
+                case[extra] = c[extra]
         if c["op"].startswith("perplexity"):
             case["peak_gb"] = c["peak_gb"]
             case["seconds_per_layer"] = c["seconds_per_layer"]

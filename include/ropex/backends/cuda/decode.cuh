@@ -223,7 +223,9 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   }
   __syncthreads();
   // (3) o = sum_s w_s o_s: four rows per thread at a time, the split loop unrolled, so dozens of
-  //     independent loads are in flight (this tail is latency-bound).
+  //     independent loads are in flight (this tail is latency-bound; a deeper unroll for one row
+  //     cost the CUDA-core kernel 12-15% at 32K-512K on an H200: the registers it takes are the
+  //     whole kernel's, so occupancy fell).
   const float* po = a.partial_o + gi * a.splits * ROWS * HD;
   for (int idx = threadIdx.x; idx < ceil_div_dev(rows, 4) * HD; idx += NW * 32) {
     const int r0 = (idx / HD) * 4, d = idx % HD;
