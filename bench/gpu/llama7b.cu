@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
         st.gemv = false;
         const int default_layers = st.graph_layers;
         json layers = json::object();  // layers per recorded graph: fewer overlap more recording with running
-        for (const int l : {32, 8, 2}) {
+        for (const int l : {32, 8, 4, 1}) {
           st.graph_layers = l;
           layers[std::to_string(l)] = bench_decode(m, c, 4096, bw)["ropex"];
         }

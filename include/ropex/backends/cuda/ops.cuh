@@ -21,8 +21,9 @@
 // executable graph of the same segment with cudaGraphExecUpdate (re-instantiated if the update
 // is refused, e.g. a different topology). Why segments: recording + updating a whole 7B step costs
 // the host ~1.1 ms (cuBLAS calls are most of it); as one graph that time comes before the GPU
-// starts and the step got slower (6.02 ms vs 5.32 op by op, H200, 4K context); in graphs of 4
-// layers it is hidden and the step takes 5.16 ms (bench/gpu/llama7b.cu).
+// starts and the step got slower (6.02 ms vs 5.32 op by op, H200, 4K context); in graphs of 2
+// layers it is hidden: 5.17-5.18 ms in two H200 runs, against 5.23-5.38 for 4 layers and 5.36-5.37
+// for 8 (bench/gpu/llama7b.cu times them all).
 // Nothing inside a step may allocate or synchronize: the decode workspace, the cuBLAS workspace
 // and every scratch buffer are sized before recording starts, and the first one-token step of a
 // State runs op by op (one-time setup: kernel attributes, cuBLAS's first calls). State::graphs
@@ -390,7 +391,7 @@ struct Ops {
     /// One-token steps recorded and launched as CUDA graphs (see the top of this file), one graph
     /// per `graph_layers` layers.
     bool graphs = graphs_default();
-    int graph_layers = 4;
+    int graph_layers = 2;
     std::vector<cudaGraphExec_t> graph;  // per segment of a step
     bool stepped = false;  // a one-token step has run op by op (one-time setup done)
     GraphStats graph_stats;
