@@ -33,7 +33,7 @@ void check(const Case& c, FlashKernel kernel = FlashKernel::sm90) {
 TEST_CASE_TEMPLATE("sm90 flash prefill: odd sizes, every GQA ratio, cache offsets, causal and not", T, __nv_bfloat16,
                    __half) {
   if (!on_sm90()) {
-    MESSAGE("not a compute capability 9.x device: forcing the sm90 kernel must throw");
+    MESSAGE("sm_90a kernel unavailable (built without 90a, or not a 9.x device): forcing it must throw");
     FlashTiling t;
     t.kernel = FlashKernel::sm90;
     AttentionShape s = shape_of({1, 8, 8, 2, 2, 128, true});

@@ -444,7 +444,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
                       sm90::device_is_sm90();
     if (tiling.kernel == FlashKernel::sm90 && !fits)
       throw make_error("cuda::flash_attention", "tiling.kernel",
-                       "sm90 needs a compute capability 9.x device, head_dim 128, 16-byte aligned q/k/v and no "
+                       "sm90 needs a build for sm_90a (ROPEX_CUDA_SM90A), a compute capability 9.x device, head_dim 128, "
+                       "16-byte aligned q/k/v and no "
                        "in-kernel RoPE");
     if (fits && (tiling.kernel == FlashKernel::sm90 || default_tiling)) {
       sm90::launch_flash_sm90<T>(sm90::Sm90Args<T>{q, k, v, o, lse, shape, scale_log2}, batch, stream);

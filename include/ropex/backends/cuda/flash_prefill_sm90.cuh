@@ -388,8 +388,20 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
   check_launch("flash_forward_sm90_kernel");
 }
 
-/// True when the current device can run the sm_90a kernel (compute capability 9.x).
+/// Whether this program carries the sm_90a kernel. CMake defines ROPEX_CUDA_SM90A for targets
+/// whose CUDA_ARCHITECTURES include 90a (define it by hand with -gencode ...sm_90a elsewhere);
+/// without it the kernel is a trapping stub and must never be chosen.
+constexpr bool sm90_compiled() {
+#if defined(ROPEX_CUDA_SM90A)
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// True when the sm_90a kernel is compiled in and the current device runs it (compute capability 9.x).
 inline bool device_is_sm90() {
+  if (!sm90_compiled()) return false;
   int dev = 0, major = 0;
   ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
   ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
