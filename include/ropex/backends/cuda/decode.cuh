@@ -413,7 +413,7 @@ struct DecodeMmaSmem {
 };
 
 template <class T, int HD, int NW, int STAGES>
-__global__ void __launch_bounds__(NW * 32, 12 / NW > 0 ? 12 / NW : 1) decode_mma_kernel(DecodeArgs<T> a) {
+__global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a) {
   static_assert(HD == 64 || HD == 128, "tensor-core decode: head_dim 64 or 128");
   constexpr int ROWS = 16, KW = HD / 32, VW = HD / 64, NB = HD / 8, KC = HD / 16, CH = HD / 8;
   constexpr int LDS = DecodeMmaSmem<T, HD, NW, STAGES>::LDS;
@@ -661,10 +661,9 @@ void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int
 template <class T, int HD>
 void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
                      cudaStream_t stream) {
-  // Measured on an H200 (32q/8kv, one token): 8 warps x 3 stages is fastest up to ~32K keys, 12 x 2
-  // (fewer, longer splits: a cheaper merge) from there; 4 x 2 and 6 x 4 were slower or no better.
-  if (a.shape.n_keys <= 32768) launch_decode_mma<T, HD, 8, 3>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
-  else launch_decode_mma<T, HD, 12, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
+  // 8 warps x 2 stages: on an H200 (32q/8kv, one token, 4K-512K keys) as fast as or faster than
+  // 4x2, 4x3, 6x2, 6x4, 8x3 and 12x2 at every length (bench_gpu, docs/benchmarks.md).
+  launch_decode_mma<T, HD, 8, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
 }
 
 }  // namespace detail
