@@ -103,16 +103,13 @@ class DeviceKVCache : public model::KVCacheBook {
   /// Copies n tokens' keys and values (device, token-major [n, kv_heads, head_dim]) to layer l at
   /// positions length()+offset ..; commit(total) once every layer has been appended. The copies
   /// go on the stream set by set_stream (ops<cuda> sets its own at every forward, so they stay in
-  /// order with its kernels and inside a recorded decode step), else on `stream`.
+  /// order with its kernels and inside a recorded decode step), else on the legacy default stream.
   void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset = 0) {
-    append(layer, k_new, v_new, n, offset, stream_);
-  }
-  void append(int64_t layer, const T* k_new, const T* v_new, int64_t n, int64_t offset, cudaStream_t stream) {
     reserve_more(offset + n);
     const size_t row = static_cast<size_t>(n_kv_heads_ * head_dim_);
     const size_t bytes = static_cast<size_t>(n) * row * sizeof(T);
-    ROPEX_CUDA_CHECK(cudaMemcpyAsync(keys(layer).row(length_ + offset, 0), k_new, bytes, cudaMemcpyDeviceToDevice, stream));
-    ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream));
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(keys(layer).row(length_ + offset, 0), k_new, bytes, cudaMemcpyDeviceToDevice, stream_));
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
   void set_stream(cudaStream_t stream) { stream_ = stream; }

@@ -50,7 +50,11 @@ inline int device_sm_count() {
   return n;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// Base changes of the kernels' softmax, which runs in base 2 (exp2 of scale * log2(e) * s).
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
 
 /// n / d for a divisor fixed at launch, as a multiply-high, an add and a shift (Granlund and
 /// Montgomery 1994, "Division by invariant integers using multiplication", round-up method): a

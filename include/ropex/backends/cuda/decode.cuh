@@ -37,6 +37,10 @@ struct KVView {
 
 /// Scratch for the split partials and the per-(batch, kv head) arrival counters; grows on demand
 /// (allocate once outside timed loops by calling reserve).
+/// Query rows one decode block serves at most (the tensor-core kernel's M side; the CUDA-core
+/// kernel takes up to 8): each block stages at most this many partial rows.
+inline constexpr int kDecodeMaxRows = 16;
+
 class DecodeWorkspace {
  public:
   DecodeWorkspace() = default;
@@ -62,6 +66,17 @@ class DecodeWorkspace {
       ROPEX_CUDA_CHECK(cudaMalloc(&counters_, n_counters * sizeof(unsigned)));
       ROPEX_CUDA_CHECK(cudaMemset(counters_, 0, n_counters * sizeof(unsigned)));  // kernels reset to 0
     }
+  }
+  /// Room for any split count at this head_dim, so no launch allocates (a recorded CUDA graph
+  /// cannot): the splits of all (batch, kv head, row group) units fill at most one wave of
+  /// resident blocks, <= cudaDevAttrMaxBlocksPerMultiprocessor per SM, each with <= kDecodeMaxRows
+  /// partial rows. ~35 MB at head_dim 128 on an H100.
+  void reserve_for_any_split(int head_dim) {
+    int dev = 0, per_sm = 0;
+    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, dev));
+    const size_t blocks = static_cast<size_t>(std::max(per_sm, 1)) * static_cast<size_t>(device_sm_count());
+    reserve(blocks * kDecodeMaxRows, head_dim, blocks);
   }
   float* partial_o() const { return partial_o_; }
   float* partial_lse() const { return partial_lse_; }
@@ -95,8 +110,6 @@ struct DecodeArgs {
   float scale_log2;  // scale * log2(e)
 };
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 template <int LANES>
 __device__ __forceinline__ float sum_lanes(float x) {  // sum over groups of LANES consecutive lanes
@@ -127,8 +140,6 @@ __device__ __forceinline__ void unpack8(float (&f)[8], int4 raw) {
 #pragma unroll
   for (int e = 0; e < 8; ++e) f[e] = to_float(v.v[e]);
 }
-
-__device__ __forceinline__ int64_t ceil_div_dev(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /// The end of every decode block: merges the NW warps' (o, state) rows staged in shared memory
 /// (sh_acc [NW][ROWS][HD] unnormalized, sh_st [NW][ROWS] in the natural-log domain), writes the
@@ -227,7 +238,7 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   //     cost the CUDA-core kernel 12-15% at 32K-512K on an H200: the registers it takes are the
   //     whole kernel's, so occupancy fell).
   const float* po = a.partial_o + gi * a.splits * ROWS * HD;
-  for (int idx = threadIdx.x; idx < ceil_div_dev(rows, 4) * HD; idx += NW * 32) {
+  for (int idx = threadIdx.x; idx < ceil_div(rows, 4) * HD; idx += NW * 32) {
     const int r0 = (idx / HD) * 4, d = idx % HD;
     float o[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
@@ -415,7 +426,7 @@ struct DecodeMmaSmem {
 template <class T, int HD, int NW, int STAGES>
 __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a) {
   static_assert(HD == 64 || HD == 128, "tensor-core decode: head_dim 64 or 128");
-  constexpr int ROWS = 16, KW = HD / 32, VW = HD / 64, NB = HD / 8, KC = HD / 16, CH = HD / 8;
+  constexpr int ROWS = kDecodeMaxRows, KW = HD / 32, VW = HD / 64, NB = HD / 8, KC = HD / 16, CH = HD / 8;
   constexpr int LDS = DecodeMmaSmem<T, HD, NW, STAGES>::LDS;
   using State = attention::SoftmaxState<float>;
   const int split = blockIdx.x, b = blockIdx.z;
@@ -467,7 +478,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
   const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride;
   const int64_t first = k_begin + warp * 16;
-  const int n_steps = first < k_end ? static_cast<int>(ceil_div_dev(k_end - first, NW * 16)) : 0;
+  const int n_steps = first < k_end ? static_cast<int>(ceil_div(k_end - first, NW * 16)) : 0;
   auto issue = [&](int it) {
     if (it < n_steps) {
       const int64_t k0 = first + static_cast<int64_t>(it) * NW * 16;
@@ -654,7 +665,7 @@ void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int
     ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     return resident_blocks(kernel, NW * 32, smem);
   }();
-  launch_split<T, 16>(kernel, NW * 32, smem, slots, NW * 16, a, n_rows, batch, kv_heads, max_splits, ws, stream,
+  launch_split<T, kDecodeMaxRows>(kernel, NW * 32, smem, slots, NW * 16, a, n_rows, batch, kv_heads, max_splits, ws, stream,
                       "decode_mma_kernel");
 }
 
@@ -687,7 +698,7 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
   detail::DecodeArgs<T> a{};
   a.q = q; a.k = k; a.v = v; a.o = o; a.lse = lse;
   a.shape = shape;
-  a.scale_log2 = static_cast<float>(shape.scale) * detail::kLog2e;
+  a.scale_log2 = static_cast<float>(shape.scale) * kLog2e;
   const int n_rows = static_cast<int>(shape.n_queries * shape.group());
   const int kvh = static_cast<int>(shape.n_kv_heads);
   const bool mma_dim = shape.head_dim == 64 || shape.head_dim == 128;

@@ -142,8 +142,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
 
   // Keys this block needs: causal stops at the last row's diagonal.
   const int64_t last_row = min(m0 + BM, nq) - 1;
-  const int64_t key_end = s.causal ? min(nk, s.query_offset + last_row + 1) : nk;
-  const int n_tiles = static_cast<int>((key_end + BN - 1) / BN);
+  const int n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), BN));
 
   load_tile<T, HD, LDS, BM, NT>(sQ, q_head, q_ts, m0, nq);
   mma::cp_async_commit();
@@ -270,14 +269,14 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
 
     // ---- mask: keys past the end, or past the causal diagonal --------------------------------
     const int64_t key0 = int64_t(j) * BN;
-    const bool need_mask = key0 + BN > nk || (s.causal && key0 + BN > s.query_offset + m0 + 1);
+    const bool need_mask = key0 + BN > s.visible_keys(m0);  // the block's first row sees the fewest
     if (need_mask) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int64_t row = m0 + wr0 + mt * 16 + g + 8 * hr;
-          const int64_t limit = s.causal ? min(nk, s.query_offset + row + 1) : nk;
+          const int64_t limit = s.visible_keys(row);
 #pragma unroll
           for (int n = 0; n < NTILE; ++n)
 #pragma unroll
@@ -342,7 +341,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
   }
 
   // ---- epilogue: O / l, LSE = scale * m + ln l ------------------------------------------------
-  const float scale = a.scale_log2 * 0.6931471805599453f;
+  const float scale = a.scale_log2 * kLn2;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -436,7 +435,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     if (kr) ROPEX_CUDA_CHECK(cudaFreeAsync(kr, stream));
     return;
   }
-  const float scale_log2 = static_cast<float>(shape.scale) * 1.4426950408889634f;
+  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
   if (tiling.kernel != FlashKernel::fa2) {
     const bool default_tiling = tiling.warps == 0 && tiling.m_tiles == 0 && tiling.block_n == 0;
     const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };  // TMA

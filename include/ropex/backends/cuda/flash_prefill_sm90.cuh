@@ -174,10 +174,9 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   const int h = blockIdx.y, b = blockIdx.z;
   const int kvh = h / static_cast<int>(s.group());
   const int tid = threadIdx.x, wg = tid / 128;
-  const int64_t m0 = static_cast<int64_t>(m_block) * BM, nq = s.n_queries, nk = s.n_keys;
+  const int64_t m0 = static_cast<int64_t>(m_block) * BM, nq = s.n_queries;
   const int64_t last_row = min(m0 + BM, nq) - 1;
-  const int64_t key_end = s.causal ? min(nk, s.query_offset + last_row + 1) : nk;
-  const int n_tiles = static_cast<int>((key_end + BN - 1) / BN);
+  const int n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), BN));
 
   if (tid == 0) {
     mbar_init(bar_q, 1);
@@ -231,11 +230,11 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   // sc[4n + 2hr + e] = S[row g + 8hr][key 8n + 2c4 + e] (the m16n8 C layout, repeated along N).
   auto softmax = [&](float(&sc)[64], int j, float(&alpha)[2]) {
     const int64_t key0 = int64_t(j) * BN;
-    if (key0 + BN > nk || (s.causal && key0 + BN > s.query_offset + m0 + 1)) {
+    if (key0 + BN > s.visible_keys(m0)) {  // the block's first row sees the fewest keys
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int64_t row = row_base + 8 * hr;
-        const int64_t limit = (s.causal ? min(nk, s.query_offset + row + 1) : nk) - key0;
+        const int64_t limit = s.visible_keys(row) - key0;
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n)
 #pragma unroll
@@ -321,7 +320,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   }
   if (cw == 0) my_turn();  // consumes consumer 1's head-start arrival
 
-  const float scale = a.scale_log2 * 0.6931471805599453f;
+  const float scale = a.scale_log2 * kLn2;
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     float l = row_sum[hr];

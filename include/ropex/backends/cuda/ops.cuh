@@ -634,7 +634,7 @@ struct Ops {
     const bool kv_dense = k.token_stride == s.n_kv_heads * hd && k.head_stride == hd &&
                           v.token_stride == s.n_kv_heads * hd && v.head_stride == hd;
     if constexpr (!std::is_same_v<T, float>) {
-      if (q_dense && s.n_queries * s.group() <= 16 && (hd == 64 || hd == 128 || hd == 256)) {
+      if (q_dense && s.n_queries * s.group() <= kDecodeMaxRows && (hd == 64 || hd == 128 || hd == 256)) {
         const KVView<T> kv_k{k.data, 0, k.token_stride, k.head_stride}, kv_v{v.data, 0, v.token_stride, v.head_stride};
         decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, 0, st->stream);
         return;
@@ -737,18 +737,10 @@ struct Ops {
     ROPEX_CUDA_CHECK(cudaStreamSynchronize(st->stream));
   }
 
-  // The split-KV decode kernel grows st->decode on demand (cudaMalloc), which a recorded step
-  // cannot hold, so it is sized first for any split count: splits x (kv heads x row groups) fill
-  // at most one wave of resident blocks (<= cudaDevAttrMaxBlocksPerMultiprocessor per SM), each
-  // with <= 16 query rows (attention() sends at most 16 rows per KV head there). ~35 MB at
-  // head_dim 128 on an H100; allocated once.
+  // The decode workspace grows on demand (cudaMalloc), which a recorded step cannot hold.
   void reserve_decode_workspace(int64_t head_dim) {
     if (head_dim == st->decode_reserved_head_dim) return;
-    int dev = 0, per_sm = 0;
-    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
-    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, dev));
-    const size_t blocks = static_cast<size_t>(std::max(per_sm, 1)) * static_cast<size_t>(device_sm_count());
-    st->decode.reserve(blocks * 16, static_cast<int>(head_dim), blocks);
+    st->decode.reserve_for_any_split(static_cast<int>(head_dim));
     st->decode_reserved_head_dim = head_dim;
   }
 
