@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--few-layers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--save-only", action="store_true", help="make and save the model; no HF timings")
     args = ap.parse_args()
 
     cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -68,6 +69,8 @@ def main():
     with open(os.path.join(few, "config.json"), "w") as f:
         json.dump(c, f, indent=1)
     print(f"HF: init {init_s:.1f} s, saved to {args.dir} in {out['save_seconds']:.1f} s", flush=True)
+    if args.save_only:
+        return
 
     gen = torch.Generator(device="cuda").manual_seed(1)
     with torch.no_grad():

@@ -110,6 +110,13 @@ struct DecodeArgs {
   float scale_log2;  // scale * log2(e)
 };
 
+/// The L2 policy of K/V loads: evict first. Each byte is read once, and on an H200 the hint alone
+/// took decode from 3.3-3.7 to 3.8-4.2 TB/s at 32K-512K keys (same process, interleaved runs).
+__device__ __forceinline__ uint64_t kv_l2_policy() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
 
 template <int LANES>
 __device__ __forceinline__ float sum_lanes(float x) {  // sum over groups of LANES consecutive lanes
@@ -125,12 +132,12 @@ __device__ __forceinline__ void load8(float (&f)[8], const T* p) {
   for (int e = 0; e < 8; ++e) f[e] = to_float(v.v[e]);
 }
 
-/// Streaming 16-byte load of KV (read once: evict-first in L2, no L1 allocation).
-__device__ __forceinline__ int4 load_stream(const void* p) {
+/// Streaming 16-byte load of KV (read once: no L1 allocation, L2 under `policy`).
+__device__ __forceinline__ int4 load_stream(const void* p, uint64_t policy) {
   int4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.s32 {%0,%1,%2,%3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.s32 {%0,%1,%2,%3}, [%4], %5;"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
+               : "l"(p), "l"(policy));
   return r;
 }
 
@@ -309,6 +316,7 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
 
   const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride + d0;
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
+  const uint64_t policy = kv_l2_policy();
   for (int64_t k0 = k_begin; k0 < k_end; k0 += STEP * U) {
     int4 kr[U], vr[U];
     int64_t key[U];
@@ -316,8 +324,8 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
     for (int u = 0; u < U; ++u) {  // issue all loads first: 2U 16-byte loads in flight per lane
       key[u] = k0 + u * STEP + warp * KPW + ks;
       if (key[u] < k_end) {
-        kr[u] = load_stream(kbase + key[u] * a.k.token_stride);
-        vr[u] = load_stream(vbase + key[u] * a.v.token_stride);
+        kr[u] = load_stream(kbase + key[u] * a.k.token_stride, policy);
+        vr[u] = load_stream(vbase + key[u] * a.v.token_stride, policy);
       } else {
         kr[u] = vr[u] = make_int4(0, 0, 0, 0);
       }
@@ -477,6 +485,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
   T* wbuf = reinterpret_cast<T*>(decode_smem) + warp * STAGES * 32 * LDS;
   const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride;
+  const uint64_t policy = kv_l2_policy();
   const int64_t first = k_begin + warp * 16;
   const int n_steps = first < k_end ? static_cast<int>(ceil_div(k_end - first, NW * 16)) : 0;
   auto issue = [&](int it) {
@@ -489,7 +498,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
         const int64_t key = k0 + (r & 15);
         const bool valid = key < k_end;
         const T* src = r < 16 ? kbase + (valid ? key * a.k.token_stride : 0) : vbase + (valid ? key * a.v.token_stride : 0);
-        mma::cp_async16(slot + r * LDS + ch * 8, src + ch * 8, valid);
+        mma::cp_async16_hint(slot + r * LDS + ch * 8, src + ch * 8, valid, policy);
       }
     }
     mma::cp_async_commit();  // empty groups keep the wait count uniform
