@@ -89,34 +89,12 @@ struct Chunk16 {
   Vec16<T> a, b;
 };
 
-/// 16-byte load / store; with `policy` (createpolicy) under that L2 hint, with 0 plain.
-template <class V>
-__device__ __forceinline__ V load16(const V* p, uint64_t policy) {
-  if (!policy) return *p;
-  int4 r;
-  asm volatile("ld.global.L2::cache_hint.v4.s32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p), "l"(policy));
-  return *reinterpret_cast<const V*>(&r);
-}
-template <class V>
-__device__ __forceinline__ void store16(V* p, const V& v, uint64_t policy) {
-  if (!policy) {
-    *p = v;
-    return;
-  }
-  const int4 r = *reinterpret_cast<const int4*>(&v);
-  asm volatile("st.global.L2::cache_hint.v4.s32 [%0], {%1,%2,%3,%4}, %5;" ::"l"(p), "r"(r.x), "r"(r.y), "r"(r.z), "r"(r.w),
-               "l"(policy)
-               : "memory");
-}
-
 template <class T>
-__device__ __forceinline__ Chunk16<T> load_chunk(const T* head, int chunk, int half, RopeLayout layout, uint64_t policy = 0) {
+__device__ __forceinline__ Chunk16<T> load_chunk(const T* head, int chunk, int half, RopeLayout layout) {
   using V = Vec16<T>;
   Chunk16<T> d;
-  d.a = load16(reinterpret_cast<const V*>(head + chunk * kVec<T>), policy);
-  if (layout == RopeLayout::half) d.b = load16(reinterpret_cast<const V*>(head + half + chunk * kVec<T>), policy);
+  d.a = *reinterpret_cast<const V*>(head + chunk * kVec<T>);
+  if (layout == RopeLayout::half) d.b = *reinterpret_cast<const V*>(head + half + chunk * kVec<T>);
   return d;
 }
 
@@ -129,7 +107,7 @@ __device__ __forceinline__ int first_pair(int chunk, RopeLayout layout) {
 /// Rotates a loaded chunk and stores it; cs = cos/sin of the chunk's pairs (first_pair onwards).
 template <class T>
 __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs,
-                                                   Chunk16<T> d, uint64_t policy = 0) {
+                                                   Chunk16<T> d) {
   using V = Vec16<T>;
   constexpr int VEC = kVec<T>;
   if (layout == RopeLayout::half) {
@@ -141,8 +119,8 @@ __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half,
       d.a.v[e] = from_float<T>(x);
       d.b.v[e] = from_float<T>(y);
     }
-    store16(reinterpret_cast<V*>(head + i0), d.a, policy);
-    store16(reinterpret_cast<V*>(head + half + i0), d.b, policy);
+    *reinterpret_cast<V*>(head + i0) = d.a;
+    *reinterpret_cast<V*>(head + half + i0) = d.b;
   } else {
 #pragma unroll
     for (int e = 0; e < VEC / 2; ++e) {
@@ -151,7 +129,7 @@ __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half,
       d.a.v[2 * e] = from_float<T>(x);
       d.a.v[2 * e + 1] = from_float<T>(y);
     }
-    store16(reinterpret_cast<V*>(head + chunk * VEC), d.a, policy);
+    *reinterpret_cast<V*>(head + chunk * VEC) = d.a;
   }
 }
 
@@ -225,16 +203,13 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
     const int np = layout == RopeLayout::half ? VEC : VEC / 2;
 #pragma unroll
     for (int e = 0; e < NP; ++e) cs[e] = e < np ? row[p0 + e] : make_float2(0.f, 0.f);
-    // q and k pass through once: evict first from L2 (H200, interleaved runs: +0.6-1.7%).
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     Chunk16<T> d[H];
 #pragma unroll
     for (int j = 0; j < H; ++j)
-      if (g * H + j < heads) d[j] = load_chunk(head_ptr(g * H + j), c, half, layout, policy);
+      if (g * H + j < heads) d[j] = load_chunk(head_ptr(g * H + j), c, half, layout);
 #pragma unroll
     for (int j = 0; j < H; ++j)
-      if (g * H + j < heads) rotate_store_chunk(out_ptr(g * H + j), c, half, layout, cs, d[j], policy);
+      if (g * H + j < heads) rotate_store_chunk(out_ptr(g * H + j), c, half, layout, cs, d[j]);
   } else {
     for (int j = 0; j < H; ++j)
       if (g * H + j < heads) rotate_chunk<T, 1>(head_ptr(g * H + j), out_ptr(g * H + j), c, half, layout, row);
