@@ -144,8 +144,8 @@ json bench_decode(Model& m, const model::LlamaConfig& c, int64_t context, double
   // Graphs: the host time of recording the step, updating the executable graph and launching it.
   const double graph_host_ms = recorded ? host_ms / double(recorded) : 0.0;
   const std::string how = m.ops().st->graphs ? "graphs of " + std::to_string(m.ops().st->graph_layers) + " layers" : "op by op";
-  std::fprintf(stderr, "decode at %lld (%s%s): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
-               how.c_str(), m.ops().st->gemv ? ", gemv kernel" : "", ms, floor_ms,
+  std::fprintf(stderr, "decode at %lld (%s, %s%s): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
+               how.c_str(), m.ops().st->gemv ? "gemv kernel" : "cuBLAS", m.ops().st->pdl ? ", PDL" : "", ms, floor_ms,
                (weight_bytes + kv_bytes) * 1e-9, copy_gbs);
   if (recorded) std::fprintf(stderr, "; %lld steps recorded, %.3f ms host per step", (long long)recorded, graph_host_ms);
   std::fprintf(stderr, "\n");
@@ -230,16 +230,20 @@ int main(int argc, char** argv) {
         cases.push_back(bench_prefill(m, c, 4096));
         cases.push_back(bench_prefill(m, c, g_quick ? 8192 : 16384));
       }
-      {  // "ropex": the default step (a CUDA graph, cuBLAS); the same op by op (no graph), and with
-         // the gemv kernel for the one-token products instead of cuBLAS
+      {  // "ropex": the default step (CUDA graphs, gemv kernel, PDL); the same op by op (no graph),
+         // without PDL, and with cuBLAS for the one-token products
         const double bw = double(ceil["copy_bandwidth_gbs"]);
         auto& st = *m.ops().st;
         st.graphs = false;
         const json plain = bench_decode(m, c, 4096, bw);
         st.graphs = true;
-        st.gemv = true;
-        const json kernel = bench_decode(m, c, 4096, bw);
+        const bool pdl = st.pdl;
+        st.pdl = false;
+        const json no_pdl = bench_decode(m, c, 4096, bw);
+        st.pdl = pdl;
         st.gemv = false;
+        const json cublas = bench_decode(m, c, 4096, bw);
+        st.gemv = true;
         const int default_layers = st.graph_layers;
         json layers = json::object();  // layers per recorded graph: fewer overlap more recording with running
         for (const int l : {32, 8, 4, 1}) {
@@ -249,7 +253,8 @@ int main(int argc, char** argv) {
         st.graph_layers = default_layers;
         json d = bench_decode(m, c, 4096, bw);
         d["ropex_no_graph"] = plain["ropex"];
-        d["ropex_gemv_kernel"] = kernel["ropex"];
+        d["ropex_cublas"] = cublas["ropex"];
+        d["ropex_no_pdl"] = no_pdl["ropex"];
         d["graph_layers"] = default_layers;
         d["ropex_by_graph_layers"] = layers;
         cases.push_back(d);

@@ -161,20 +161,22 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
 // A decode schedule over `tokens` (as a generation loop feeds them): a 20-token prompt, one token
 // at a time to 100 (short contexts: the split-KV decode kernel's split count grows with the keys,
 // from 1), a 460-token chunk, then one at a time to the end (long contexts, many splits). st->gemv
-// is switched on for steps 80..89, so the recorded graphs' kernels change (updates must follow).
-// graph_layers: layers per recorded graph. Returns every row's logits and how the steps ran.
+// is switched off for steps 80..89 (cuBLAS products instead), so the recorded graphs' kernels
+// change (updates must follow). graph_layers: layers per recorded graph; pdl: kernels launched as
+// programmatic dependents (where the GPU has it). Returns every row's logits and how the steps ran.
 template <class B>
 std::pair<Llama<>::HostMatrix, typename ropex::backends::ops<B>::GraphStats> decode_schedule(
-    const Checkpoint& ck, std::span<const int32_t> tokens, bool graphs, int graph_layers = 4) {
+    const Checkpoint& ck, std::span<const int32_t> tokens, bool graphs, int graph_layers = 4, bool pdl = true) {
   Llama<B> model(ck);
   model.ops().st->graphs = graphs;
   model.ops().st->graph_layers = graph_layers;
+  model.ops().st->pdl = model.ops().st->pdl && pdl;
   const int64_t V = ck.config().vocab_size;
   auto cache = model.make_cache(int64_t(tokens.size()));
   Llama<>::HostMatrix out(int64_t(tokens.size()), V);
   size_t t = 0;
   auto feed = [&](size_t n) {
-    model.ops().st->gemv = t >= 80 && t < 90;
+    model.ops().st->gemv = t < 80 || t >= 90;
     const auto h = model.forward(tokens.subspan(t, n), cache);
     model.logits(h.data(), h.rows(), out.data() + int64_t(t) * V);
     t += n;
@@ -215,6 +217,10 @@ TEST_CASE("CUDA graphs: recorded decode steps give the op-by-op logits bit for b
   const auto [plain16, ps16] = decode_schedule<cuda_bf16>(ck, tokens, false);
   const auto [plain32, ps32] = decode_schedule<cuda_f32>(ck, tokens, false);
   CHECK(ps16.recorded + ps32.recorded == 0);
+  {  // programmatic dependent launch changes when kernels start, not what they compute
+    const auto [nopdl16, ns16] = decode_schedule<cuda_bf16>(ck, tokens, false, 4, false);
+    CHECK(compare(nopdl16.data(), plain16.data(), N, V).max_abs == 0);
+  }
   // 2 layers: graph_layers 4 records a step as one graph, 1 as three (layer, layer, final norm).
   for (const int graph_layers : {4, 1}) {
     auto check_backend = [&]<class B>(const std::string& name, const Llama<>::HostMatrix& plain, double tolerance) {

@@ -5,6 +5,7 @@
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/model/kv_cache.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -83,6 +84,20 @@ class DeviceMatrix {
   int64_t rows_ = 0, cols_ = 0;
 };
 
+namespace kernels {
+/// dk[i] = k[i], dv[i] = v[i] for n 16-byte words: a KV cache append (one launch for both, and
+/// with PDL it can start while the kernel before it drains, which a memcpy cannot).
+template <class W>  // int4 (a template: defined in a header, compiled once per program)
+__global__ void copy_kv(W* __restrict__ dk, const W* __restrict__ k, W* __restrict__ dv, const W* __restrict__ v, int64_t n) {
+  pdl_launch_dependents();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    dk[i] = k[i];
+    dv[i] = v[i];
+  }
+}
+}  // namespace kernels
+
 /// The KV cache on the device, the GPU twin of model::KVCache (same interface): per layer
 /// k, v : [capacity, kv_heads, head_dim] token-major, so keys 0..n of a layer are one contiguous
 /// [n, kv_heads, head_dim] tensor (what flash_attention takes) and appending a chunk is one copy.
@@ -108,11 +123,27 @@ class DeviceKVCache : public model::KVCacheBook {
     reserve_more(offset + n);
     const size_t row = static_cast<size_t>(n_kv_heads_ * head_dim_);
     const size_t bytes = static_cast<size_t>(n) * row * sizeof(T);
-    ROPEX_CUDA_CHECK(cudaMemcpyAsync(keys(layer).row(length_ + offset, 0), k_new, bytes, cudaMemcpyDeviceToDevice, stream_));
-    ROPEX_CUDA_CHECK(cudaMemcpyAsync(values(layer).row(length_ + offset, 0), v_new, bytes, cudaMemcpyDeviceToDevice, stream_));
+    T* dk = keys(layer).row(length_ + offset, 0);
+    T* dv = values(layer).row(length_ + offset, 0);
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (bytes % 16 == 0 && aligned(dk) && aligned(dv) && aligned(k_new) && aligned(v_new)) {
+      const int64_t words = static_cast<int64_t>(bytes / 16);
+      const auto blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(words, 256), 8 * 1024));
+      launch_pdl(kernels::copy_kv<int4>, dim3(blocks), dim3(256), 0, stream_, pdl_, reinterpret_cast<int4*>(dk),
+                 reinterpret_cast<const int4*>(k_new), reinterpret_cast<int4*>(dv), reinterpret_cast<const int4*>(v_new),
+                 words);
+      check_launch("copy_kv");
+      return;
+    }
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(dk, k_new, bytes, cudaMemcpyDeviceToDevice, stream_));
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(dv, v_new, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
-  void set_stream(cudaStream_t stream) { stream_ = stream; }
+  /// The stream of the appends; pdl: launched as programmatic dependents (common.cuh).
+  void set_stream(cudaStream_t stream, bool pdl = false) {
+    stream_ = stream;
+    pdl_ = pdl;
+  }
 
  private:
   attention::HeadsView<T> view(DeviceBuffer<T>& buf, int64_t layer) {
@@ -120,6 +151,7 @@ class DeviceKVCache : public model::KVCacheBook {
   }
   DeviceBuffer<T> k_, v_;
   cudaStream_t stream_ = nullptr;  // the legacy default stream until set_stream
+  bool pdl_ = false;
 };
 
 }  // namespace ropex::cuda

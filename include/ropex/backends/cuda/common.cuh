@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <ropex/config.hpp>
 #include <ropex/error.hpp>
@@ -42,6 +43,43 @@ template <class T>
 struct alignas(16) Vec16 {
   T v[kVec<T>];
 };
+
+// ---- programmatic dependent launch (PDL, sm_90+): a kernel launched with the attribute may start
+// while the kernel before it in the stream is still running; it must pdl_wait() before reading
+// anything that kernel writes. Kernels of a decode step call pdl_launch_dependents() first thing,
+// so the next one's blocks can be scheduled (and prefetch weights) as this one's drain.
+/// Waits until the kernel before this one in the stream has finished and its writes are visible
+/// (returns at once for a kernel launched without the PDL attribute).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/// Lets the next kernel of the stream start, if it was launched with the PDL attribute (it still
+/// waits in pdl_wait for this one to finish before reading what this one writes).
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+/// kernel<<<grid, block, smem, stream>>>(args...); with `pdl`, as a programmatic dependent of the
+/// kernel before it in the stream (the kernel must pdl_wait before reading that kernel's output).
+template <class... Params, class... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+                Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  ROPEX_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 inline int device_sm_count() {
   int dev = 0, n = 0;

@@ -266,6 +266,8 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
 template <class T, int HD, int ROWS, int NW, int U>
 __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
+  pdl_launch_dependents();
+  pdl_wait();
   constexpr int LPK = HD / 8;      // lanes per key row (8 elements = 16 bytes each)
   constexpr int KPW = 32 / LPK;    // keys per warp per load
   constexpr int STEP = NW * KPW;   // keys per block per unrolled slot
@@ -434,6 +436,8 @@ struct DecodeMmaSmem {
 template <class T, int HD, int NW, int STAGES>
 __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a) {
   static_assert(HD == 64 || HD == 128, "tensor-core decode: head_dim 64 or 128");
+  pdl_launch_dependents();
+  pdl_wait();
   constexpr int ROWS = kDecodeMaxRows, KW = HD / 32, VW = HD / 64, NB = HD / 8, KC = HD / 16, CH = HD / 8;
   constexpr int LDS = DecodeMmaSmem<T, HD, NW, STAGES>::LDS;
   using State = attention::SoftmaxState<float>;
@@ -627,7 +631,7 @@ int resident_blocks(Kernel kernel, int threads, size_t smem = 0) {
 
 template <class T, int ROWS, class Kernel>
 void launch_split(Kernel kernel, int threads, size_t smem, int slots, int step, DecodeArgs<T> a, int n_rows, int batch,
-                  int kv_heads, int max_splits, DecodeWorkspace& ws, cudaStream_t stream, const char* name) {
+                  int kv_heads, int max_splits, DecodeWorkspace& ws, cudaStream_t stream, const char* name, bool pdl) {
   a.row_groups = static_cast<int>(ceil_div(n_rows, ROWS));
   const int64_t n_keys = a.shape.n_keys;
   const int64_t units = static_cast<int64_t>(batch) * kv_heads * a.row_groups;
@@ -642,32 +646,32 @@ void launch_split(Kernel kernel, int threads, size_t smem, int slots, int step, 
     a.counters = ws.counters();
   }
   dim3 grid(a.splits, kv_heads * a.row_groups, batch);
-  kernel<<<grid, threads, smem, stream>>>(a);
+  launch_pdl(kernel, grid, dim3(threads), smem, stream, pdl, a);
   check_launch(name);
 }
 
 template <class T, int HD, int ROWS>
 void launch_decode(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, bool pdl) {
   constexpr int NW = 4, U = ROWS >= 8 ? 2 : 4;  // 8 rows: fewer keys in flight, to stay in registers
   constexpr int STEP = NW * (32 / (HD / 8)) * U;  // keys one block handles per loop iteration
   static const int slots = resident_blocks(decode_kernel<T, HD, ROWS, NW, U>, NW * 32);
   launch_split<T, ROWS>(decode_kernel<T, HD, ROWS, NW, U>, NW * 32, 0, slots, STEP, a, n_rows, batch, kv_heads, max_splits, ws,
-                        stream, "decode_kernel");
+                        stream, "decode_kernel", pdl);
 }
 
 template <class T, int HD>
 void decode_rows(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
-                 cudaStream_t stream) {
-  if (n_rows <= 1) launch_decode<T, HD, 1>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
-  else if (n_rows <= 2) launch_decode<T, HD, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
-  else if (n_rows <= 4) launch_decode<T, HD, 4>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
-  else launch_decode<T, HD, 8>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
+                 cudaStream_t stream, bool pdl) {
+  if (n_rows <= 1) launch_decode<T, HD, 1>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  else if (n_rows <= 2) launch_decode<T, HD, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  else if (n_rows <= 4) launch_decode<T, HD, 4>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  else launch_decode<T, HD, 8>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
 }
 
 template <class T, int HD, int NW, int STAGES>
 void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, bool pdl) {
   constexpr size_t smem = DecodeMmaSmem<T, HD, NW, STAGES>::bytes;
   auto kernel = decode_mma_kernel<T, HD, NW, STAGES>;
   static const int slots = [&] {  // once per instantiation: > 48 KB of dynamic shared memory
@@ -675,15 +679,15 @@ void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int
     return resident_blocks(kernel, NW * 32, smem);
   }();
   launch_split<T, kDecodeMaxRows>(kernel, NW * 32, smem, slots, NW * 16, a, n_rows, batch, kv_heads, max_splits, ws, stream,
-                      "decode_mma_kernel");
+                                  "decode_mma_kernel", pdl);
 }
 
 template <class T, int HD>
 void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bool pdl) {
   // 8 warps x 2 stages: on an H200 (32q/8kv, one token, 4K-512K keys) as fast as or faster than
   // 4x2, 4x3, 6x2, 6x4, 8x3 and 12x2 at every length (bench_gpu, docs/benchmarks.md).
-  launch_decode_mma<T, HD, 8, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream);
+  launch_decode_mma<T, HD, 8, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
 }
 
 }  // namespace detail
@@ -696,10 +700,11 @@ void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int m
 /// max_splits = 1 runs without the split/merge step (for tests of both paths). kernel: automatic
 /// takes the tensor-core kernel when a KV head serves several query rows (GQA or several new
 /// tokens) and head_dim is 64 or 128, else the CUDA-core one (one row: nothing to share).
+/// pdl: launched as a programmatic dependent of the kernel before it (common.cuh).
 template <class T>
 void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, int batch,
                       const attention::AttentionShape& shape, DecodeWorkspace& ws, int max_splits = 0,
-                      cudaStream_t stream = nullptr, DecodeKernel kernel = DecodeKernel::automatic) {
+                      cudaStream_t stream = nullptr, DecodeKernel kernel = DecodeKernel::automatic, bool pdl = false) {
   if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0)
     throw make_error("cuda::decode_attention", "n_heads", "must be a positive multiple of n_kv_heads");
   if (shape.n_queries <= 0 || batch <= 0) return;
@@ -714,14 +719,14 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
   if (kernel == DecodeKernel::tensor_core && !mma_dim)
     throw make_error("cuda::decode_attention", "head_dim", "the tensor-core kernel takes 64 or 128");
   if (kernel == DecodeKernel::tensor_core || (kernel == DecodeKernel::automatic && mma_dim && n_rows >= 2)) {
-    if (shape.head_dim == 64) detail::decode_rows_mma<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream);
-    else detail::decode_rows_mma<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream);
+    if (shape.head_dim == 64) detail::decode_rows_mma<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
+    else detail::decode_rows_mma<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
     return;
   }
   switch (shape.head_dim) {
-    case 64: detail::decode_rows<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream); break;
-    case 128: detail::decode_rows<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream); break;
-    case 256: detail::decode_rows<T, 256>(a, n_rows, batch, kvh, max_splits, ws, stream); break;
+    case 64: detail::decode_rows<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl); break;
+    case 128: detail::decode_rows<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl); break;
+    case 256: detail::decode_rows<T, 256>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl); break;
     default:
       throw make_error("cuda::decode_attention", "head_dim",
                        "must be 64, 128 or 256, got " + std::to_string(shape.head_dim));

@@ -24,6 +24,12 @@
 // starts and the step got slower (6.02 ms vs 5.32 op by op, H200, 4K context); in graphs of 2
 // layers it is hidden: 5.17-5.18 ms in two H200 runs, against 5.23-5.38 for 4 layers and 5.36-5.37
 // for 8 (bench/gpu/llama7b.cu times them all).
+// PDL: the kernels of a step (RMSNorm, gemv, RoPE, KV append, decode attention, SwiGLU) are
+// launched as programmatic dependents (State::pdl, on for sm_90+): each lets the next one start as
+// soon as it runs, and waits for the one before only where it reads its output, so the gemv
+// kernel's first weight loads overlap the previous kernel's tail. One-token products go through
+// that kernel (State::gemv) rather than cuBLAS: the same speed alone, ~8% faster chained with PDL
+// over a 7B step's products (bench/gpu/gemv.cu, H200).
 // Nothing inside a step may allocate or synchronize: the decode workspace, the cuBLAS workspace
 // and every scratch buffer are sized before recording starts, and the first one-token step of a
 // State runs op by op (one-time setup: kernel attributes, cuBLAS's first calls). State::graphs
@@ -34,6 +40,7 @@
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/backends/cuda/decode.cuh>
 #include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/gemv.cuh>
 #include <ropex/backends/cuda/rope.cuh>
 #include <ropex/backends/eigen/ops.hpp>  // the ops<> template, model::TensorView
 #include <ropex/rope/scaling.hpp>
@@ -73,22 +80,7 @@ template <class T> inline constexpr cudaDataType_t kCudaType = CUDA_R_32F;
 template <> inline constexpr cudaDataType_t kCudaType<__nv_bfloat16> = CUDA_R_16BF;
 template <> inline constexpr cudaDataType_t kCudaType<__half> = CUDA_R_16F;
 
-/// One weight of a gemv launch: [rows, in] row-major, its output y[rows].
-template <class T, class Y = T>
-struct GemvPart {
-  const T* w = nullptr;
-  Y* y = nullptr;
-  int rows = 0;
-};
-inline constexpr size_t kGemvMaxParts = 3;
-
 namespace kernels {
-
-template <class T, class Y>
-struct GemvParts {
-  GemvPart<T, Y> part[kGemvMaxParts];
-  int count = 0;
-};
 
 /// Stored checkpoint bytes (F32 / F16 / BF16) -> T, elementwise.
 template <class T>
@@ -146,6 +138,8 @@ struct alignas(sizeof(T) * E) Pack {
 /// place is fine: each element is read, then written, by the same thread)
 template <class T, int E>
 __global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t dim, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
   __shared__ float red[32];
   using P = Pack<T, E>;
   const int64_t np = dim / E;
@@ -170,6 +164,8 @@ __global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t
 /// aligned pointers: every activation buffer here), fp32 math.
 template <class T, class F>
 __global__ void binary_vec(T* __restrict__ a, const T* __restrict__ b, int64_t n_vec, F f) {
+  pdl_launch_dependents();
+  pdl_wait();
   using V = Vec16<T>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_vec; i += int64_t(gridDim.x) * blockDim.x) {
     V x = reinterpret_cast<V*>(a)[i];
@@ -181,83 +177,14 @@ __global__ void binary_vec(T* __restrict__ a, const T* __restrict__ b, int64_t n
 }
 template <class T, class F>
 __global__ void binary(T* __restrict__ a, const T* __restrict__ b, int64_t n, F f) {
+  pdl_launch_dependents();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     a[i] = from_float<T>(f(to_float(a[i]), to_float(b[i])));
 }
 struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
   __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
 };
-
-/// One token through up to three [rows_i, in] weights (q|k|v, gate|up) in one launch:
-/// y_i[r] = sum_j W_i[r, j] x[j] (y_i[r] += ... with Accumulate), fp32 accumulation.
-/// Decoding's weight stream: each warp takes kRows rows, kDepth 16-byte loads per row in flight
-/// per lane before any math; x staged once per block in shared memory. Needs in % kVec<T> == 0.
-template <class T, class Y, bool Accumulate, int kDepth = 4, int kRows = 1>
-__global__ void gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, int in) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  using V = Vec16<T>;
-  constexpr int E = kVec<T>;
-  const int nv = in / E;
-  V* xs = reinterpret_cast<V*>(smem);
-  for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = reinterpret_cast<const V*>(x)[i];
-  __syncthreads();
-  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
-  auto load = [](const V* p) {  // read-only path; the weights are not reused within the step
-    const int4 r = __ldg(reinterpret_cast<const int4*>(p));
-    V v;
-    memcpy(&v, &r, sizeof v);
-    return v;
-  };
-  for (int g = blockIdx.x * warps + threadIdx.x / 32; g * kRows < rows; g += gridDim.x * warps) {
-    const V* wr[kRows];
-    Y* yr[kRows];
-    bool live[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      int pi = 0, row = g * kRows + r;  // which weight, which of its rows
-      live[r] = row < rows;
-      if (!live[r]) row = 0;  // a valid row to read; its sum is dropped
-      while (pi + 1 < parts.count && row >= parts.part[pi].rows) row -= parts.part[pi++].rows;
-      wr[r] = reinterpret_cast<const V*>(parts.part[pi].w + static_cast<int64_t>(row) * in);
-      yr[r] = parts.part[pi].y + row;
-    }
-    float acc[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
-    auto fma_chunk = [&](float& s, const V& a, const V& b) {
-#pragma unroll
-      for (int e = 0; e < E; ++e) s = fmaf(to_float(a.v[e]), to_float(b.v[e]), s);
-    };
-    int c = lane;
-    for (; c + 32 * (kDepth - 1) < nv; c += 32 * kDepth) {
-      V a[kRows][kDepth];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r)
-#pragma unroll
-        for (int u = 0; u < kDepth; ++u) a[r][u] = load(wr[r] + c + 32 * u);
-#pragma unroll
-      for (int u = 0; u < kDepth; ++u) {
-        const V b = xs[c + 32 * u];
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) fma_chunk(acc[r], a[r][u], b);
-      }
-    }
-    for (; c < nv; c += 32) {
-      const V b = xs[c];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) fma_chunk(acc[r], load(wr[r] + c), b);
-    }
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-      if (lane == 0 && live[r]) {
-        if constexpr (Accumulate) acc[r] += to_float(*yr[r]);
-        *yr[r] = from_float<Y>(acc[r]);
-      }
-    }
-  }
-}
 
 /// nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]]   (one block per row)
 __global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logits, const int32_t* __restrict__ targets,
@@ -385,9 +312,12 @@ struct Ops {
     cudaEvent_t pinned_free = nullptr;  // recorded after the last copy out of `pinned`
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
-    // One-token products through the gemv kernel below instead of cuBLAS. Off: on an H200 the 7B
-    // decode step took 6.14 ms with it, 5.83 with cuBLAS (same run, docs/benchmarks.md).
-    bool gemv = false;
+    /// One-token products through the gemv kernel (gemv.cuh) instead of cuBLAS: as fast alone, and
+    /// with PDL it overlaps the kernel before it (bench/gpu/gemv.cu).
+    bool gemv = true;
+    /// The kernels of a step launched as programmatic dependents (common.cuh; sm_90+;
+    /// ROPEX_CUDA_PDL=0 turns it off).
+    bool pdl = pdl_default();
     /// One-token steps recorded and launched as CUDA graphs (see the top of this file), one graph
     /// per `graph_layers` layers.
     bool graphs = graphs_default();
@@ -420,6 +350,13 @@ struct Ops {
       if (pinned) cudaFreeHost(pinned);
       if (pinned_free) cudaEventDestroy(pinned_free);
       if (stream) cudaStreamDestroy(stream);
+    }
+    static bool pdl_default() {
+      const char* e = std::getenv("ROPEX_CUDA_PDL");
+      if (e && std::string(e) == "0") return false;
+      int dev = 0, major = 0;
+      return cudaGetDevice(&dev) == cudaSuccess &&
+             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
     }
     static bool graphs_default() {
       const char* e = std::getenv("ROPEX_CUDA_GRAPHS");
@@ -457,7 +394,7 @@ struct Ops {
   /// (a one-token step) and st->graphs, what follows is recorded instead of run, and launched a
   /// few layers at a time (end_layer, end_step).
   Step begin_step(Cache& cache, bool record) {
-    cache.set_stream(st->stream);
+    cache.set_stream(st->stream, st->pdl);
     if (!record || !st->graphs) return {};
     if (!std::exchange(st->stepped, true)) return {};  // the first one runs op by op: lazy setup
     if constexpr (!std::is_same_v<T, float>) reserve_decode_workspace(cache.head_dim());
@@ -530,29 +467,39 @@ struct Ops {
     const bool vec = dim % E == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const int64_t accesses = vec ? dim / E : dim;  // a 4096-wide bf16 row: 512 threads, one 16-byte load each
     const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ceil_div(accesses, 32) * 32)));
-    if (vec) kernels::rmsnorm<T, E><<<static_cast<unsigned>(n), threads, 0, st->stream>>>(out, x, weight, dim, static_cast<float>(eps));
-    else kernels::rmsnorm<T, 1><<<static_cast<unsigned>(n), threads, 0, st->stream>>>(out, x, weight, dim, static_cast<float>(eps));
+    launch_pdl(vec ? kernels::rmsnorm<T, E> : kernels::rmsnorm<T, 1>, dim3(static_cast<unsigned>(n)), dim3(threads), 0,
+               st->stream, st->pdl, out, x, weight, dim, static_cast<float>(eps));
     check_launch("rmsnorm");
   }
 
   /// y[n, out] = x[n, in] W^T (y += x W^T with `accumulate`: the residual adds), fp32
   /// accumulation: cuBLAS (column-major: Y^T = W^T' X^T, beta = 1 to accumulate), or the gemv
-  /// kernel above for one token when st->gemv is set.
+  /// kernel (gemv.cuh) for one token when st->gemv is set.
   void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
     const GemvPart<T> part{w.data(), y, static_cast<int>(w.rows)};
     if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, x, accumulate)) return;
     gemm(w, x, n, y, kCudaType<T>, accumulate);
   }
-  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: a single
-  /// GEMM when the weights were upload_stacked and the outputs lie back to back (a 96 MB product
-  /// streams at ~3.5 TB/s on an H200 where three 32 MB ones reach ~2.3), or one gemv launch over
-  /// all of them with st->gemv; otherwise one product each.
+  /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: one gemv
+  /// launch over all of them (st->gemv), else a single GEMM when the weights were upload_stacked
+  /// and the outputs lie back to back (a 96 MB product streams at ~3.5 TB/s on an H200 where three
+  /// 32 MB ones reach ~2.3); otherwise one product each.
   struct Proj {
     const Weight& w;
     T* y;
   };
   void matmul(const T* x, int64_t n, std::initializer_list<Proj> projs) {
-    if (n == 1 && !st->gemv && projs.size() > 1) {  // stacked weights and outputs back to back: one GEMM
+    if (n == 1 && projs.size() <= kGemvMaxParts) {
+      GemvPart<T> parts[kGemvMaxParts];
+      int k = 0;
+      bool ok = true;
+      for (const Proj& p : projs) {
+        ok = ok && p.w.cols == projs.begin()->w.cols && p.w.rows <= INT32_MAX;
+        parts[k++] = GemvPart<T>{p.w.data(), p.y, static_cast<int>(p.w.rows)};
+      }
+      if (ok && gemv<T>(std::span(parts, static_cast<size_t>(k)), projs.begin()->w.cols, x, false)) return;
+    }
+    if (n == 1 && projs.size() > 1) {  // stacked weights and outputs back to back: one GEMM
       const Proj* p = projs.begin();
       bool adjacent = true;
       int64_t rows = p[0].w.rows;
@@ -567,16 +514,6 @@ struct Ops {
         gemm(all, x, 1, p[0].y, kCudaType<T>);
         return;
       }
-    }
-    if (n == 1 && projs.size() <= kGemvMaxParts) {
-      GemvPart<T> parts[kGemvMaxParts];
-      int k = 0;
-      bool ok = true;
-      for (const Proj& p : projs) {
-        ok = ok && p.w.cols == projs.begin()->w.cols && p.w.rows <= INT32_MAX;
-        parts[k++] = GemvPart<T>{p.w.data(), p.y, static_cast<int>(p.w.rows)};
-      }
-      if (ok && gemv<T>(std::span(parts, static_cast<size_t>(k)), projs.begin()->w.cols, x, false)) return;
     }
     for (const Proj& p : projs) matmul(p.w, x, n, p.y);
   }
@@ -618,7 +555,7 @@ struct Ops {
     const int hd = static_cast<int>(head_dim);
     rope_apply<T>(DeviceHeads<T>::contiguous(q, static_cast<int>(q_heads), hd),
                   DeviceHeads<T>::contiguous(k, static_cast<int>(k_heads), hd), n, hd, r.table->data(), r.freq->half(),
-                  layout, st->stream);
+                  layout, st->stream, 1, {}, {}, st->pdl);
   }
 
   // ------------------------------------------------------------------------- attention
@@ -636,7 +573,8 @@ struct Ops {
     if constexpr (!std::is_same_v<T, float>) {
       if (q_dense && s.n_queries * s.group() <= kDecodeMaxRows && (hd == 64 || hd == 128 || hd == 256)) {
         const KVView<T> kv_k{k.data, 0, k.token_stride, k.head_stride}, kv_v{v.data, 0, v.token_stride, v.head_stride};
-        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, 0, st->stream);
+        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, 0, st->stream, DecodeKernel::automatic,
+                            st->pdl);
         return;
       }
       if (q_dense && kv_dense && (hd == 64 || hd == 80 || hd == 128)) {
@@ -749,8 +687,8 @@ struct Ops {
     if (count <= 0) return;
     constexpr int V = kVec<T>;
     const bool vec = count % V == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
-    if (vec) kernels::binary_vec<T><<<grid_for(count / V), 256, 0, st->stream>>>(a, b, count / V, f);
-    else kernels::binary<T><<<grid_for(count), 256, 0, st->stream>>>(a, b, count, f);
+    if (vec) launch_pdl(kernels::binary_vec<T, F>, grid_for(count / V), dim3(256), 0, st->stream, st->pdl, a, b, count / V, f);
+    else launch_pdl(kernels::binary<T, F>, grid_for(count), dim3(256), 0, st->stream, st->pdl, a, b, count, f);
     check_launch("elementwise");
   }
 
@@ -761,38 +699,11 @@ struct Ops {
     return st->logits.data();
   }
 
-  // One token: the gemv kernel, when rows are whole 16-byte vectors and x fits in shared memory.
-  // Returns false (caller uses cuBLAS) otherwise.
+  // One token through the gemv kernel (st->gemv) where it applies; false: the caller uses cuBLAS.
   template <class Y>
   bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t cols, const T* x, bool accumulate) {
-    constexpr int E = kVec<T>;
-    const size_t smem = static_cast<size_t>(cols) * sizeof(T);
-    int64_t rows = 0;
-    for (const auto& p : parts) rows += p.rows;
-    if (!st->gemv || rows <= 0 || rows > INT32_MAX || cols % E != 0 || smem > kGemvMaxSmem ||
-        reinterpret_cast<uintptr_t>(x) % 16 != 0)
-      return false;
-    constexpr int threads = 256, warps = threads / 32;
-    static const int max_blocks = [] {
-      int per_sm = 0;
-      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernels::gemv<T, Y, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(kGemvMaxSmem)));
-      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernels::gemv<T, Y, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(kGemvMaxSmem)));
-      ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels::gemv<T, Y, false>, threads, 32 << 10));
-      return std::max(1, per_sm) * device_sm_count();
-    }();
-    kernels::GemvParts<T, Y> gp{};
-    gp.count = static_cast<int>(parts.size());
-    for (size_t i = 0; i < parts.size(); ++i) gp.part[i] = parts[i];
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, warps), max_blocks));
-    if (accumulate)
-      kernels::gemv<T, Y, true><<<blocks, threads, smem, st->stream>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
-    else kernels::gemv<T, Y, false><<<blocks, threads, smem, st->stream>>>(gp, x, static_cast<int>(rows), static_cast<int>(cols));
-    check_launch("gemv");
-    return true;
+    return st->gemv && cuda::gemv<T, Y>(parts, cols, x, accumulate, st->stream, st->pdl);
   }
-  static constexpr size_t kGemvMaxSmem = 96 << 10;  // x of up to 48K bf16 features
 
   template <class Y>
   void gemm(const Weight& w, const T* x, int64_t n, Y* y, cudaDataType_t y_type, bool accumulate = false) {

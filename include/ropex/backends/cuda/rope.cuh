@@ -173,6 +173,8 @@ struct RopeItems {
 template <class T, int VEC, int H>
 __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTensor k, RopeItems items,
                                                          const float2* __restrict__ table, int half, RopeLayout layout) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int heads = q.heads + k.heads;
   const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
   if (item >= items.n_items) return;
@@ -244,10 +246,11 @@ struct DeviceHeads {
 /// half] float2), so the LLaMA stack computes a chunk's table once and applies it in every layer.
 /// With q_out / k_out (same head counts): q and k are only read and the rotated dims are written
 /// there (out of place; dims past 2 * half are not written: copy them first when rotary < head_dim).
+/// pdl: launched as a programmatic dependent of the kernel before it (common.cuh).
 template <class T>
 void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim, const float2* table, int half,
                 RopeLayout layout, cudaStream_t stream = nullptr, int heads_per_thread = 1,
-                DeviceHeads<T> q_out = {}, DeviceHeads<T> k_out = {}) {
+                DeviceHeads<T> q_out = {}, DeviceHeads<T> k_out = {}, bool pdl = false) {
   if (2 * half > head_dim)
     throw make_error("cuda::rope_apply", "rotary_dim",
                      std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
@@ -274,9 +277,10 @@ void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_d
     const int64_t nt = std::min(tokens_per_launch, n_tokens - t0);
     const detail::RopeItems items{static_cast<uint32_t>(nt * per_token), t0, div_token, div_chunk};
     const unsigned blocks = static_cast<unsigned>(ceil_div(nt * per_token, 256));
-    if (vec && H == 2) detail::rope_apply_kernel<T, V, 2><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
-    else if (vec) detail::rope_apply_kernel<T, V, 1><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
-    else detail::rope_apply_kernel<T, 1, 1><<<blocks, 256, 0, stream>>>(rq, rk, items, table, half, layout);
+    auto kernel = vec && H == 2 ? detail::rope_apply_kernel<T, V, 2>
+                  : vec       ? detail::rope_apply_kernel<T, V, 1>
+                              : detail::rope_apply_kernel<T, 1, 1>;
+    launch_pdl(kernel, dim3(blocks), dim3(256), 0, stream, pdl, rq, rk, items, table, half, layout);
     check_launch("rope_apply_kernel");
   }
 }
