@@ -85,7 +85,7 @@ int main() {
   };
   auto ours = [&](const bf16* w, const bf16* x, bf16* y, int rows, int in, bool acc, bool pdl) {
     const GemvPart<bf16> part{w, y, rows};
-    if (!gemv<bf16, bf16>(std::span(&part, 1), in, x, acc, cur, pdl)) throw ropex::Error("gemv does not apply");
+    if (!gemv<bf16, bf16>(std::span(&part, 1), in, GemvInput<bf16>{x}, acc, cur, pdl)) throw ropex::Error("gemv does not apply");
   };
 
   // 1. Each product alone.

@@ -144,8 +144,8 @@ json bench_decode(Model& m, const model::LlamaConfig& c, int64_t context, double
   // Graphs: the host time of recording the step, updating the executable graph and launching it.
   const double graph_host_ms = recorded ? host_ms / double(recorded) : 0.0;
   const std::string how = m.ops().st->graphs ? "graphs of " + std::to_string(m.ops().st->graph_layers) + " layers" : "op by op";
-  std::fprintf(stderr, "decode at %lld (%s, %s%s): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
-               how.c_str(), m.ops().st->gemv ? "gemv kernel" : "cuBLAS", m.ops().st->pdl ? ", PDL" : "", ms, floor_ms,
+  std::fprintf(stderr, "decode at %lld (%s, %s%s, max splits %d): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
+               how.c_str(), m.ops().st->gemv ? "gemv kernel" : "cuBLAS", m.ops().st->pdl ? ", PDL" : "", m.ops().st->decode_max_splits, ms, floor_ms,
                (weight_bytes + kv_bytes) * 1e-9, copy_gbs);
   if (recorded) std::fprintf(stderr, "; %lld steps recorded, %.3f ms host per step", (long long)recorded, graph_host_ms);
   std::fprintf(stderr, "\n");
@@ -251,10 +251,17 @@ int main(int argc, char** argv) {
           layers[std::to_string(l)] = bench_decode(m, c, 4096, bw)["ropex"];
         }
         st.graph_layers = default_layers;
+        json by_splits = json::object();  // decode attention's split bound: fewer blocks leave room for the next product
+        for (const int sp : {32, 16, 8}) {
+          st.decode_max_splits = sp;
+          by_splits[std::to_string(sp)] = bench_decode(m, c, 4096, bw)["ropex"];
+        }
+        st.decode_max_splits = 0;
         json d = bench_decode(m, c, 4096, bw);
         d["ropex_no_graph"] = plain["ropex"];
         d["ropex_cublas"] = cublas["ropex"];
         d["ropex_no_pdl"] = no_pdl["ropex"];
+        d["ropex_by_max_splits"] = by_splits;
         d["graph_layers"] = default_layers;
         d["ropex_by_graph_layers"] = layers;
         cases.push_back(d);

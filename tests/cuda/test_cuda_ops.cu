@@ -186,3 +186,93 @@ TEST_CASE("cuda matmul: stacked q|k|v weights and back-to-back outputs run as on
     CHECK(bad == 0);
   }
 }
+
+// One token: norm_matmul / swiglu_matmul run as one gemv launch that computes rmsnorm(x) or
+// silu(gate) * up while staging its input. Against the two-kernel path (rmsnorm or swiglu, then
+// matmul) on the same data: the staged inputs are rounded to T the same way, only the rmsnorm's
+// sum of squares is added in another order, so outputs agree to a rounding of T (a wrong weight,
+// eps or index is an O(1) error).
+TEST_CASE_TEMPLATE("cuda norm_matmul and swiglu_matmul: the fused one-token gemv equals the two-kernel path", T,
+                   __nv_bfloat16, float) {
+  constexpr bool bf = std::is_same_v<T, __nv_bfloat16>;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (const int64_t in : {int64_t(4096), int64_t(11008), int64_t(64)}) {
+    CAPTURE(in);
+    const int64_t rows = 777;
+    const size_t n_in = static_cast<size_t>(in);
+    std::vector<float> w(static_cast<size_t>(rows) * n_in), x(n_in), up(n_in), g(n_in);
+    for (auto& e : w) e = nd(rng);
+    for (auto& e : x) e = 3.f * nd(rng);
+    for (auto& e : up) e = nd(rng);
+    for (auto& e : g) e = 1.f + 0.1f * nd(rng);
+    std::vector<uint16_t> wb(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wb[i] = bf16_bits(w[i]);
+    ropex::model::TensorView tv;
+    tv.name = "w", tv.shape = {rows, in};
+    tv.dtype = bf ? ropex::model::DType::bf16 : ropex::model::DType::f32;
+    tv.data = bf ? reinterpret_cast<const std::byte*>(wb.data()) : reinterpret_cast<const std::byte*>(w.data());
+    tv.nbytes = w.size() * (bf ? 2 : 4);
+    ropex::cuda::Ops<T> ops;
+    const auto dw = ops.upload(tv);
+    auto upload = [&](const std::vector<float>& v) {
+      ropex::cuda::DeviceBuffer<T> d(v.size());
+      std::vector<T> t(v.size());
+      for (size_t i = 0; i < v.size(); ++i) {
+        if constexpr (bf) {
+          const uint16_t b = bf16_bits(v[i]);
+          std::memcpy(&t[i], &b, 2);
+        } else {
+          t[i] = v[i];
+        }
+      }
+      ROPEX_CUDA_CHECK(cudaMemcpy(d.data(), t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice));
+      return d;
+    };
+    auto host = [&](const ropex::cuda::DeviceBuffer<T>& d) {
+      std::vector<T> t(d.size());
+      ROPEX_CUDA_CHECK(cudaMemcpy(t.data(), d.data(), t.size() * sizeof(T), cudaMemcpyDeviceToHost));
+      std::vector<double> out(t.size());
+      for (size_t i = 0; i < t.size(); ++i) {
+        if constexpr (bf) {
+          uint16_t b;
+          std::memcpy(&b, &t[i], 2);
+          out[i] = bfloat16_to_float(b);
+        } else {
+          out[i] = t[i];
+        }
+      }
+      return out;
+    };
+    auto agree = [&](const std::vector<double>& fused, const std::vector<double>& split) {
+      int bad = 0;
+      for (size_t i = 0; i < fused.size(); ++i)
+        if (!(std::abs(fused[i] - split[i]) <= std::ldexp(std::abs(split[i]), -7) + 1e-3) && bad++ < 5)
+          CHECK_MESSAGE(false, "y[" << i << "] fused " << fused[i] << ", two kernels " << split[i]);
+      CHECK(bad == 0);
+    };
+    ropex::cuda::DeviceBuffer<float> dg(g.size());
+    ROPEX_CUDA_CHECK(cudaMemcpy(dg.data(), g.data(), g.size() * 4, cudaMemcpyHostToDevice));
+    auto dx = upload(x), dup = upload(up);
+    ropex::cuda::DeviceBuffer<T> xb(n_in), y1(static_cast<size_t>(rows)), y2(static_cast<size_t>(rows));
+    {  // rmsnorm(x) W^T
+      ROPEX_CUDA_CHECK(cudaMemset(y1.data(), 0xff, y1.size() * sizeof(T)));  // NaN poison
+      ops.norm_matmul(xb.data(), dx.data(), dg.data(), 1, in, 1e-5, {{dw, y1.data()}});
+      ops.rmsnorm(xb.data(), dx.data(), dg.data(), 1, in, 1e-5);
+      ops.matmul(dw, xb.data(), 1, y2.data());
+      INFO("norm_matmul");
+      agree(host(y1), host(y2));
+    }
+    {  // y += (silu(x) * up) W^T
+      const auto y0 = upload(std::vector<float>(static_cast<size_t>(rows), 0.5f));
+      ROPEX_CUDA_CHECK(cudaMemcpy(y1.data(), y0.data(), rows * sizeof(T), cudaMemcpyDeviceToDevice));
+      ROPEX_CUDA_CHECK(cudaMemcpy(y2.data(), y0.data(), rows * sizeof(T), cudaMemcpyDeviceToDevice));
+      auto gate = upload(x);
+      ops.swiglu_matmul(dw, gate.data(), dup.data(), 1, in, y1.data(), true);
+      ops.swiglu(dx.data(), dup.data(), in);
+      ops.matmul(dw, dx.data(), 1, y2.data(), true);
+      INFO("swiglu_matmul");
+      agree(host(y1), host(y2));
+    }
+  }
+}

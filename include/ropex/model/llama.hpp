@@ -16,7 +16,8 @@
 //   Matrix (rows(), cols(), data(), resize(r, c)), Weight / Vector (made by upload /
 //   upload_stacked / upload_vector from TensorViews), Cache (KVCache's interface), Rope (rope_angles), and
 //   embed, rmsnorm, matmul (y = x W^T, or y += x W^T for the residual adds; or several W_i of the
-//   same x at once), rope, attention, swiglu, logits; begin_step / end_layer / end_step around
+//   same x at once), norm_matmul (matmul of rmsnorm(x)), swiglu_matmul (matmul of silu(gate) * up;
+//   the GPU fuses these pairs for one token), rope, attention, logits; begin_step / end_layer / end_step around
 //   the layers (the GPU records a decode step as CUDA graphs there).
 #pragma once
 #include <ropex/backends/eigen/ops.hpp>
@@ -140,8 +141,8 @@ class Llama {
         const int64_t m = std::min(chunk_, n - t0);
         Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
         // ---- attention block
-        ops_.rmsnorm(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(xb_.data(), m, {{w.wq, q}, {w.wk, k}, {w.wv, v}});  // q|k|v = xb Wq|Wk|Wv^T
+        // q|k|v = norm(x) Wq|Wk|Wv^T  (xb: the normed rows)
+        ops_.norm_matmul(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps, {{w.wq, q}, {w.wk, k}, {w.wv, v}});
         ops_.rope(q, n_heads, k, n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
         cache.append(cl, k, v, m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
         attention::AttentionShape shape;
@@ -153,10 +154,9 @@ class Llama {
                        attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
         ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T
         // ---- MLP block (SwiGLU)
-        ops_.rmsnorm(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps);
-        ops_.matmul(xb_.data(), m, {{w.w_gate, gate}, {w.w_up, up}});  // gate|up = xb Wgate|Wup^T
-        ops_.swiglu(gate, up, m * inter);                               // gate = silu(gate) * up
-        ops_.matmul(w.w_down, gate, m, xc, /*accumulate=*/true);        // x += gate Wdown^T
+        // gate|up = norm(x) Wgate|Wup^T;  x += (silu(gate) * up) Wdown^T
+        ops_.norm_matmul(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps, {{w.w_gate, gate}, {w.w_up, up}});
+        ops_.swiglu_matmul(w.w_down, gate, up, m, inter, xc, /*accumulate=*/true);
       }
       ops_.end_layer(step);  // (GPU: launches what was recorded, every few layers)
       if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);

@@ -267,7 +267,6 @@ template <class T, int HD, int ROWS, int NW, int U>
 __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
   pdl_launch_dependents();
-  pdl_wait();
   constexpr int LPK = HD / 8;      // lanes per key row (8 elements = 16 bytes each)
   constexpr int KPW = 32 / LPK;    // keys per warp per load
   constexpr int STEP = NW * KPW;   // keys per block per unrolled slot
@@ -282,9 +281,46 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   const int group = static_cast<int>(s.group());
   const int n_rows = static_cast<int>(s.n_queries) * group;
 
-  // Query rows of this block: row r -> token t = gr / group, head kvh*group + gr % group.
-  float q[ROWS][8];
+  // Query rows of this block: row r -> token t = gr / group, head kvh*group + gr % group. The keys
+  // each row sees follow from the shape alone; q is read after pdl_wait (the kernel before writes it).
   int64_t visible[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    const int gr = rg * ROWS + r;
+    visible[r] = gr < n_rows ? s.visible_keys(gr / group) : 0;
+  }
+  int64_t max_visible = 0;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) max_visible = max(max_visible, visible[r]);
+
+  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_end = min(k_begin + a.keys_per_split, max_visible);
+  const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride + d0;
+  const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
+  const uint64_t policy = kv_l2_policy();
+  int4 kr[U], vr[U];
+  int64_t key[U];
+  auto load_step = [&](int64_t k0, int64_t from, int64_t to) {  // the step's keys in [from, to)
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      key[u] = k0 + u * STEP + warp * KPW + ks;
+      if (key[u] >= from && key[u] < to) {
+        kr[u] = load_stream(kbase + key[u] * a.k.token_stride, policy);
+        vr[u] = load_stream(vbase + key[u] * a.v.token_stride, policy);
+      }
+    }
+  };
+#pragma unroll
+  for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
+  // The first step's keys written by earlier steps (all but the last n_queries) are requested
+  // before pdl_wait: with PDL they stream while the kernel before this one (RoPE, the KV append)
+  // still runs. The rest of the step follows the wait.
+  const int64_t old_keys = s.n_keys - s.n_queries;
+  load_step(k_begin, k_begin, min(k_end, old_keys));
+  pdl_wait();
+  load_step(k_begin, max(k_begin, old_keys), k_end);
+
+  float q[ROWS][8];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
     const int gr = rg * ROWS + r;
@@ -293,19 +329,11 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
       load8(q[r], a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d0);
 #pragma unroll
       for (int e = 0; e < 8; ++e) q[r][e] *= a.scale_log2;
-      visible[r] = s.visible_keys(t);
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e) q[r][e] = 0.f;
-      visible[r] = 0;
     }
   }
-  int64_t max_visible = 0;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) max_visible = max(max_visible, visible[r]);
-
-  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
-  const int64_t k_end = min(k_begin + a.keys_per_split, max_visible);
 
   float m2[ROWS], l[ROWS], acc[ROWS][8];  // running max in base 2, sum, unnormalized output
 #pragma unroll
@@ -316,21 +344,11 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
     for (int e = 0; e < 8; ++e) acc[r][e] = 0.f;
   }
 
-  const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride + d0;
-  const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
-  const uint64_t policy = kv_l2_policy();
   for (int64_t k0 = k_begin; k0 < k_end; k0 += STEP * U) {
-    int4 kr[U], vr[U];
-    int64_t key[U];
+    if (k0 != k_begin) {  // issue all loads first: 2U 16-byte loads in flight per lane
 #pragma unroll
-    for (int u = 0; u < U; ++u) {  // issue all loads first: 2U 16-byte loads in flight per lane
-      key[u] = k0 + u * STEP + warp * KPW + ks;
-      if (key[u] < k_end) {
-        kr[u] = load_stream(kbase + key[u] * a.k.token_stride, policy);
-        vr[u] = load_stream(vbase + key[u] * a.v.token_stride, policy);
-      } else {
-        kr[u] = vr[u] = make_int4(0, 0, 0, 0);
-      }
+      for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
+      load_step(k0, k0, k_end);
     }
     float sc[U][ROWS];
 #pragma unroll

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 namespace ropex::cuda {
@@ -24,6 +25,17 @@ struct GemvPart {
   int rows = 0;
 };
 inline constexpr size_t kGemvMaxParts = 3;
+
+/// What a gemv multiplies: x itself, rmsnorm(x) = x / sqrt(mean(x^2) + eps) * norm_weight, or
+/// silu(x) * up (SwiGLU). The last two are computed while the kernel stages x, rounded to T as the
+/// separate kernels round them, so a decode step needs no launch of its own for them.
+template <class T>
+struct GemvInput {
+  const T* x = nullptr;
+  const float* norm_weight = nullptr;  // rmsnorm(x) with this weight and eps
+  float eps = 0.f;
+  const T* up = nullptr;  // silu(x) * up
+};
 
 namespace kernels {
 
@@ -51,12 +63,15 @@ struct GemvParts {
   }
 };
 
+enum class GemvPrologue { none, rmsnorm, swiglu };
+
 /// y_i[r] = sum_j W_i[r, j] x[j] (y_i[r] += ... with Accumulate) over up to three weights of the
-/// same `in`, rows numbered back to back. Warp g of the grid takes rows g, g + W, ... (W warps in
-/// all); a row is read in pieces of D 16-byte chunks per lane (D loads in flight), x staged once
-/// per block in shared memory. The first piece is loaded before pdl_wait.
-template <class T, class Y, bool Accumulate, int D>
-__global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, const T* __restrict__ x, int rows, int in) {
+/// same `in`, rows numbered back to back; x as GemvInput says (Prologue). Warp g of the grid takes
+/// rows g, g + W, ... (W warps in all); a row is read in pieces of D 16-byte chunks per lane (D
+/// loads in flight), x staged once per block in shared memory. The first piece is loaded before
+/// pdl_wait.
+template <class T, class Y, bool Accumulate, int D, GemvPrologue Prologue>
+__global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, GemvInput<T> input, int rows, int in) {
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   using V = Vec16<T>;
   constexpr int E = kVec<T>;
@@ -77,7 +92,44 @@ __global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, const T* _
   pdl_launch_dependents();
   pdl_wait();
   V* xs = reinterpret_cast<V*>(gemv_smem);
-  for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = reinterpret_cast<const V*>(x)[i];
+  const V* xv = reinterpret_cast<const V*>(input.x);
+  if constexpr (Prologue == GemvPrologue::rmsnorm) {
+    __shared__ float red[8];
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+      const V v = xv[i];
+#pragma unroll
+      for (int e = 0; e < E; ++e) ss += to_float(v.v[e]) * to_float(v.v[e]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) red[threadIdx.x / 32] = ss;
+    __syncthreads();
+    ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) ss += red[k];
+    const float inv = rsqrtf(ss / static_cast<float>(in) + input.eps);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+      V v = xv[i];
+#pragma unroll
+      for (int e = 0; e < E; ++e) v.v[e] = from_float<T>(to_float(v.v[e]) * inv * input.norm_weight[i * E + e]);
+      xs[i] = v;
+    }
+  } else if constexpr (Prologue == GemvPrologue::swiglu) {
+    const V* uv = reinterpret_cast<const V*>(input.up);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+      V g = xv[i];
+      const V u = uv[i];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float gf = to_float(g.v[e]);
+        g.v[e] = from_float<T>(gf / (1.f + __expf(-gf)) * to_float(u.v[e]));  // as ops.cuh's SiluMul
+      }
+      xs[i] = g;
+    }
+  } else {
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) xs[i] = xv[i];
+  }
   __syncthreads();
 
   float acc = 0.f;
@@ -119,38 +171,54 @@ __global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, const T* _
 
 }  // namespace kernels
 
-/// Where the kernel applies: rows of whole 16-byte chunks, x 16-byte aligned and at most 96 KB.
+/// Where the kernel applies: rows of whole 16-byte chunks, x (and up) 16-byte aligned, x at most
+/// 96 KB, blocks of 256 threads (the rmsnorm prologue reduces over 8 warps).
 template <class T>
-bool gemv_fits(int64_t rows, int64_t in, const void* x) {
+bool gemv_fits(int64_t rows, int64_t in, const GemvInput<T>& input) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return rows > 0 && rows <= INT32_MAX && in % kVec<T> == 0 && in * static_cast<int64_t>(sizeof(T)) <= (96 << 10) &&
-         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+         aligned(input.x) && (!input.up || aligned(input.up));
 }
 
-/// y_i = W_i x for one token, fp32 accumulation (+= with `accumulate`); `pdl`: launched as a
-/// programmatic dependent of the kernel before it. False (nothing launched) if !gemv_fits.
+namespace detail {
+template <class T, class Y, bool Acc, kernels::GemvPrologue P>
+void launch_gemv(const kernels::GemvParts<T, Y>& gp, const GemvInput<T>& input, int64_t rows, int64_t in,
+                 cudaStream_t stream, bool pdl) {
+  constexpr int D = 16, threads = 256;
+  auto kernel = kernels::gemv<T, Y, Acc, D, P>;
+  static const int slots = [&] {  // blocks resident at once: one wave
+    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    int per_sm = 0;
+    ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 24 << 10));
+    return std::max(1, per_sm) * device_sm_count();
+  }();
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, threads / 32), slots));
+  launch_pdl(kernel, dim3(blocks), dim3(threads), static_cast<size_t>(in) * sizeof(T), stream, pdl, gp, input,
+             static_cast<int>(rows), static_cast<int>(in));
+}
+}  // namespace detail
+
+/// y_i = W_i x for one token (x as `input` says: plain, rmsnorm'ed or SwiGLU'd), fp32 accumulation
+/// (+= with `accumulate`); `pdl`: launched as a programmatic dependent of the kernel before it.
+/// False (nothing launched) if !gemv_fits.
 template <class T, class Y>
-bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t in, const T* x, bool accumulate, cudaStream_t stream,
-          bool pdl) {
+bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t in, const GemvInput<T>& input, bool accumulate,
+          cudaStream_t stream, bool pdl) {
   int64_t rows = 0;
   for (const auto& p : parts) rows += p.rows;
-  if (parts.empty() || parts.size() > kGemvMaxParts || !gemv_fits<T>(rows, in, x)) return false;
+  if (parts.empty() || parts.size() > kGemvMaxParts || !gemv_fits<T>(rows, in, input)) return false;
   kernels::GemvParts<T, Y> gp{};
   gp.count = static_cast<int>(parts.size());
   for (size_t i = 0; i < parts.size(); ++i) gp.part[i] = parts[i];
-  constexpr int D = 16, threads = 256;
-  const size_t smem = static_cast<size_t>(in) * sizeof(T);
-  auto go = [&](auto kernel) {
-    static const int slots = [&] {  // blocks resident at once (one wave)
-      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
-      int per_sm = 0;
-      ROPEX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 24 << 10));
-      return std::max(1, per_sm) * device_sm_count();
-    }();
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, threads / 32), slots));
-    launch_pdl(kernel, dim3(blocks), dim3(threads), smem, stream, pdl, gp, x, static_cast<int>(rows), static_cast<int>(in));
+  using P = kernels::GemvPrologue;
+  auto go = [&](auto acc) {
+    constexpr bool A = decltype(acc)::value;
+    if (input.norm_weight) detail::launch_gemv<T, Y, A, P::rmsnorm>(gp, input, rows, in, stream, pdl);
+    else if (input.up) detail::launch_gemv<T, Y, A, P::swiglu>(gp, input, rows, in, stream, pdl);
+    else detail::launch_gemv<T, Y, A, P::none>(gp, input, rows, in, stream, pdl);
   };
-  if (accumulate) go(kernels::gemv<T, Y, true, D>);
-  else go(kernels::gemv<T, Y, false, D>);
+  if (accumulate) go(std::true_type{});
+  else go(std::false_type{});
   check_launch("gemv");
   return true;
 }

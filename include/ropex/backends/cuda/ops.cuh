@@ -318,6 +318,8 @@ struct Ops {
     /// The kernels of a step launched as programmatic dependents (common.cuh; sm_90+;
     /// ROPEX_CUDA_PDL=0 turns it off).
     bool pdl = pdl_default();
+    /// Upper bound on decode attention's KV splits (0: as many as fill the GPU once).
+    int decode_max_splits = 0;
     /// One-token steps recorded and launched as CUDA graphs (see the top of this file), one graph
     /// per `graph_layers` layers.
     bool graphs = graphs_default();
@@ -477,7 +479,7 @@ struct Ops {
   /// kernel (gemv.cuh) for one token when st->gemv is set.
   void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
     const GemvPart<T> part{w.data(), y, static_cast<int>(w.rows)};
-    if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, x, accumulate)) return;
+    if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, GemvInput<T>{x}, accumulate)) return;
     gemm(w, x, n, y, kCudaType<T>, accumulate);
   }
   /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: one gemv
@@ -489,16 +491,7 @@ struct Ops {
     T* y;
   };
   void matmul(const T* x, int64_t n, std::initializer_list<Proj> projs) {
-    if (n == 1 && projs.size() <= kGemvMaxParts) {
-      GemvPart<T> parts[kGemvMaxParts];
-      int k = 0;
-      bool ok = true;
-      for (const Proj& p : projs) {
-        ok = ok && p.w.cols == projs.begin()->w.cols && p.w.rows <= INT32_MAX;
-        parts[k++] = GemvPart<T>{p.w.data(), p.y, static_cast<int>(p.w.rows)};
-      }
-      if (ok && gemv<T>(std::span(parts, static_cast<size_t>(k)), projs.begin()->w.cols, x, false)) return;
-    }
+    if (n == 1 && gemv_projs(GemvInput<T>{x}, projs)) return;
     if (n == 1 && projs.size() > 1) {  // stacked weights and outputs back to back: one GEMM
       const Proj* p = projs.begin();
       bool adjacent = true;
@@ -518,8 +511,25 @@ struct Ops {
     for (const Proj& p : projs) matmul(p.w, x, n, p.y);
   }
 
+  /// matmul(rmsnorm(x), projs), xb the normed rows: one token goes through one gemv launch that
+  /// normalizes x while staging it (xb is then not written), more through rmsnorm + matmul.
+  void norm_matmul(T* xb, const T* x, const float* norm_weight, int64_t n, int64_t dim, double eps,
+                   std::initializer_list<Proj> projs) {
+    if (n == 1 && gemv_projs(GemvInput<T>{x, norm_weight, static_cast<float>(eps)}, projs)) return;
+    rmsnorm(xb, x, norm_weight, n, dim, eps);
+    matmul(xb, n, projs);
+  }
   /// gate <- silu(gate) * up
   void swiglu(T* gate, const T* up, int64_t count) { elementwise(gate, up, count, kernels::SiluMul{}); }
+  /// y = (silu(gate) * up) W^T (+= with accumulate); gate is overwritten. One token: one gemv
+  /// launch computing silu(gate) * up while staging it (gate left as it was).
+  void swiglu_matmul(const Weight& w, T* gate, const T* up, int64_t n, int64_t inter, T* y, bool accumulate) {
+    const GemvPart<T> part{w.data(), y, static_cast<int>(std::min<int64_t>(w.rows, INT32_MAX))};
+    if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, GemvInput<T>{gate, nullptr, 0.f, up}, accumulate))
+      return;
+    swiglu(gate, up, n * inter);
+    matmul(w, gate, n, y, accumulate);
+  }
 
   // ------------------------------------------------------------------------------ RoPE
   Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
@@ -573,8 +583,8 @@ struct Ops {
     if constexpr (!std::is_same_v<T, float>) {
       if (q_dense && s.n_queries * s.group() <= kDecodeMaxRows && (hd == 64 || hd == 128 || hd == 256)) {
         const KVView<T> kv_k{k.data, 0, k.token_stride, k.head_stride}, kv_v{v.data, 0, v.token_stride, v.head_stride};
-        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, 0, st->stream, DecodeKernel::automatic,
-                            st->pdl);
+        decode_attention<T>(q.data, kv_k, kv_v, o.data, nullptr, 1, s, st->decode, st->decode_max_splits, st->stream,
+                            DecodeKernel::automatic, st->pdl);
         return;
       }
       if (q_dense && kv_dense && (hd == 64 || hd == 80 || hd == 128)) {
@@ -595,7 +605,7 @@ struct Ops {
       const int64_t rows = std::min(n - r0, logits_rows(w.rows));
       float* d = device_logits(rows, w.rows);
       const GemvPart<T, float> part{w.data(), d, static_cast<int>(std::min<int64_t>(w.rows, INT32_MAX))};
-      if (rows != 1 || w.rows > INT32_MAX || !gemv<float>(std::span(&part, 1), w.cols, x + r0 * w.cols, false))
+      if (rows != 1 || w.rows > INT32_MAX || !gemv<float>(std::span(&part, 1), w.cols, GemvInput<T>{x + r0 * w.cols}, false))
         gemm(w, x + r0 * w.cols, rows, d, CUDA_R_32F);
       to_host(out + r0 * w.rows, d, static_cast<size_t>(rows * w.rows) * sizeof(float));
       r0 += rows;
@@ -701,8 +711,20 @@ struct Ops {
 
   // One token through the gemv kernel (st->gemv) where it applies; false: the caller uses cuBLAS.
   template <class Y>
-  bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t cols, const T* x, bool accumulate) {
-    return st->gemv && cuda::gemv<T, Y>(parts, cols, x, accumulate, st->stream, st->pdl);
+  bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t cols, const GemvInput<T>& input, bool accumulate) {
+    return st->gemv && cuda::gemv<T, Y>(parts, cols, input, accumulate, st->stream, st->pdl);
+  }
+  // One gemv launch over several projections of one input (their weights may lie anywhere).
+  template <class Projs>
+  bool gemv_projs(const GemvInput<T>& input, const Projs& projs) {
+    if (projs.size() > kGemvMaxParts) return false;
+    GemvPart<T> parts[kGemvMaxParts];
+    int k = 0;
+    for (const auto& p : projs) {
+      if (p.w.cols != projs.begin()->w.cols || p.w.rows > INT32_MAX) return false;
+      parts[k++] = GemvPart<T>{p.w.data(), p.y, static_cast<int>(p.w.rows)};
+    }
+    return gemv<T>(std::span(parts, static_cast<size_t>(k)), projs.begin()->w.cols, input, false);
   }
 
   template <class Y>

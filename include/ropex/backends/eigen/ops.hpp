@@ -207,6 +207,19 @@ struct ops<cpu> {
     }
   }
 
+  /// matmul(rmsnorm(x), projs), the normed rows left in xb (the GPU fuses the two for one token).
+  static void norm_matmul(float* xb, const float* x, const float* weight, int64_t n, int64_t dim, double eps,
+                          std::initializer_list<Proj> projs) {
+    rmsnorm(xb, x, weight, n, dim, eps);
+    matmul(xb, n, projs);
+  }
+  /// y = (silu(gate) * up) W^T (+= with accumulate); gate becomes silu(gate) * up.
+  static void swiglu_matmul(const model::TensorView& w, float* gate, const float* up, int64_t n, int64_t inter,
+                            float* y, bool accumulate) {
+    swiglu(gate, up, n * inter);
+    matmul(w, gate, n, y, accumulate);
+  }
+
   /// Rotates the first 2*table.half dims of every head of x [n, heads, head_dim] in place.
   static void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const RopeTable& table, RopeLayout layout) {
     ropex::apply_rope(x, n, heads, head_dim, table, layout);
