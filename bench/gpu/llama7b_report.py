@@ -38,7 +38,7 @@ def main():
         else:
             peers["flop_floor_s"] = c["floor_s"]
         case = {"op": c["op"], "unit": c["unit"], "shape": c["shape"], "ropex": c["ropex"], "peers": peers}
-        for extra in ("ropex_cublas", "ropex_no_pdl", "ropex_no_graph", "ropex_by_graph_layers"):
+        for extra in ("ropex_cublas", "ropex_no_pdl", "ropex_no_graph", "ropex_by_graph_layers", "ropex_by_max_splits"):
             if extra in c:
                 case[extra] = c[extra]
         if c["op"].startswith("perplexity"):

@@ -20,6 +20,47 @@ uint16_t bf16_bits(float x) {  // round to nearest even, finite inputs
 }
 using ropex::model::bfloat16_to_float;
 
+// A [rows, in] weight as a checkpoint tensor of T's dtype (bf16 bits kept alive alongside).
+struct HostWeight {
+  std::vector<uint16_t> bits;
+  ropex::model::TensorView view;
+  HostWeight(const std::vector<float>& w, int64_t rows, int64_t in, bool bf) {
+    if (bf) {
+      bits.resize(w.size());
+      for (size_t i = 0; i < w.size(); ++i) bits[i] = bf16_bits(w[i]);
+    }
+    view.name = "w", view.shape = {rows, in};
+    view.dtype = bf ? ropex::model::DType::bf16 : ropex::model::DType::f32;
+    view.data = bf ? reinterpret_cast<const std::byte*>(bits.data()) : reinterpret_cast<const std::byte*>(w.data());
+    view.nbytes = w.size() * (bf ? 2 : 4);
+  }
+};
+
+// Host floats as T (bf16 rounded to nearest even), and back.
+template <class T>
+std::vector<T> to_t(const std::vector<float>& v) {
+  std::vector<T> t(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      const uint16_t b = bf16_bits(v[i]);
+      std::memcpy(&t[i], &b, 2);
+    } else {
+      t[i] = v[i];
+    }
+  }
+  return t;
+}
+template <class T>
+double to_double(const T& x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    uint16_t b;
+    std::memcpy(&b, &x, 2);
+    return bfloat16_to_float(b);
+  } else {
+    return x;
+  }
+}
+
 template <class T>
 void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gemv, std::mt19937& rng) {
   CAPTURE(rows);
@@ -35,34 +76,15 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
   for (auto& e : w) e = exact(nd(rng));
   for (auto& e : x) e = exact(nd(rng));
   for (auto& e : y0) e = exact(nd(rng));
-  std::vector<uint16_t> wb(w.size());
-  for (size_t i = 0; i < w.size(); ++i) wb[i] = bf16_bits(w[i]);
-  ropex::model::TensorView tv;
-  tv.name = "w", tv.shape = {rows, in};
-  tv.dtype = bf ? ropex::model::DType::bf16 : ropex::model::DType::f32;
-  tv.data = bf ? reinterpret_cast<const std::byte*>(wb.data()) : reinterpret_cast<const std::byte*>(w.data());
-  tv.nbytes = w.size() * (bf ? 2 : 4);
-
+  const HostWeight hw(w, rows, in, bf);
   ropex::cuda::Ops<T> ops;
   ops.st->gemv = gemv;
-  const auto dw = ops.upload(tv);
-  auto to_t = [&](const std::vector<float>& v) {
-    std::vector<T> t(v.size());
-    for (size_t i = 0; i < v.size(); ++i) {
-      if constexpr (bf) {
-        const uint16_t b = bf16_bits(v[i]);
-        std::memcpy(&t[i], &b, 2);
-      } else {
-        t[i] = v[i];
-      }
-    }
-    return t;
-  };
+  const auto dw = ops.upload(hw.view);
   ropex::cuda::DeviceBuffer<T> dx(x.size()), dy(y0.size());
-  const auto hx = to_t(x);
+  const auto hx = to_t<T>(x);
   ROPEX_CUDA_CHECK(cudaMemcpy(dx.data(), hx.data(), hx.size() * sizeof(T), cudaMemcpyHostToDevice));
   if (accumulate) {
-    const auto hy = to_t(y0);
+    const auto hy = to_t<T>(y0);
     ROPEX_CUDA_CHECK(cudaMemcpy(dy.data(), hy.data(), hy.size() * sizeof(T), cudaMemcpyHostToDevice));
   } else {
     ROPEX_CUDA_CHECK(cudaMemset(dy.data(), 0xff, y0.size() * sizeof(T)));  // NaN poison
@@ -79,14 +101,7 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
         const double p = double(w[size_t(r * in + i)]) * x[size_t(t * in + i)];
         ref += p, mag += std::abs(p);
       }
-      float got;
-      if constexpr (bf) {
-        uint16_t b;
-        std::memcpy(&b, &hy[size_t(t * rows + r)], 2);
-        got = bfloat16_to_float(b);
-      } else {
-        got = hy[size_t(t * rows + r)];
-      }
+      const double got = to_double(hy[size_t(t * rows + r)]);
       // fp32 accumulation error (~1e-6 of sum |w x|) + one rounding of the output to T.
       const double tol = 2e-6 * mag + (bf ? std::ldexp(std::abs(ref), -8) : 1e-6 * std::abs(ref)) + 1e-6;
       if (!(std::abs(got - ref) <= tol) && bad++ < 5) CHECK_MESSAGE(false, "y[" << t << ", " << r << "] = " << got << ", want " << ref);
@@ -206,26 +221,12 @@ TEST_CASE_TEMPLATE("cuda norm_matmul and swiglu_matmul: the fused one-token gemv
     for (auto& e : x) e = 3.f * nd(rng);
     for (auto& e : up) e = nd(rng);
     for (auto& e : g) e = 1.f + 0.1f * nd(rng);
-    std::vector<uint16_t> wb(w.size());
-    for (size_t i = 0; i < w.size(); ++i) wb[i] = bf16_bits(w[i]);
-    ropex::model::TensorView tv;
-    tv.name = "w", tv.shape = {rows, in};
-    tv.dtype = bf ? ropex::model::DType::bf16 : ropex::model::DType::f32;
-    tv.data = bf ? reinterpret_cast<const std::byte*>(wb.data()) : reinterpret_cast<const std::byte*>(w.data());
-    tv.nbytes = w.size() * (bf ? 2 : 4);
+    const HostWeight hw(w, rows, in, bf);
     ropex::cuda::Ops<T> ops;
-    const auto dw = ops.upload(tv);
+    const auto dw = ops.upload(hw.view);
     auto upload = [&](const std::vector<float>& v) {
       ropex::cuda::DeviceBuffer<T> d(v.size());
-      std::vector<T> t(v.size());
-      for (size_t i = 0; i < v.size(); ++i) {
-        if constexpr (bf) {
-          const uint16_t b = bf16_bits(v[i]);
-          std::memcpy(&t[i], &b, 2);
-        } else {
-          t[i] = v[i];
-        }
-      }
+      const auto t = to_t<T>(v);
       ROPEX_CUDA_CHECK(cudaMemcpy(d.data(), t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice));
       return d;
     };
@@ -233,15 +234,7 @@ TEST_CASE_TEMPLATE("cuda norm_matmul and swiglu_matmul: the fused one-token gemv
       std::vector<T> t(d.size());
       ROPEX_CUDA_CHECK(cudaMemcpy(t.data(), d.data(), t.size() * sizeof(T), cudaMemcpyDeviceToHost));
       std::vector<double> out(t.size());
-      for (size_t i = 0; i < t.size(); ++i) {
-        if constexpr (bf) {
-          uint16_t b;
-          std::memcpy(&b, &t[i], 2);
-          out[i] = bfloat16_to_float(b);
-        } else {
-          out[i] = t[i];
-        }
-      }
+      for (size_t i = 0; i < t.size(); ++i) out[i] = to_double(t[i]);
       return out;
     };
     auto agree = [&](const std::vector<double>& fused, const std::vector<double>& split) {

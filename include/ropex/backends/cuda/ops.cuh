@@ -19,11 +19,11 @@
 // that recording the next overlaps the GPU's work. Kernel arguments change every step (number of
 // keys, split count, the cache row written), so each step is recorded anew and patched into the
 // executable graph of the same segment with cudaGraphExecUpdate (re-instantiated if the update
-// is refused, e.g. a different topology). Why segments: recording + updating a whole 7B step costs
-// the host ~1.1 ms (cuBLAS calls are most of it); as one graph that time comes before the GPU
-// starts and the step got slower (6.02 ms vs 5.32 op by op, H200, 4K context); in graphs of 2
-// layers it is hidden: 5.17-5.18 ms in two H200 runs, against 5.23-5.38 for 4 layers and 5.36-5.37
-// for 8 (bench/gpu/llama7b.cu times them all).
+// is refused, e.g. a different topology). Why segments: recording + updating a step costs the
+// host time (~1.1 ms for a 7B step with cuBLAS products, ~0.2-0.3 ms with the gemv kernel); as one
+// graph that time comes before the GPU starts, in pieces it overlaps the GPU's work. With the gemv
+// kernel and PDL, graphs of 4 layers measured 4.557-4.585 ms against 4.580-4.606 for 2, 4.597-4.609
+// for 8 and 4.71-4.79 for one graph (H200, 4K context, three runs; bench/gpu/llama7b.cu).
 // PDL: the kernels of a step (RMSNorm, gemv, RoPE, KV append, decode attention, SwiGLU) are
 // launched as programmatic dependents (State::pdl, on for sm_90+): each lets the next one start as
 // soon as it runs, and waits for the one before only where it reads its output, so the gemv
@@ -323,7 +323,7 @@ struct Ops {
     /// One-token steps recorded and launched as CUDA graphs (see the top of this file), one graph
     /// per `graph_layers` layers.
     bool graphs = graphs_default();
-    int graph_layers = 2;
+    int graph_layers = 4;
     std::vector<cudaGraphExec_t> graph;  // per segment of a step
     bool stepped = false;  // a one-token step has run op by op (one-time setup done)
     GraphStats graph_stats;
