@@ -718,7 +718,9 @@ void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int m
 /// max_splits = 1 runs without the split/merge step (for tests of both paths). kernel: automatic
 /// takes the tensor-core kernel when a KV head serves several query rows (GQA or several new
 /// tokens) and head_dim is 64 or 128, else the CUDA-core one (one row: nothing to share).
-/// pdl: launched as a programmatic dependent of the kernel before it (common.cuh).
+/// pdl: launched as a programmatic dependent of the kernel before it (common.cuh): the kernel then
+/// reads keys before n_keys - n_queries ahead of waiting for that kernel (they must be older; the
+/// newest n_queries keys, and q, are read after the wait).
 template <class T>
 void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, int batch,
                       const attention::AttentionShape& shape, DecodeWorkspace& ws, int max_splits = 0,
