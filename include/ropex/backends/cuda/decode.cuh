@@ -299,40 +299,47 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
   const uint64_t policy = kv_l2_policy();
   int4 kr[U], vr[U];
-  int64_t key[U];
+  auto key_of = [&](int64_t k0, int u) { return k0 + u * STEP + warp * KPW + ks; };  // this lane's key of slot u
   auto load_step = [&](int64_t k0, int64_t from, int64_t to) {  // the step's keys in [from, to)
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      key[u] = k0 + u * STEP + warp * KPW + ks;
-      if (key[u] >= from && key[u] < to) {
-        kr[u] = load_stream(kbase + key[u] * a.k.token_stride, policy);
-        vr[u] = load_stream(vbase + key[u] * a.v.token_stride, policy);
+      const int64_t key = key_of(k0, u);
+      if (key >= from && key < to) {
+        kr[u] = load_stream(kbase + key * a.k.token_stride, policy);
+        vr[u] = load_stream(vbase + key * a.v.token_stride, policy);
       }
     }
   };
 #pragma unroll
   for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
-  // The first step's keys written by earlier steps (all but the last n_queries) are requested
-  // before pdl_wait: with PDL they stream while the kernel before this one (RoPE, the KV append)
-  // still runs. The rest of the step follows the wait.
-  const int64_t old_keys = s.n_keys - s.n_queries;
-  load_step(k_begin, k_begin, min(k_end, old_keys));
-  pdl_wait();
-  load_step(k_begin, max(k_begin, old_keys), k_end);
-
   float q[ROWS][8];
+  auto load_q = [&] {
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    const int gr = rg * ROWS + r;
-    if (gr < n_rows) {
-      const int t = gr / group, h = kvh * group + gr % group;
-      load8(q[r], a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d0);
+    for (int r = 0; r < ROWS; ++r) {
+      const int gr = rg * ROWS + r;
+      if (gr < n_rows) {
+        const int t = gr / group, h = kvh * group + gr % group;
+        load8(q[r], a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d0);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[r][e] *= a.scale_log2;
-    } else {
+        for (int e = 0; e < 8; ++e) q[r][e] *= a.scale_log2;
+      } else {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[r][e] = 0.f;
+        for (int e = 0; e < 8; ++e) q[r][e] = 0.f;
+      }
     }
+  };
+  if constexpr (ROWS == 1) {
+    // The first step's keys written by earlier steps (all but the last n_queries) are requested
+    // before pdl_wait: with PDL they stream while the kernel before this one (RoPE, the KV append)
+    // still runs. The rest of the step follows the wait.
+    const int64_t old_keys = s.n_keys - s.n_queries;
+    load_step(k_begin, k_begin, min(k_end, old_keys));
+    pdl_wait();
+    load_step(k_begin, max(k_begin, old_keys), k_end);
+    load_q();
+  } else {  // several rows: q first, keys in the loop (holding a key step across more cost spills)
+    pdl_wait();
+    load_q();
   }
 
   float m2[ROWS], l[ROWS], acc[ROWS][8];  // running max in base 2, sum, unnormalized output
@@ -345,7 +352,7 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   }
 
   for (int64_t k0 = k_begin; k0 < k_end; k0 += STEP * U) {
-    if (k0 != k_begin) {  // issue all loads first: 2U 16-byte loads in flight per lane
+    if (ROWS > 1 || k0 != k_begin) {  // issue all loads first: 2U 16-byte loads in flight per lane
 #pragma unroll
       for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
       load_step(k0, k0, k_end);
@@ -361,7 +368,8 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
 #pragma unroll
         for (int e = 0; e < 8; ++e) d = fmaf(q[r][e], kf[e], d);
         d = sum_lanes<LPK>(d);
-        sc[u][r] = key[u] < k_end && key[u] < visible[r] ? d : -INFINITY;
+        const int64_t key = key_of(k0, u);  // recomputed, not kept: registers (4-row blocks spilled)
+        sc[u][r] = key < k_end && key < visible[r] ? d : -INFINITY;
       }
     }
 #pragma unroll
