@@ -81,6 +81,40 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
   ROPEX_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
+/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v, float* shared32) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();  // shared32 may still be read by a previous call
+  if (lane == 0) shared32[warp] = v;
+  __syncthreads();
+  float s = lane < n_warps ? shared32[lane] : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+__device__ __forceinline__ float block_max(float v, float* shared32) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) shared32[warp] = v;
+  __syncthreads();
+  float s = lane < n_warps ? shared32[lane] : -INFINITY;
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s = fmaxf(s, __shfl_xor_sync(0xffffffffu, s, o));
+  return s;
+}
+
+/// RMSNorm's scale 1 / sqrt(mean(x^2) + eps) from the row's sum of squares (Zhang and Sennrich
+/// 2019); the rmsnorm kernel and the gemv kernel's fused prologue both use it.
+__device__ __forceinline__ float rms_scale(float sum_sq, int64_t dim, float eps) {
+  return rsqrtf(sum_sq / static_cast<float>(dim) + eps);
+}
+/// SwiGLU's silu(g) * u, silu(g) = g / (1 + e^-g) (Shazeer 2020), in fp32.
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.f + __expf(-g)) * u; }
+
 inline int device_sm_count() {
   int dev = 0, n = 0;
   ROPEX_CUDA_CHECK(cudaGetDevice(&dev));

@@ -94,21 +94,14 @@ __global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, GemvInput<
   V* xs = reinterpret_cast<V*>(gemv_smem);
   const V* xv = reinterpret_cast<const V*>(input.x);
   if constexpr (Prologue == GemvPrologue::rmsnorm) {
-    __shared__ float red[8];
+    __shared__ float red[32];
     float ss = 0.f;
     for (int i = threadIdx.x; i < nv; i += blockDim.x) {
       const V v = xv[i];
 #pragma unroll
       for (int e = 0; e < E; ++e) ss += to_float(v.v[e]) * to_float(v.v[e]);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (lane == 0) red[threadIdx.x / 32] = ss;
-    __syncthreads();
-    ss = 0.f;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) ss += red[k];
-    const float inv = rsqrtf(ss / static_cast<float>(in) + input.eps);
+    const float inv = rms_scale(block_sum(ss, red), in, input.eps);
     for (int i = threadIdx.x; i < nv; i += blockDim.x) {
       V v = xv[i];
 #pragma unroll
@@ -121,10 +114,7 @@ __global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, GemvInput<
       V g = xv[i];
       const V u = uv[i];
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        const float gf = to_float(g.v[e]);
-        g.v[e] = from_float<T>(gf / (1.f + __expf(-gf)) * to_float(u.v[e]));  // as ops.cuh's SiluMul
-      }
+      for (int e = 0; e < E; ++e) g.v[e] = from_float<T>(silu_mul(to_float(g.v[e]), to_float(u.v[e])));
       xs[i] = g;
     }
   } else {
@@ -172,7 +162,7 @@ __global__ void __launch_bounds__(256, 2) gemv(GemvParts<T, Y> parts, GemvInput<
 }  // namespace kernels
 
 /// Where the kernel applies: rows of whole 16-byte chunks, x (and up) 16-byte aligned, x at most
-/// 96 KB, blocks of 256 threads (the rmsnorm prologue reduces over 8 warps).
+/// 96 KB.
 template <class T>
 bool gemv_fits(int64_t rows, int64_t in, const GemvInput<T>& input) {
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };

@@ -102,32 +102,6 @@ __global__ void embed(T* __restrict__ x, const T* __restrict__ table, const int3
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) x[t * dim + i] = row[i];
 }
 
-/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
-__device__ __forceinline__ float block_sum(float v, float* shared32) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-  __syncthreads();  // shared32 may still be read by a previous call
-  if (lane == 0) shared32[warp] = v;
-  __syncthreads();
-  float s = lane < n_warps ? shared32[lane] : 0.f;
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
-  return s;
-}
-__device__ __forceinline__ float block_max(float v, float* shared32) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-  __syncthreads();
-  if (lane == 0) shared32[warp] = v;
-  __syncthreads();
-  float s = lane < n_warps ? shared32[lane] : -INFINITY;
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) s = fmaxf(s, __shfl_xor_sync(0xffffffffu, s, o));
-  return s;
-}
-
 /// E elements of T moved as one access (E = kVec<T>: 16 bytes; E = 1: any alignment).
 template <class T, int E>
 struct alignas(sizeof(T) * E) Pack {
@@ -151,7 +125,7 @@ __global__ void rmsnorm(T* out, const T* x, const float* __restrict__ w, int64_t
 #pragma unroll
     for (int e = 0; e < E; ++e) ss += to_float(p.v[e]) * to_float(p.v[e]);
   }
-  const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(dim) + eps);
+  const float inv = rms_scale(block_sum(ss, red), dim, eps);
   for (int64_t i = threadIdx.x; i < np; i += blockDim.x) {
     P p = xr[i];
 #pragma unroll
@@ -182,8 +156,8 @@ __global__ void binary(T* __restrict__ a, const T* __restrict__ b, int64_t n, F 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     a[i] = from_float<T>(f(to_float(a[i]), to_float(b[i])));
 }
-struct SiluMul {  // SwiGLU: silu(g) * u, silu(g) = g / (1 + e^-g)
-  __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
+struct SiluMul {  // SwiGLU (common.cuh's silu_mul)
+  __device__ float operator()(float g, float u) const { return silu_mul(g, u); }
 };
 
 /// nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]]   (one block per row)
