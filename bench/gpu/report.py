@@ -68,8 +68,8 @@ def main():
                   f"{r(c['ropex'] / cu if cu else None, 2)} | {100 * c.get('fused_rope_overhead', float('nan')):+.1f}% / "
                   f"{100 * c.get('fused_rope_in_kernel_overhead', float('nan')):+.1f}% |")
     md += ["", "### Decode (bf16, batch 1, one query token, 32 query heads; effective GB/s of K+V bytes)", "",
-           "| heads q/kv | KV length | ropex | CUDA-core / tensor-core kernel | SDPA flash | SDPA cuDNN | ropex / best SDPA | ropex / read bw |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| heads q/kv | KV length | ropex (head-major, as the peers) | bulk-copy / tensor-core kernel (head-major) | token-major: default / CUDA-core / tensor-core | SDPA flash | SDPA cuDNN | ropex / best SDPA | ropex / read bw |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for c, pe, modes in rows:
         if c["op"] != "decode":
             continue
@@ -77,18 +77,21 @@ def main():
         best = max([x for x in (pe.get("sdpa_flash"), pe.get("sdpa_cudnn")) if x] or [0]) or None
         gqa = "" if s["heads_q"] == s["heads_kv"] else f" ({modes.get('sdpa_flash', '?')}/{modes.get('sdpa_cudnn', '?')})"
         md.append(f"| {s['heads_q']}/{s['heads_kv']}{gqa} | {s['kv_len']} | {c['ropex']:.0f} | "
-                  f"{r(c.get('ropex_cuda_core'))} / {r(c.get('ropex_tensor_core'))} | {r(pe.get('sdpa_flash'))} | "
+                  f"{r(c.get('ropex_head_major_bulk'))} / {r(c.get('ropex_head_major_tensor_core'))} | "
+                  f"{r(c.get('ropex_token_major'))} / {r(c.get('ropex_cuda_core'))} / {r(c.get('ropex_tensor_core'))} | "
+                  f"{r(pe.get('sdpa_flash'))} | "
                   f"{r(pe.get('sdpa_cudnn'))} | {r(c['ropex'] / best if best else None, 2)} | "
                   f"{100 * c['ropex'] / bw['read_bandwidth']:.0f}% |")
     md += ["", "### RoPE (bf16, 16K tokens x 32 query heads, in place on q and k; GB/s of q+k read and written)", "",
-           "| heads q/kv | layout | ropex | torch eager | torch.compile | ropex / compile | ropex / copy bw |",
-           "|---|---|---|---|---|---|---|"]
+           "| heads q/kv | layout | ropex | rotation by a table made earlier | torch eager | torch.compile | ropex / compile | ropex / copy bw |",
+           "|---|---|---|---|---|---|---|---|"]
     for c, pe, modes in rows:
         if c["op"] != "rope":
             continue
         s = c["shape"]
         comp = pe.get("torch_rope")
-        md.append(f"| {s['heads_q']}/{s['heads_kv']} | {s['layout']} | {c['ropex']:.0f} | {r(pe.get('torch_rope_eager'))} | "
+        md.append(f"| {s['heads_q']}/{s['heads_kv']} | {s['layout']} | {c['ropex']:.0f} | {r(c.get('gbps_apply_table'))} | "
+                  f"{r(pe.get('torch_rope_eager'))} | "
                   f"{r(comp)} | {r(c['ropex'] / comp if comp else None, 2)} | "
                   f"{100 * c['ropex'] / bw['copy_bandwidth']:.0f}% |")
     text = "\n".join(md) + "\n"

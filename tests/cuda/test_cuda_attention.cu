@@ -10,6 +10,7 @@
 #include <ropex/backends/cuda/rope.cuh>
 
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 using namespace ropex;
@@ -138,33 +139,57 @@ TEST_CASE_TEMPLATE("decode: KV 1..100K, every GQA ratio, one and several query t
   if (!quick()) check_decode<T>({1, 1, 100'003, 8, 8, 128, true}, 0);
 }
 
-TEST_CASE("decode reads a head-major KV cache through strides") {
-  using T = __nv_bfloat16;
-  const Case c{1, 1, 333, 4, 2, 128, true};
-  // Head-major cache [hkv, capacity, d] with capacity > n_keys.
-  const int64_t cap = 400;
-  const auto kh = random_vector<T>(static_cast<size_t>(c.hkv * cap * c.d), -2.f, 2.f);
-  const auto vh = random_vector<T>(static_cast<size_t>(c.hkv * cap * c.d));
-  std::vector<T> kt(static_cast<size_t>(c.nk * c.hkv * c.d)), vt(kt.size());
-  for (int64_t t = 0; t < c.nk; ++t)
-    for (int h = 0; h < c.hkv; ++h)
-      for (int d = 0; d < c.d; ++d) {
-        kt[static_cast<size_t>((t * c.hkv + h) * c.d + d)] = kh[static_cast<size_t>((h * cap + t) * c.d + d)];
-        vt[static_cast<size_t>((t * c.hkv + h) * c.d + d)] = vh[static_cast<size_t>((h * cap + t) * c.d + d)];
-      }
+/// Decode on a head-major cache [batch, hkv, capacity, d] (capacity > n_keys; the slots past
+/// n_keys hold NaN, so a kernel that reads past the keys fails the check) built from the
+/// token-major inputs the oracle reads.
+template <class T>
+void check_decode_head_major(const Case& c, int64_t cap, int max_splits, DecodeKernel kernel) {
+  CAPTURE(cap); CAPTURE(max_splits); CAPTURE(static_cast<int>(kernel));
   Inputs<T> in(c);
-  in.k.upload(kt);
-  in.v.upload(vt);
+  const auto kt = in.k.download(), vt = in.v.download();
+  const size_t n = static_cast<size_t>(c.batch) * c.hkv * cap * c.d;
+  std::vector<T> kh(n), vh(n);
+  std::memset(kh.data(), 0xFF, n * sizeof(T));  // NaN
+  std::memset(vh.data(), 0xFF, n * sizeof(T));
+  for (int b = 0; b < c.batch; ++b)
+    for (int64_t t = 0; t < c.nk; ++t)
+      for (int h = 0; h < c.hkv; ++h)
+        for (int d = 0; d < c.d; ++d) {
+          const size_t from = static_cast<size_t>(((b * c.nk + t) * c.hkv + h) * c.d + d);
+          const size_t to = static_cast<size_t>(((b * c.hkv + h) * cap + t) * c.d + d);
+          kh[to] = kt[from];
+          vh[to] = vt[from];
+        }
   DeviceArray<T> dkh(kh), dvh(vh);
+  const KVView<T> k{dkh.ptr, c.hkv * cap * c.d, c.d, cap * c.d}, v{dvh.ptr, c.hkv * cap * c.d, c.d, cap * c.d};
   DecodeWorkspace ws;
   check_against_oracle<T>(c, in, [&](T* o, float* lse) {
-    const KVView<T> k{dkh.ptr, 0, c.d, cap * c.d}, v{dvh.ptr, 0, c.d, cap * c.d};
-    decode_attention<T>(in.q.ptr, k, v, o, lse, 1, shape_of(c), ws);
+    decode_attention<T>(in.q.ptr, k, v, o, lse, c.batch, shape_of(c), ws, max_splits, nullptr, kernel);
   }, "decode head-major");
-  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
-    const KVView<T> k{dkh.ptr, 0, c.d, cap * c.d}, v{dvh.ptr, 0, c.d, cap * c.d};
-    decode_attention<T>(in.q.ptr, k, v, o, lse, 1, shape_of(c), ws, 0, nullptr, DecodeKernel::cuda_core);
-  }, "decode head-major (CUDA cores)");
+}
+
+TEST_CASE_TEMPLATE("decode reads a head-major KV cache through strides (every kernel, bulk copies included)", T,
+                   __nv_bfloat16, __half) {
+  DeviceArray<T> probe(16);
+  const bool bulk = detail::bulk_decode_usable(KVView<T>{probe.ptr, 0, 128, 128}, KVView<T>{probe.ptr, 0, 128, 128}, 128);
+  if (!bulk) MESSAGE("bulk-copy decode not available here (needs sm_90 build and device): its cases are skipped");
+  std::vector<DecodeKernel> kernels = {DecodeKernel::automatic, DecodeKernel::cuda_core};
+  if (bulk) kernels.push_back(DecodeKernel::bulk_copy);
+  for (DecodeKernel kernel : kernels) {
+    for (int max_splits : {0, 1}) {
+      for (int64_t nk : {1, 7, 129, 4097}) {
+        check_decode_head_major<T>({1, 1, nk, 8, 8, 128, true}, nk + 40, max_splits, kernel);  // one row per KV head
+        check_decode_head_major<T>({2, 1, nk, 4, 4, 64, true}, nk + 3, max_splits, kernel);
+      }
+      check_decode_head_major<T>({1, 1, 333, 4, 4, 256, true}, 400, max_splits, kernel);
+      check_decode_head_major<T>({1, 1, 1000, 8, 2, 128, true}, 1024, max_splits, kernel);  // 4 rows per KV head
+      check_decode_head_major<T>({1, 1, 1000, 8, 4, 128, true}, 1001, max_splits, kernel);  // 2 rows
+      check_decode_head_major<T>({2, 2, 500, 4, 4, 128, true}, 512, max_splits, kernel);    // 2 new tokens, causal
+    }
+    if (!quick()) check_decode_head_major<T>({1, 1, 100'003, 8, 8, 128, true}, 100'100, 0, kernel);
+  }
+  // Through the tensor-core kernel (GQA rows), on the same layout.
+  check_decode_head_major<T>({1, 1, 777, 8, 2, 128, true}, 800, 0, DecodeKernel::tensor_core);
 }
 
 TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
@@ -177,5 +202,12 @@ TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
   CHECK_THROWS_AS(flash_attention<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, s), ropex::Error);
   s = shape_of({1, 1, 4, 4, 4, 256, true});  // the tensor-core decode takes head_dim 64 or 128
   CHECK_THROWS_AS(decode_attention<T>(nullptr, {}, {}, nullptr, nullptr, 1, s, ws, 0, nullptr, DecodeKernel::tensor_core),
+                  ropex::Error);
+  // Bulk copies need keys contiguous per head: a token-major cache with 4 KV heads is refused.
+  DeviceArray<T> kv(4 * 4 * 128);
+  s = shape_of({1, 1, 4, 4, 4, 128, true});
+  CHECK_THROWS_AS(decode_attention<T>(kv.ptr, KVView<T>::token_major(kv.ptr, 4, 4, 128),
+                                      KVView<T>::token_major(kv.ptr, 4, 4, 128), kv.ptr, nullptr, 1, s, ws, 0, nullptr,
+                                      DecodeKernel::bulk_copy),
                   ropex::Error);
 }

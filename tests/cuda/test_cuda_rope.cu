@@ -6,6 +6,9 @@
 #include <ropex/rope/frequencies.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <functional>
+#include <type_traits>
 #include <numeric>
 #include <random>
 
@@ -36,9 +39,21 @@ std::vector<int64_t> random_positions(int64_t n, int64_t max_pos) {
   return p;
 }
 
+/// Rotates q and k ([n_tokens, heads, head_dim] on the device) in place by positions / freq.
+template <class T>
+using Rotate = std::function<void(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
+                                  const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout)>;
+
+/// Rotates fresh random q and k with `rotate` (default rope_inplace) and holds the result to the
+/// double reference; dims past the rotary dim must come back untouched.
 template <class T>
 void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim, RopeLayout layout,
-                int heads_per_thread = 2) {
+                int heads_per_thread = 8, Rotate<T> rotate = {}) {
+  if (!rotate)
+    rotate = [heads_per_thread](DeviceHeads<T> q, DeviceHeads<T> k, int64_t n, int hd, const int64_t* pos,
+                                const RopeFrequencies& freq, RopeLayout lay) {
+      rope_inplace(q, k, n, hd, pos, freq, lay, nullptr, heads_per_thread);
+    };
   CAPTURE(heads_per_thread);
   CAPTURE(n_tokens); CAPTURE(hq); CAPTURE(hkv); CAPTURE(head_dim); CAPTURE(rotary_dim);
   CAPTURE(static_cast<int>(layout)); CAPTURE(sizeof(T));
@@ -51,8 +66,8 @@ void check_rope(int64_t n_tokens, int hq, int hkv, int head_dim, int rotary_dim,
   DeviceArray<T> q(q0), k(k0);
   DeviceArray<int64_t> dpos(pos);
   RopeFrequencies freq(inv, af);
-  rope_inplace(DeviceHeads<T>::contiguous(q.ptr, hq, head_dim), DeviceHeads<T>::contiguous(k.ptr, hkv, head_dim),
-               n_tokens, head_dim, dpos.ptr, freq, layout, nullptr, heads_per_thread);
+  rotate(DeviceHeads<T>::contiguous(q.ptr, hq, head_dim), DeviceHeads<T>::contiguous(k.ptr, hkv, head_dim), n_tokens,
+         head_dim, dpos.ptr, freq, layout);
   const auto q_gpu = q.download(), k_gpu = k.download();
 
   // Oracle: double inputs, double table. Naive same-precision: the CPU path in T with a float table.
@@ -112,9 +127,47 @@ TEST_CASE("cuda rope_inplace matches the double reference (bf16, fp16, fp32; bot
     check_rope<__nv_bfloat16>(33, 2, 1, 64, 20, layout);    // rotary 20: scalar path in both layouts
     check_rope<__nv_bfloat16>(129, 3, 2, 128, 128, layout, 1);  // one head per thread
     check_rope<__half>(129, 3, 2, 128, 128, layout, 2);         // 5 heads: the last pair is half empty
+    check_rope<__half>(129, 3, 4, 128, 128, layout, 3);         // 7 heads in groups of 3: the last has 1
+    check_rope<__nv_bfloat16>(65, 32, 8, 128, 128, layout, 64);  // all 40 heads in one group
+    check_rope<__nv_bfloat16>(65, 5, 0, 128, 128, layout);       // q alone
     check_rope<float>(33, 3, 1, 96, 48, layout);
-    check_rope<__nv_bfloat16>(33, 40, 32, 128, 128, layout);  // > 512 chunks a token: the one-pass kernel loops
+    check_rope<__nv_bfloat16>(33, 40, 32, 128, 128, layout);  // > 512 chunks a token: several blocks a token
   }
+}
+
+TEST_CASE("cuda rope_apply by a cos/sin table matches the double reference (in place and out of place)") {
+  // The path the LLaMA stack and fused-RoPE prefill take: a table made once, applied by rope_apply.
+  auto by_table = [](int heads_per_thread, bool out_of_place) {
+    return [=](auto q, auto k, int64_t n, int hd, const int64_t* pos, const RopeFrequencies& freq, RopeLayout layout) {
+      using T = std::remove_pointer_t<decltype(q.data)>;
+      DeviceArray<float2> table(static_cast<size_t>(n) * freq.half());
+      table.poison();
+      rope_cos_sin_table(table.ptr, pos, n, freq);
+      if (!out_of_place) {
+        rope_apply(q, k, n, hd, table.ptr, freq.half(), layout, nullptr, heads_per_thread);
+        return;
+      }
+      // Out of place: read copies, write the rotated dims into q and k (their other dims stay).
+      const size_t nq = static_cast<size_t>(n) * q.heads * hd, nk = static_cast<size_t>(n) * k.heads * hd;
+      DeviceArray<T> qs(nq), ks(nk);
+      ROPEX_CUDA_CHECK(cudaMemcpy(qs.ptr, q.data, nq * sizeof(T), cudaMemcpyDeviceToDevice));
+      ROPEX_CUDA_CHECK(cudaMemcpy(ks.ptr, k.data, nk * sizeof(T), cudaMemcpyDeviceToDevice));
+      const auto q_before = qs.download(), k_before = ks.download();
+      rope_apply(DeviceHeads<T>::contiguous(qs.ptr, q.heads, hd), DeviceHeads<T>::contiguous(ks.ptr, k.heads, hd), n, hd,
+                 table.ptr, freq.half(), layout, nullptr, heads_per_thread, q, k);
+      const auto q_after = qs.download(), k_after = ks.download();
+      CHECK(std::memcmp(q_after.data(), q_before.data(), nq * sizeof(T)) == 0);  // the source is only read
+      CHECK(std::memcmp(k_after.data(), k_before.data(), nk * sizeof(T)) == 0);
+    };
+  };
+  for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved})
+    for (int hpt : {1, 2})
+      for (bool oop : {false, true}) {
+        CAPTURE(oop);
+        check_rope<__nv_bfloat16>(131, 6, 3, 128, 128, layout, hpt, by_table(hpt, oop));
+        check_rope<__half>(131, 6, 3, 80, 40, layout, hpt, by_table(hpt, oop));  // scalar path
+        check_rope<float>(131, 6, 3, 64, 32, layout, hpt, by_table(hpt, oop));
+      }
 }
 
 TEST_CASE("cuda rope_cos_sin_table matches rope_table (angles reduced in double at 2M positions)") {
@@ -162,4 +215,9 @@ TEST_CASE("cuda rope_inplace rejects a rotary dim larger than head_dim") {
   CHECK_THROWS_AS(rope_inplace(DeviceHeads<__nv_bfloat16>::contiguous(q.ptr, 1, 128), DeviceHeads<__nv_bfloat16>{}, 1,
                                128, pos.ptr, freq, RopeLayout::half),
                   ropex::Error);
+  std::vector<double> inv64(64, 0.1);
+  RopeFrequencies freq64(inv64, 1.0);
+  CHECK_THROWS_AS(rope_inplace(DeviceHeads<__nv_bfloat16>::contiguous(q.ptr, 1, 128), DeviceHeads<__nv_bfloat16>{}, 1,
+                               128, pos.ptr, freq64, RopeLayout::half, nullptr, 0),
+                  ropex::Error);  // heads_per_thread < 1
 }

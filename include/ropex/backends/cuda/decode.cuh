@@ -6,13 +6,15 @@
 //   and writes (o, lse) of its chunk. The last block of each (b, kvh) to finish (atomic counter)
 //   merges the splits, so the whole op is one launch.
 //
-// Two kernels. The CUDA-core one (one query row per KV head, e.g. multi-head attention decoding one
+// Three kernels. The CUDA-core one (one query row per KV head, e.g. multi-head attention decoding one
 // token): a warp reads KPW = 32 / (head_dim/8) keys per 16-byte load (head_dim/8 lanes per
 // key row), U key steps ahead for K and V (loads in flight), scores reduced across those lanes
 // with shuffles, the running max/sum kept in base 2 (exp2 of scores pre-scaled by log2 e), and
 // merged across lanes, warps and splits with attention/online_softmax.hpp's softmax_merge.
 // The tensor-core one (GQA, several new tokens): up to 16 query rows of a KV head ride mma.sync,
-// 16 keys per warp step (decode_mma_kernel). Both end in finish_block.
+// 16 keys per warp step (decode_mma_kernel). The bulk-copy one (decode_bulk_kernel): the CUDA-core
+// math on keys a copy warp streams into shared memory, for caches whose keys are contiguous per
+// head. All end in finish_block.
 // Memory-bound: every K and V byte is read exactly once; the FLOP floor is ~1 FLOP/byte.
 #pragma once
 #include <ropex/attention/layout.hpp>
@@ -89,9 +91,11 @@ class DecodeWorkspace {
   size_t o_capacity_ = 0, lse_capacity_ = 0, counter_capacity_ = 0;
 };
 
-/// Which decode kernel: the CUDA-core one (lanes split a key's dims, shuffles reduce the scores)
-/// or the tensor-core one (16 query rows per block through mma.sync; head_dim 64 or 128).
-enum class DecodeKernel { automatic, cuda_core, tensor_core };
+/// Which decode kernel: the CUDA-core one (lanes split a key's dims, shuffles reduce the scores),
+/// the tensor-core one (16 query rows per block through mma.sync; head_dim 64 or 128), or the
+/// CUDA-core one fed by bulk copies (sm_90+, a cache whose keys are contiguous per head, <= 4
+/// query rows per KV head).
+enum class DecodeKernel { automatic, cuda_core, tensor_core, bulk_copy };
 
 namespace detail {
 
@@ -172,9 +176,11 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
     return (static_cast<int64_t>(b) * s.n_heads + h) * s.n_queries + t;
   };
 
+  // Threads past the NW warps (the bulk-copy kernel's copy warp) only meet the barriers.
+  const bool worker = threadIdx.x < NW * 32;
   // (1) Per row: the weight of each warp, exp(m_w - M) / L, and the row's log-sum-exp.
   __shared__ float weight[NW][ROWS], row_lse[ROWS];
-  for (int r = threadIdx.x; r < rows; r += NW * 32) {
+  for (int r = threadIdx.x; worker && r < rows; r += NW * 32) {
     float mx = -INFINITY;
 #pragma unroll
     for (int w = 0; w < NW; ++w) mx = fmaxf(mx, sh_st[w * ROWS + r].max);
@@ -191,7 +197,7 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   }
   __syncthreads();
   const int64_t gi = static_cast<int64_t>(b) * gridDim.y + blockIdx.y;  // (batch, kv head, row group)
-  for (int idx = threadIdx.x; idx < rows * HD; idx += NW * 32) {
+  for (int idx = threadIdx.x; worker && idx < rows * HD; idx += NW * 32) {
     const int r = idx / HD, d = idx - r * HD;
     float o = 0.f;
 #pragma unroll
@@ -222,7 +228,7 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   // (2) Per row, a warp turns the splits' log-sum-exps into weights exp(lse_s - M) / L, in place
   //     in partial_lse (this block is their last reader), and the row's final log-sum-exp.
   float* lse_of = a.partial_lse + gi * a.splits * ROWS;  // [split][ROWS]
-  for (int r = warp; r < rows; r += NW) {
+  for (int r = warp; worker && r < rows; r += NW) {
     float mx = -INFINITY;
     for (int sp = lane; sp < a.splits; sp += 32) mx = fmaxf(mx, __ldcg(lse_of + sp * ROWS + r));
 #pragma unroll
@@ -245,7 +251,7 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   //     cost the CUDA-core kernel 12-15% at 32K-512K on an H200: the registers it takes are the
   //     whole kernel's, so occupancy fell).
   const float* po = a.partial_o + gi * a.splits * ROWS * HD;
-  for (int idx = threadIdx.x; idx < ceil_div(rows, 4) * HD; idx += NW * 32) {
+  for (int idx = threadIdx.x; worker && idx < ceil_div(rows, 4) * HD; idx += NW * 32) {
     const int r0 = (idx / HD) * 4, d = idx % HD;
     float o[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
@@ -263,38 +269,167 @@ __device__ __forceinline__ void finish_block(const DecodeArgs<T>& a, const float
   }
 }
 
+/// The CUDA-core kernels' per-lane work: a lane holds 8 dims (16 bytes) of one key row, LPK lanes a
+/// row, KPW rows a warp; q rows pre-scaled by scale * log2(e).
+template <int HD>
+struct CudaCoreLanes {
+  static constexpr int LPK = HD / 8;    // lanes per key row (8 elements = 16 bytes each)
+  static constexpr int KPW = 32 / LPK;  // keys per warp per load
+  static_assert(32 % LPK == 0, "head_dim must be 64, 128 or 256");
+};
+
+/// The query rows of a CUDA-core block: row r -> token t = gr / group, head kvh*group + gr % group;
+/// visible[r] = the keys row r sees (from the shape alone, so no kernel output is read).
+template <class T, int ROWS>
+struct DecodeRows {
+  int64_t visible[ROWS];
+  __device__ __forceinline__ DecodeRows(const DecodeArgs<T>& a, int rg) {
+    const attention::AttentionShape& s = a.shape;
+    const int group = static_cast<int>(s.group()), n_rows = static_cast<int>(s.n_queries) * group;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const int gr = rg * ROWS + r;
+      visible[r] = gr < n_rows ? s.visible_keys(gr / group) : 0;
+    }
+  }
+  __device__ __forceinline__ int64_t max_visible() const {
+    int64_t m = 0;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) m = max(m, visible[r]);
+    return m;
+  }
+};
+
+/// q[r][0..7] = this lane's 8 dims of query row r, times scale * log2(e); zero past the rows.
+template <class T, int HD, int ROWS>
+__device__ __forceinline__ void load_q_rows(float (&q)[ROWS][8], const DecodeArgs<T>& a, int rg, int kvh, int b, int d0) {
+  const attention::AttentionShape& s = a.shape;
+  const int group = static_cast<int>(s.group()), n_rows = static_cast<int>(s.n_queries) * group;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    const int gr = rg * ROWS + r;
+    if (gr < n_rows) {
+      const int t = gr / group, h = kvh * group + gr % group;
+      load8(q[r], a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d0);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[r][e] *= a.scale_log2;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[r][e] = 0.f;
+    }
+  }
+}
+
+/// One lane's online softmax over U key slots it holds in registers (kr/vr; zero for keys it does
+/// not have): scores reduced over the LPK lanes of a row, running max in base 2, sum, output.
+/// key_of(u) = the key of slot u (recomputed, not kept: registers; 4-row blocks spilled).
+template <class T, int ROWS, int U, int LPK, class KeyOf>
+__device__ __forceinline__ void cuda_core_step(const int4 (&kr)[U], const int4 (&vr)[U], const float (&q)[ROWS][8],
+                                               KeyOf key_of, int64_t k_end, const int64_t (&visible)[ROWS],
+                                               float (&m2)[ROWS], float (&l)[ROWS], float (&acc)[ROWS][8]) {
+  float sc[U][ROWS];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float kf[8];
+    unpack8<T>(kf, kr[u]);
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      float d = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) d = fmaf(q[r][e], kf[e], d);
+      d = sum_lanes<LPK>(d);
+      const int64_t key = key_of(u);
+      sc[u][r] = key < k_end && key < visible[r] ? d : -INFINITY;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    float mx = m2[r];
+#pragma unroll
+    for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[u][r]);
+    const float alpha = mx == -INFINITY ? 0.f : exp2f(m2[r] - mx);
+    m2[r] = mx;
+    l[r] *= alpha;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[r][e] *= alpha;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const float p = mx == -INFINITY ? 0.f : exp2f(sc[u][r] - mx);
+      sc[u][r] = p;
+      l[r] += p;
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float vf[8];
+    unpack8<T>(vf, vr[u]);
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[r][e] = fmaf(sc[u][r], vf[e], acc[r][e]);
+  }
+}
+
+/// The CUDA-core kernels' end: merges the KPW key streams of each warp (lanes ks = 0..KPW-1 hold
+/// separate states), stages the NW warps' rows in shared memory and calls finish_block. Threads
+/// past the NW working warps (a copy-issuing warp) pass `worker` = false and only meet the barriers.
+template <class T, int HD, int ROWS, int NW>
+__device__ __forceinline__ void cuda_core_finish(const DecodeArgs<T>& a, bool worker, const float (&m2)[ROWS],
+                                                 const float (&l)[ROWS], float (&acc)[ROWS][8], int rg, int kvh, int b,
+                                                 int split) {
+  using State = attention::SoftmaxState<float>;
+  constexpr int LPK = CudaCoreLanes<HD>::LPK;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, ks = lane / LPK, d0 = (lane % LPK) * 8;
+  State st[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) st[r] = State{m2[r] * kLn2, l[r]};  // base 2 -> natural log domain
+  if (worker) {
+#pragma unroll
+    for (int off = LPK; off < 32; off *= 2) {
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        State other{__shfl_xor_sync(0xffffffffu, st[r].max, off), __shfl_xor_sync(0xffffffffu, st[r].sum, off)};
+        const auto mg = attention::softmax_merge(st[r], other);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float ao = __shfl_xor_sync(0xffffffffu, acc[r][e], off);
+          acc[r][e] = acc[r][e] * mg.factor_a + ao * mg.factor_b;
+        }
+        st[r] = mg.merged;
+      }
+    }
+  }
+  // Merge the NW warps through shared memory (finish_block).
+  __shared__ float sh_acc[NW][ROWS][HD];
+  __shared__ State sh_st[NW][ROWS];
+  if (worker && ks == 0) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sh_acc[warp][r][d0 + e] = acc[r][e];
+      if (d0 == 0) sh_st[warp][r] = st[r];
+    }
+  }
+  __syncthreads();
+  finish_block<T, HD, ROWS, NW>(a, &sh_acc[0][0][0], &sh_st[0][0], rg, kvh, b, split);
+}
+
 template <class T, int HD, int ROWS, int NW, int U>
 __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
   pdl_launch_dependents();
-  constexpr int LPK = HD / 8;      // lanes per key row (8 elements = 16 bytes each)
-  constexpr int KPW = 32 / LPK;    // keys per warp per load
-  constexpr int STEP = NW * KPW;   // keys per block per unrolled slot
-  static_assert(32 % LPK == 0, "head_dim must be 64, 128 or 256");
-  using State = attention::SoftmaxState<float>;
+  constexpr int LPK = CudaCoreLanes<HD>::LPK, KPW = CudaCoreLanes<HD>::KPW;
+  constexpr int STEP = NW * KPW;  // keys per block per unrolled slot
 
   const int split = blockIdx.x, b = blockIdx.z;
   const int kvh = blockIdx.y / a.row_groups, rg = blockIdx.y - kvh * a.row_groups;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int ks = lane / LPK, d0 = (lane % LPK) * 8;
   const attention::AttentionShape& s = a.shape;
-  const int group = static_cast<int>(s.group());
-  const int n_rows = static_cast<int>(s.n_queries) * group;
-
-  // Query rows of this block: row r -> token t = gr / group, head kvh*group + gr % group. The keys
-  // each row sees follow from the shape alone; q is read after pdl_wait (the kernel before writes it).
-  int64_t visible[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    const int gr = rg * ROWS + r;
-    visible[r] = gr < n_rows ? s.visible_keys(gr / group) : 0;
-  }
-  int64_t max_visible = 0;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) max_visible = max(max_visible, visible[r]);
+  const DecodeRows<T, ROWS> rows(a, rg);  // q is read after pdl_wait (the kernel before writes it)
 
   const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
-  const int64_t k_end = min(k_begin + a.keys_per_split, max_visible);
+  const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
   const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride + d0;
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
   const uint64_t policy = kv_l2_policy();
@@ -313,21 +448,6 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
 #pragma unroll
   for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
   float q[ROWS][8];
-  auto load_q = [&] {
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      const int gr = rg * ROWS + r;
-      if (gr < n_rows) {
-        const int t = gr / group, h = kvh * group + gr % group;
-        load8(q[r], a.q + ((static_cast<int64_t>(b) * s.n_queries + t) * s.n_heads + h) * HD + d0);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) q[r][e] *= a.scale_log2;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) q[r][e] = 0.f;
-      }
-    }
-  };
   if constexpr (ROWS == 1) {
     // The first step's keys written by earlier steps (all but the last n_queries) are requested
     // before pdl_wait: with PDL they stream while the kernel before this one (RoPE, the KV append)
@@ -336,10 +456,10 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
     load_step(k_begin, k_begin, min(k_end, old_keys));
     pdl_wait();
     load_step(k_begin, max(k_begin, old_keys), k_end);
-    load_q();
+    load_q_rows<T, HD, ROWS>(q, a, rg, kvh, b, d0);
   } else {  // several rows: q first, keys in the loop (holding a key step across more cost spills)
     pdl_wait();
-    load_q();
+    load_q_rows<T, HD, ROWS>(q, a, rg, kvh, b, d0);
   }
 
   float m2[ROWS], l[ROWS], acc[ROWS][8];  // running max in base 2, sum, unnormalized output
@@ -357,81 +477,116 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
       for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
       load_step(k0, k0, k_end);
     }
-    float sc[U][ROWS];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      float kf[8];
-      unpack8<T>(kf, kr[u]);
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        float d = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(q[r][e], kf[e], d);
-        d = sum_lanes<LPK>(d);
-        const int64_t key = key_of(k0, u);  // recomputed, not kept: registers (4-row blocks spilled)
-        sc[u][r] = key < k_end && key < visible[r] ? d : -INFINITY;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      float mx = m2[r];
-#pragma unroll
-      for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[u][r]);
-      const float alpha = mx == -INFINITY ? 0.f : exp2f(m2[r] - mx);
-      m2[r] = mx;
-      l[r] *= alpha;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[r][e] *= alpha;
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const float p = mx == -INFINITY ? 0.f : exp2f(sc[u][r] - mx);
-        sc[u][r] = p;
-        l[r] += p;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      float vf[8];
-      unpack8<T>(vf, vr[u]);
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[r][e] = fmaf(sc[u][r], vf[e], acc[r][e]);
-    }
+    cuda_core_step<T, ROWS, U, LPK>(kr, vr, q, [&](int u) { return key_of(k0, u); }, k_end, rows.visible, m2, l, acc);
   }
+  cuda_core_finish<T, HD, ROWS, NW>(a, true, m2, l, acc, rg, kvh, b, split);
+}
 
-  // Merge the KPW key streams of this warp (lanes ks = 0..KPW-1 hold separate states).
-  State st[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) st[r] = State{m2[r] * kLn2, l[r]};  // base 2 -> natural log domain
-#pragma unroll
-  for (int off = LPK; off < 32; off *= 2) {
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      State other{__shfl_xor_sync(0xffffffffu, st[r].max, off), __shfl_xor_sync(0xffffffffu, st[r].sum, off)};
-      const auto mg = attention::softmax_merge(st[r], other);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float ao = __shfl_xor_sync(0xffffffffu, acc[r][e], off);
-        acc[r][e] = acc[r][e] * mg.factor_a + ao * mg.factor_b;
-      }
-      st[r] = mg.merged;
-    }
-  }
+/// The bulk-copy kernel's shape: NW computing warps and one warp issuing copies; a stage is KB
+/// consecutive keys of K and of V, S stages in flight. The defaults (DecodeBulkShape) were the
+/// fastest of a sweep on an H100 (NW 2-16, U 1-8, S 2-8; docs/benchmarks.md).
+template <class T, int HD, int NW_, int U_, int S_>
+struct DecodeBulkConfig {
+  static constexpr int NW = NW_, U = U_, S = S_;
+  static constexpr int KB = NW * CudaCoreLanes<HD>::KPW * U;
+  static constexpr uint32_t part_bytes = KB * HD * sizeof(T);  // K (or V) bytes of one stage
+  static constexpr size_t smem = size_t(S) * 2 * part_bytes;
+};
 
-  // Merge the NW warps through shared memory; warp 0 ends up with the block's state.
-  __shared__ float sh_acc[NW][ROWS][HD];
-  __shared__ State sh_st[NW][ROWS];
-  if (ks == 0) {
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sh_acc[warp][r][d0 + e] = acc[r][e];
-      if (d0 == 0) sh_st[warp][r] = st[r];
+/// CUDA-core decode for a cache whose keys are contiguous per (batch, head) (head-major, as HF's
+/// [batch, heads, tokens, head_dim] cache and the SDPA peers' tensors): a warp streams each stage's
+/// KB keys of K and V into shared memory with two bulk copies (the copy engine, cp.async.bulk), S
+/// stages ahead, and NW warps run the CUDA-core kernel's math on them. On an H200 a bulk copy of a
+/// contiguous range read 4.7 TB/s where 16-byte loads of one block's range read 3.4-4.4
+/// (docs/benchmarks.md). sm_90+.
+template <int ROWS>
+struct DecodeBulkShape {  // one row a KV head: 8 warps x 4 key steps, 4 stages; GQA rows: 8 x 2, 6 stages
+  static constexpr int NW = 8, U = ROWS == 1 ? 4 : 2, S = ROWS == 1 ? 4 : 6;
+};
+
+template <class T, int HD, int ROWS, int NW_ = DecodeBulkShape<ROWS>::NW, int U_ = DecodeBulkShape<ROWS>::U,
+          int S_ = DecodeBulkShape<ROWS>::S>
+__global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<T> a) {
+  static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using C = DecodeBulkConfig<T, HD, NW_, U_, S_>;
+  constexpr int NW = C::NW, U = C::U, S = C::S, KB = C::KB;
+  constexpr int LPK = CudaCoreLanes<HD>::LPK, KPW = CudaCoreLanes<HD>::KPW, STEP = NW * KPW;
+  pdl_launch_dependents();
+  pdl_wait();
+  extern __shared__ __align__(128) unsigned char bulk_smem[];
+  __shared__ __align__(8) uint64_t full[S], empty[S];
+  const uint32_t stage0 = mma::smem_addr(bulk_smem);
+  auto k_slot = [&](int st) { return stage0 + st * 2 * C::part_bytes; };
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int kvh = blockIdx.y / a.row_groups, rg = blockIdx.y - kvh * a.row_groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int ks = lane / LPK, d0 = (lane % LPK) * 8;
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < S; ++st) {
+      mma::mbar_init(mma::smem_addr(&full[st]), 1);
+      mma::mbar_init(mma::smem_addr(&empty[st]), NW * 32);  // every computing thread, after its reads
     }
+    mma::mbar_init_fence();
   }
   __syncthreads();
-  finish_block<T, HD, ROWS, NW>(a, &sh_acc[0][0][0], &sh_st[0][0], rg, kvh, b, split);
+  const DecodeRows<T, ROWS> rows(a, rg);
+  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
+  const int n_stages = k_end > k_begin ? static_cast<int>(ceil_div(k_end - k_begin, KB)) : 0;
+
+  float m2[ROWS], l[ROWS], acc[ROWS][8];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m2[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[r][e] = 0.f;
+  }
+  if (warp == NW) {  // the copy warp: one lane issues, S stages ahead of the slowest computing warp
+    if (lane == 0) {
+      const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;
+      const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride;
+      const uint64_t policy = kv_l2_policy();
+      for (int it = 0; it < n_stages; ++it) {
+        const int st = it % S;
+        if (it >= S) mma::mbar_wait(mma::smem_addr(&empty[st]), ((it / S) - 1) & 1);
+        const int64_t k0 = k_begin + static_cast<int64_t>(it) * KB;
+        const uint32_t bytes = static_cast<uint32_t>(min(static_cast<int64_t>(KB), k_end - k0)) * HD * sizeof(T);
+        const uint32_t bar = mma::smem_addr(&full[st]);
+        mma::mbar_expect_tx(bar, 2 * bytes);
+        mma::bulk_copy_g2s(k_slot(st), kbase + k0 * HD, bytes, bar, policy);
+        mma::bulk_copy_g2s(k_slot(st) + C::part_bytes, vbase + k0 * HD, bytes, bar, policy);
+      }
+    }
+    __syncwarp();
+  } else {
+    float q[ROWS][8];
+    load_q_rows<T, HD, ROWS>(q, a, rg, kvh, b, d0);
+    for (int it = 0; it < n_stages; ++it) {
+      const int st = it % S;
+      mma::mbar_wait(mma::smem_addr(&full[st]), (it / S) & 1);
+      const int64_t k0 = k_begin + static_cast<int64_t>(it) * KB;
+      auto key_of = [&](int u) { return k0 + u * STEP + warp * KPW + ks; };
+      int4 kr[U], vr[U];
+      const unsigned char* slot = bulk_smem + st * 2 * C::part_bytes;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t key = key_of(u);
+        const int row = static_cast<int>(key - k0);
+        // Rows past k_end hold stale bytes (the last stage is partial): never read them.
+        kr[u] = key < k_end ? *reinterpret_cast<const int4*>(slot + (row * HD + d0) * sizeof(T)) : make_int4(0, 0, 0, 0);
+        vr[u] = key < k_end ? *reinterpret_cast<const int4*>(slot + C::part_bytes + (row * HD + d0) * sizeof(T))
+                            : make_int4(0, 0, 0, 0);
+      }
+      mma::mbar_arrive(mma::smem_addr(&empty[st]));  // this thread is done with the slot
+      cuda_core_step<T, ROWS, U, LPK>(kr, vr, q, key_of, k_end, rows.visible, m2, l, acc);
+    }
+  }
+  cuda_core_finish<T, HD, ROWS, NW>(a, warp < NW, m2, l, acc, rg, kvh, b, split);
+#else
+  __trap();
+#endif
 }
 
 /// bf16/fp16 pair {lo of x, lo of y} (sel = 0x5410) or {hi of x, hi of y} (sel = 0x7632).
@@ -695,6 +850,48 @@ void decode_rows(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_s
   else launch_decode<T, HD, 8>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
 }
 
+template <class T, int HD, int ROWS>
+void launch_decode_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
+                        cudaStream_t stream, bool pdl) {
+  using B = DecodeBulkShape<ROWS>;
+  using C = DecodeBulkConfig<T, HD, B::NW, B::U, B::S>;
+  auto kernel = decode_bulk_kernel<T, HD, ROWS>;
+  static const int slots = [&] {  // once per instantiation: > 48 KB of dynamic shared memory
+    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::smem)));
+    return resident_blocks(kernel, (C::NW + 1) * 32, C::smem);
+  }();
+  launch_split<T, ROWS>(kernel, (C::NW + 1) * 32, C::smem, slots, C::KB, a, n_rows, batch, kv_heads, max_splits, ws,
+                        stream, "decode_bulk_kernel", pdl);
+}
+
+template <class T, int HD>
+void decode_rows_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
+                      cudaStream_t stream, bool pdl) {
+  if (n_rows <= 1) launch_decode_bulk<T, HD, 1>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  else if (n_rows <= 2) launch_decode_bulk<T, HD, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  else launch_decode_bulk<T, HD, 4>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+}
+
+/// Whether the bulk-copy kernel can run here and read these K/V: compiled for sm_90+ (not just
+/// a trapping stub), an sm_90+ device, keys contiguous per (batch, head), 16-byte aligned rows.
+template <class T>
+bool bulk_decode_usable(const KVView<T>& k, const KVView<T>& v, int head_dim) {
+  static const bool compiled = [] {
+    cudaFuncAttributes attr{};
+    ROPEX_CUDA_CHECK(cudaFuncGetAttributes(&attr, decode_bulk_kernel<T, 128, 1>));
+    int dev = 0, major = 0;
+    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return attr.binaryVersion >= 90 && major >= 9;
+  }();
+  auto fits = [&](const KVView<T>& x) {
+    constexpr int V = kVec<T>;
+    return x.token_stride == head_dim && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.batch_stride % V == 0 &&
+           x.head_stride % V == 0;
+  };
+  return compiled && fits(k) && fits(v);
+}
+
 template <class T, int HD, int NW, int STAGES>
 void launch_decode_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
                        cudaStream_t stream, bool pdl) {
@@ -725,7 +922,9 @@ void decode_rows_mma(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int m
 /// n_queries] or nullptr. T = __nv_bfloat16 or __half; head_dim 64, 128 or 256.
 /// max_splits = 1 runs without the split/merge step (for tests of both paths). kernel: automatic
 /// takes the tensor-core kernel when a KV head serves several query rows (GQA or several new
-/// tokens) and head_dim is 64 or 128, else the CUDA-core one (one row: nothing to share).
+/// tokens) and head_dim is 64 or 128, else the CUDA-core one (one row: nothing to share); on a
+/// cache whose keys are contiguous per head (head-major) on sm_90+, with <= 4 rows per KV head,
+/// the CUDA-core math fed by bulk copies.
 /// pdl: launched as a programmatic dependent of the kernel before it (common.cuh): the kernel then
 /// reads keys before n_keys - n_queries ahead of waiting for that kernel (they must be older; the
 /// newest n_queries keys, and q, are read after the wait).
@@ -746,6 +945,19 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
   const bool mma_dim = shape.head_dim == 64 || shape.head_dim == 128;
   if (kernel == DecodeKernel::tensor_core && !mma_dim)
     throw make_error("cuda::decode_attention", "head_dim", "the tensor-core kernel takes 64 or 128");
+  const bool hd_ok = shape.head_dim == 64 || shape.head_dim == 128 || shape.head_dim == 256;
+  const bool bulk_ok = hd_ok && n_rows <= 4 && detail::bulk_decode_usable(k, v, static_cast<int>(shape.head_dim));
+  if (kernel == DecodeKernel::bulk_copy && !bulk_ok)
+    throw make_error("cuda::decode_attention", "kernel",
+                     "bulk_copy needs an sm_90+ build and device, keys contiguous per head (token_stride == head_dim), "
+                     "16-byte aligned K/V, head_dim 64/128/256 and <= 4 query rows per KV head");
+  // A head-major cache with <= 4 rows per KV head reads fastest through bulk copies (bench_gpu).
+  if (kernel == DecodeKernel::bulk_copy || (kernel == DecodeKernel::automatic && bulk_ok)) {
+    if (shape.head_dim == 64) detail::decode_rows_bulk<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
+    else if (shape.head_dim == 128) detail::decode_rows_bulk<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
+    else detail::decode_rows_bulk<T, 256>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
+    return;
+  }
   if (kernel == DecodeKernel::tensor_core || (kernel == DecodeKernel::automatic && mma_dim && n_rows >= 2)) {
     if (shape.head_dim == 64) detail::decode_rows_mma<T, 64>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);
     else detail::decode_rows_mma<T, 128>(a, n_rows, batch, kvh, max_splits, ws, stream, pdl);

@@ -102,26 +102,10 @@ ROPEX_DEFINE_WGMMA(__half, "f16.f16")
 
 #if defined(ROPEX_SM90_WGMMA)
 // ---- mbarriers and the tensor copy engine (TMA) -------------------------------------------------
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/// Spins until the barrier's phase of the given parity has completed.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
+using mma::mbar_arrive;
+using mma::mbar_expect_tx;
+using mma::mbar_init;
+using mma::mbar_wait;
 /// One box of a 4-d tensor map (coordinates innermost first) into shared memory; completion
 /// counts its bytes on the barrier.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
@@ -185,7 +169,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
       mbar_init(full_v + 8 * i, 1);
       mbar_init(empty + 8 * i, 256);  // every consumer thread, after its O += P V
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mma::mbar_init_fence();
   }
   __syncthreads();
 

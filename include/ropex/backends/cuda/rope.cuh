@@ -6,11 +6,12 @@
 //
 // The angles come from the same ROPEX_HD code as the CPU path (rope/frequencies.hpp: rope_angle,
 // rotate_pair): pos * inv_freq is formed and reduced mod 2*pi in double, so position 1e6 is as
-// accurate as position 10; only the final sincos is float. Two passes: the cos/sin of each
-// (token, pair) once into a small table (the angle math is per token, the bytes are per head),
-// then one streaming pass over q and k where every thread rotates one 16-byte chunk (rope_apply
-// alone reuses a table made earlier). A single pass with the table in shared memory was slower on
-// H100 and H200, also with every load issued before the barrier (H200: 2701 against 3420 GB/s).
+// accurate as position 10; only the final sincos is float. rope_inplace is one pass: a thread
+// computes the cos/sin of its 32 bytes' pairs for one token and rotates those 32 bytes in 8
+// heads (the angle math is per token, the bytes are per head). rope_apply rotates by a cos/sin
+// table made earlier (rope_cos_sin_table), for callers that reuse one table many times (every
+// layer of the LLaMA stack, flash prefill with fused RoPE). Tried and slower: two passes (table,
+// then rotation; 3420 against 3795 GB/s on an H200), a table in shared memory (2701).
 #pragma once
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/rope/frequencies.hpp>
@@ -41,34 +42,19 @@ class RopeFrequencies {
   RopeFrequencies& operator=(RopeFrequencies&& o) noexcept { swap(o); return *this; }
   ~RopeFrequencies() {
     if (inv_freq_) cudaFree(inv_freq_);
-    if (scratch_) cudaFree(scratch_);
   }
 
   const double* inv_freq() const { return inv_freq_; }  // device pointer, [half]
   int half() const { return half_; }                    // rotary_dim / 2
   float attention_factor() const { return attention_factor_; }
-  /// Device scratch of at least n float2 (the cos/sin table of rope_inplace); grows, never shrinks.
-  float2* scratch(size_t n) const {
-    if (n > scratch_capacity_) {
-      if (scratch_) cudaFree(scratch_);
-      scratch_ = nullptr;
-      ROPEX_CUDA_CHECK(cudaMalloc(&scratch_, n * sizeof(float2)));
-      scratch_capacity_ = n;
-    }
-    return scratch_;
-  }
 
  private:
   void swap(RopeFrequencies& o) noexcept {
     std::swap(inv_freq_, o.inv_freq_);
     std::swap(half_, o.half_);
     std::swap(attention_factor_, o.attention_factor_);
-    std::swap(scratch_, o.scratch_);
-    std::swap(scratch_capacity_, o.scratch_capacity_);
   }
   double* inv_freq_ = nullptr;
-  mutable float2* scratch_ = nullptr;  // per-call cos/sin table (not shared across concurrent streams)
-  mutable size_t scratch_capacity_ = 0;
   int half_ = 0;
   float attention_factor_ = 1.f;
 };
@@ -170,6 +156,26 @@ struct RopeItems {
   FastDiv per_token, chunks;  // groups * chunks, chunks
 };
 
+/// Head h of token t, counting q's heads first then k's (fields selected, not a reference to a
+/// kernel parameter taken: that would copy the parameters to the stack).
+template <class T>
+__device__ __forceinline__ T* rope_head(const RopeTensor& q, const RopeTensor& k, int64_t t, int h) {
+  const bool is_q = h < q.heads;
+  const int hh = is_q ? h : h - q.heads;
+  return static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
+         hh * (is_q ? q.head_stride : k.head_stride);
+}
+/// Where head h's rotated chunk goes: in place, or the out tensor.
+template <class T>
+__device__ __forceinline__ T* rope_out(const RopeTensor& q, const RopeTensor& k, int64_t t, int h) {
+  const bool is_q = h < q.heads;
+  void* out = is_q ? q.out : k.out;
+  if (out == nullptr) return rope_head<T>(q, k, t, h);
+  const int hh = is_q ? h : h - q.heads;
+  return static_cast<T*>(out) + t * (is_q ? q.out_token_stride : k.out_token_stride) +
+         hh * (is_q ? q.out_head_stride : k.out_head_stride);
+}
+
 template <class T, int VEC, int H>
 __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTensor k, RopeItems items,
                                                          const float2* __restrict__ table, int half, RopeLayout layout) {
@@ -183,20 +189,8 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
   const uint32_t gq = items.chunks.div(rest);
   const int g = static_cast<int>(gq), c = static_cast<int>(rest - gq * items.chunks.d);
   const int64_t t = items.t0 + tl;
-  auto head_ptr = [&](int h) {
-    const bool is_q = h < q.heads;  // select fields, not a reference to a kernel parameter (no stack copy)
-    const int hh = is_q ? h : h - q.heads;
-    return static_cast<T*>(is_q ? q.data : k.data) + t * (is_q ? q.token_stride : k.token_stride) +
-           hh * (is_q ? q.head_stride : k.head_stride);
-  };
-  auto out_ptr = [&](int h) {  // where the rotated chunk goes: in place, or the out tensor
-    const bool is_q = h < q.heads;
-    void* out = is_q ? q.out : k.out;
-    if (out == nullptr) return head_ptr(h);
-    const int hh = is_q ? h : h - q.heads;
-    return static_cast<T*>(out) + t * (is_q ? q.out_token_stride : k.out_token_stride) +
-           hh * (is_q ? q.out_head_stride : k.out_head_stride);
-  };
+  auto head_ptr = [&](int h) { return rope_head<T>(q, k, t, h); };
+  auto out_ptr = [&](int h) { return rope_out<T>(q, k, t, h); };
   const float2* row = table + t * half;
   if constexpr (VEC == kVec<T>) {
     constexpr int NP = VEC;  // pairs per chunk, at most (half layout; interleaved uses VEC/2)
@@ -215,6 +209,95 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
   } else {
     for (int j = 0; j < H; ++j)
       if (g * H + j < heads) rotate_chunk<T, 1>(head_ptr(g * H + j), out_ptr(g * H + j), c, half, layout, row);
+  }
+}
+
+/// Single pass (rope_inplace): a thread takes one token and a fixed pair of 16-byte pieces of
+/// every head in a group of `heads_per_group` consecutive heads of q and k. Half layout: dims
+/// [cV, cV + V) and their partners half further; interleaved: chunks c and c + half/V, whole pairs
+/// each (the same 32 bytes per head as the half layout). The pieces' cos/sin are computed once, in
+/// the thread, from positions[t] (the angle reduced in double, as everywhere) while the first
+/// head's loads are in flight, and serve every head of the group: no table goes through memory.
+/// The next head's loads are issued before this head's math (measured on an H200: 3795 GB/s at 8
+/// heads a thread, against 3683 without, 3048 with two heads' loads at a time, and 3420 for the
+/// former two passes, cos/sin table then rotation; docs/benchmarks.md).
+template <class T, int VEC>
+__global__ void __launch_bounds__(256) rope_single_pass_kernel(RopeTensor q, RopeTensor k, RopeItems items,
+                                                               const int64_t* __restrict__ positions,
+                                                               const double* __restrict__ inv_freq,
+                                                               float attention_factor, int half, RopeLayout layout,
+                                                               int heads_per_group) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const int heads = q.heads + k.heads;
+  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
+  if (item >= items.n_items) return;
+  const uint32_t tl = items.per_token.div(item);
+  const uint32_t rest = item - tl * items.per_token.d;
+  const uint32_t gq = items.chunks.div(rest);
+  const int g = static_cast<int>(gq), c = static_cast<int>(rest - gq * items.chunks.d);
+  const int64_t t = items.t0 + tl;
+  const int h0 = g * heads_per_group, h1 = min(heads, h0 + heads_per_group);
+  if constexpr (VEC == kVec<T>) {
+    using V = Vec16<T>;
+    const bool inter = layout == RopeLayout::interleaved;
+    const int off_a = c * VEC, off_b = inter ? off_a + half : half + off_a;  // element offsets of the pieces
+    auto load = [&](V& a, V& b, int h) {
+      const T* x = rope_head<T>(q, k, t, h);
+      a = *reinterpret_cast<const V*>(x + off_a);
+      b = *reinterpret_cast<const V*>(x + off_b);
+    };
+    V a, b;
+    load(a, b, h0);
+    // The VEC pairs the pieces hold: half layout, (a[e], b[e]) is pair cV + e; interleaved, pieces
+    // a and b hold pairs cV/2 + e and (cV + half)/2 + e, e < V/2.
+    float2 cs[VEC];
+    const int64_t pos = positions[t];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const int pair = !inter ? off_a + e : (e < VEC / 2 ? off_a / 2 + e : off_b / 2 + e - VEC / 2);
+      cs[e] = rope_cos_sin(pos, inv_freq[pair], attention_factor);
+    }
+    for (int h = h0; h < h1; ++h) {
+      V na, nb;
+      if (h + 1 < h1) load(na, nb, h + 1);
+      if (!inter) {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          float x = to_float(a.v[e]), y = to_float(b.v[e]);
+          rotate_pair(x, y, cs[e].x, cs[e].y);
+          a.v[e] = from_float<T>(x);
+          b.v[e] = from_float<T>(y);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < VEC / 2; ++e) {
+          float x = to_float(a.v[2 * e]), y = to_float(a.v[2 * e + 1]);
+          rotate_pair(x, y, cs[e].x, cs[e].y);
+          a.v[2 * e] = from_float<T>(x);
+          a.v[2 * e + 1] = from_float<T>(y);
+          x = to_float(b.v[2 * e]), y = to_float(b.v[2 * e + 1]);
+          rotate_pair(x, y, cs[VEC / 2 + e].x, cs[VEC / 2 + e].y);
+          b.v[2 * e] = from_float<T>(x);
+          b.v[2 * e + 1] = from_float<T>(y);
+        }
+      }
+      T* y = rope_out<T>(q, k, t, h);
+      *reinterpret_cast<V*>(y + off_a) = a;
+      *reinterpret_cast<V*>(y + off_b) = b;
+      a = na, b = nb;
+    }
+  } else {
+    const float2 cs = rope_cos_sin(positions[t], inv_freq[c], attention_factor);
+    const RopePair p = rope_pair(layout, c, 2 * half);
+    for (int h = h0; h < h1; ++h) {
+      const T* src = rope_head<T>(q, k, t, h);
+      T* dst = rope_out<T>(q, k, t, h);
+      float x = to_float(src[p.a]), y = to_float(src[p.b]);
+      rotate_pair(x, y, cs.x, cs.y);
+      dst[p.a] = from_float<T>(x);
+      dst[p.b] = from_float<T>(y);
+    }
   }
 }
 
@@ -242,8 +325,56 @@ struct DeviceHeads {
   }
 };
 
-/// Pass 2 alone: rotates q and k by a cos/sin table made earlier (rope_cos_sin_table; [n_tokens,
-/// half] float2), so the LLaMA stack computes a chunk's table once and applies it in every layer.
+namespace detail {
+
+/// How a launch covers q and k: 16-byte chunks where every pointer, stride and the rotary half
+/// allow it (half % V == 0 in the half layout, 2*half % V == 0 interleaved), else one pair per
+/// thread; items = tokens x ceil(heads / heads_per_item) x chunks, launched in pieces of < 2^31.
+struct RopeLaunch {
+  RopeTensor q, k;
+  bool vec = false;
+  int chunks = 0;
+  int64_t per_token = 0, tokens_per_launch = 0;
+  FastDiv div_token, div_chunk;
+  RopeItems items(int64_t t0, int64_t nt) const { return {static_cast<uint32_t>(nt * per_token), t0, div_token, div_chunk}; }
+};
+
+template <class T>
+RopeLaunch plan_rope(const char* who, const DeviceHeads<T>& q, const DeviceHeads<T>& k, const DeviceHeads<T>& q_out,
+                     const DeviceHeads<T>& k_out, int half, RopeLayout layout, int heads_per_item,
+                     bool two_pieces = false) {
+  constexpr int V = kVec<T>;
+  auto aligned = [&](const DeviceHeads<T>& x) {
+    return x.heads == 0 || (reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.token_stride % V == 0 &&
+                            x.head_stride % V == 0);
+  };
+  if ((q_out.data && q_out.heads != q.heads) || (k_out.data && k_out.heads != k.heads))
+    throw make_error(who, "out", "must have the same number of heads as its input");
+  RopeLaunch l;
+  // two_pieces (the single pass): 2 x 16 bytes per head in either layout, so half % V == 0.
+  const bool whole = layout == RopeLayout::half || two_pieces ? half % V == 0 : (2 * half) % V == 0;
+  l.vec = aligned(q) && aligned(k) && (!q_out.data || aligned(q_out)) && (!k_out.data || aligned(k_out)) && whole;
+  l.q = {q.data, q.heads, q.token_stride, q.head_stride, q_out.data, q_out.token_stride, q_out.head_stride};
+  l.k = {k.data, k.heads, k.token_stride, k.head_stride, k_out.data, k_out.token_stride, k_out.head_stride};
+  l.chunks = !l.vec ? half : (layout == RopeLayout::half || two_pieces ? half / V : 2 * half / V);
+  l.per_token = ceil_div(q.heads + k.heads, heads_per_item) * l.chunks;
+  if (l.per_token >= (int64_t{1} << 31)) throw make_error(who, "heads", "too many heads x chunks");
+  l.tokens_per_launch = std::max<int64_t>(1, (int64_t{1} << 31) / l.per_token);
+  l.div_token = FastDiv(static_cast<uint32_t>(l.per_token));
+  l.div_chunk = FastDiv(static_cast<uint32_t>(l.chunks));
+  return l;
+}
+
+inline void check_rotary(const char* who, int half, int head_dim) {
+  if (2 * half > head_dim)
+    throw make_error(who, "rotary_dim", std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
+}
+
+}  // namespace detail
+
+/// Rotates q and k by a cos/sin table made earlier (rope_cos_sin_table; [n_tokens, half] float2),
+/// so the LLaMA stack computes a chunk's table once and applies it in every layer, and flash
+/// prefill rotates K once with the table it rotates Q tiles by.
 /// With q_out / k_out (same head counts): q and k are only read and the rotated dims are written
 /// there (out of place; dims past 2 * half are not written: copy them first when rotary < head_dim).
 /// pdl: launched as a programmatic dependent of the kernel before it (common.cuh).
@@ -251,60 +382,46 @@ template <class T>
 void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim, const float2* table, int half,
                 RopeLayout layout, cudaStream_t stream = nullptr, int heads_per_thread = 1,
                 DeviceHeads<T> q_out = {}, DeviceHeads<T> k_out = {}, bool pdl = false) {
-  if (2 * half > head_dim)
-    throw make_error("cuda::rope_apply", "rotary_dim",
-                     std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
+  detail::check_rotary("cuda::rope_apply", half, head_dim);
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
+  int H = heads_per_thread != 1 ? 2 : 1;
+  detail::RopeLaunch run = detail::plan_rope("cuda::rope_apply", q, k, q_out, k_out, half, layout, H);
+  if (!run.vec && H != 1)  // the scalar path runs one head per thread
+    H = 1, run = detail::plan_rope("cuda::rope_apply", q, k, q_out, k_out, half, layout, 1);
   constexpr int V = kVec<T>;
-  auto aligned = [&](const DeviceHeads<T>& x) {
-    return x.heads == 0 || (reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.token_stride % V == 0 &&
-                            x.head_stride % V == 0);
-  };
-  // 16-byte chunks need whole vectors: half % V == 0 (half layout) or 2*half % V == 0 (interleaved).
-  if ((q_out.data && q_out.heads != q.heads) || (k_out.data && k_out.heads != k.heads))
-    throw make_error("cuda::rope_apply", "out", "must have the same number of heads as its input");
-  const bool vec = aligned(q) && aligned(k) && (!q_out.data || aligned(q_out)) && (!k_out.data || aligned(k_out)) &&
-                   (layout == RopeLayout::half ? half % V == 0 : (2 * half) % V == 0);
-  detail::RopeTensor rq{q.data, q.heads, q.token_stride, q.head_stride, q_out.data, q_out.token_stride, q_out.head_stride};
-  detail::RopeTensor rk{k.data, k.heads, k.token_stride, k.head_stride, k_out.data, k_out.token_stride, k_out.head_stride};
-  const int chunks = !vec ? half : (layout == RopeLayout::half ? half / V : 2 * half / V);
-  const int H = vec && heads_per_thread != 1 ? 2 : 1;  // the scalar path runs one head per thread
-  const int64_t per_token = ceil_div(q.heads + k.heads, H) * chunks;
-  if (per_token >= (int64_t{1} << 31)) throw make_error("cuda::rope_apply", "heads", "too many heads x chunks");
-  const int64_t tokens_per_launch = std::max<int64_t>(1, (int64_t{1} << 31) / per_token);
-  const FastDiv div_token(static_cast<uint32_t>(per_token)), div_chunk(static_cast<uint32_t>(chunks));
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += tokens_per_launch) {
-    const int64_t nt = std::min(tokens_per_launch, n_tokens - t0);
-    const detail::RopeItems items{static_cast<uint32_t>(nt * per_token), t0, div_token, div_chunk};
-    const unsigned blocks = static_cast<unsigned>(ceil_div(nt * per_token, 256));
-    auto kernel = vec && H == 2 ? detail::rope_apply_kernel<T, V, 2>
-                  : vec       ? detail::rope_apply_kernel<T, V, 1>
-                              : detail::rope_apply_kernel<T, 1, 1>;
-    launch_pdl(kernel, dim3(blocks), dim3(256), 0, stream, pdl, rq, rk, items, table, half, layout);
+  auto kernel = run.vec && H == 2 ? detail::rope_apply_kernel<T, V, 2>
+                : run.vec         ? detail::rope_apply_kernel<T, V, 1>
+                                  : detail::rope_apply_kernel<T, 1, 1>;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += run.tokens_per_launch) {
+    const int64_t nt = std::min(run.tokens_per_launch, n_tokens - t0);
+    launch_pdl(kernel, dim3(static_cast<unsigned>(ceil_div(nt * run.per_token, 256))), dim3(256), 0, stream, pdl, run.q,
+               run.k, run.items(t0, nt), table, half, layout);
     check_launch("rope_apply_kernel");
   }
 }
 
 /// Rotates q and k in place (either may have heads = 0): the first 2 * freq.half() dims of each
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
-/// __nv_bfloat16. Pass k = {} to rotate one tensor. heads_per_thread (1 or 2) is a tuning knob: how
-/// many heads share one thread's cos/sin registers (1 measured faster on H100 and H200).
+/// __nv_bfloat16. Pass k = {} to rotate one tensor. One pass: each thread computes the cos/sin of
+/// the pairs in 32 bytes of a head for one token and rotates those 32 bytes in heads_per_thread
+/// consecutive heads (a tuning knob; 8 was the fastest of 5-20 measured, docs/benchmarks.md).
 template <class T>
 void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
                   const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,
-                  cudaStream_t stream = nullptr, int heads_per_thread = 1) {
+                  cudaStream_t stream = nullptr, int heads_per_thread = 8) {
   const int half = freq.half();
-  if (2 * half > head_dim)
-    throw make_error("cuda::rope_inplace", "rotary_dim",
-                     std::to_string(2 * half) + " exceeds head_dim " + std::to_string(head_dim));
+  detail::check_rotary("cuda::rope_inplace", half, head_dim);
+  if (heads_per_thread < 1) throw make_error("cuda::rope_inplace", "heads_per_thread", "must be >= 1");
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
-  // Pass 1: cos/sin per (token, pair), angles reduced in double (n_tokens x half float2).
-  // Pass 2: stream q and k once, 16 bytes (or one pair) per thread.
-  float2* table = freq.scratch(static_cast<size_t>(n_tokens) * half);
-  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n_tokens * half, 256)), 256, 0, stream>>>(
-      table, positions, n_tokens, freq.inv_freq(), half, freq.attention_factor());
-  check_launch("rope_table_kernel");
-  rope_apply(q, k, n_tokens, head_dim, table, half, layout, stream, heads_per_thread);
+  const detail::RopeLaunch l = detail::plan_rope("cuda::rope_inplace", q, k, {}, {}, half, layout, heads_per_thread, true);
+  auto kernel = l.vec ? detail::rope_single_pass_kernel<T, kVec<T>> : detail::rope_single_pass_kernel<T, 1>;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += l.tokens_per_launch) {
+    const int64_t nt = std::min(l.tokens_per_launch, n_tokens - t0);
+    launch_pdl(kernel, dim3(static_cast<unsigned>(ceil_div(nt * l.per_token, 256))), dim3(256), 0, stream, false, l.q,
+               l.k, l.items(t0, nt), positions, freq.inv_freq(), freq.attention_factor(), half, layout,
+               heads_per_thread);
+    check_launch("rope_single_pass_kernel");
+  }
 }
 
 /// Fills table [n_tokens, half] (device, float2 = (cos, sin) * attention factor) for fused RoPE in
