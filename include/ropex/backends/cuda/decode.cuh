@@ -841,13 +841,21 @@ void launch_decode(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max
                         stream, "decode_kernel", pdl);
 }
 
+/// Calls f.template operator()<R>() for the smallest block row count R in {1, 2, 4, 8} (at most
+/// MAX) with n_rows <= R, or R = MAX when n_rows is larger (row groups then cover the rest).
+template <int MAX, class F>
+void with_block_rows(int n_rows, F&& f) {
+  if (n_rows <= 1) f.template operator()<1>();
+  else if (n_rows <= 2) f.template operator()<2>();
+  else if constexpr (MAX == 4) f.template operator()<4>();
+  else if (n_rows <= 4) f.template operator()<4>();
+  else f.template operator()<8>();
+}
+
 template <class T, int HD>
 void decode_rows(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
                  cudaStream_t stream, bool pdl) {
-  if (n_rows <= 1) launch_decode<T, HD, 1>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
-  else if (n_rows <= 2) launch_decode<T, HD, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
-  else if (n_rows <= 4) launch_decode<T, HD, 4>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
-  else launch_decode<T, HD, 8>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  with_block_rows<8>(n_rows, [&]<int R>() { launch_decode<T, HD, R>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl); });
 }
 
 template <class T, int HD, int ROWS>
@@ -867,9 +875,9 @@ void launch_decode_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, in
 template <class T, int HD>
 void decode_rows_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max_splits, DecodeWorkspace& ws,
                       cudaStream_t stream, bool pdl) {
-  if (n_rows <= 1) launch_decode_bulk<T, HD, 1>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
-  else if (n_rows <= 2) launch_decode_bulk<T, HD, 2>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
-  else launch_decode_bulk<T, HD, 4>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  with_block_rows<4>(n_rows, [&]<int R>() {
+    launch_decode_bulk<T, HD, R>(a, n_rows, batch, kv_heads, max_splits, ws, stream, pdl);
+  });
 }
 
 /// Whether the bulk-copy kernel can run here and read these K/V: compiled for sm_90+ (not just

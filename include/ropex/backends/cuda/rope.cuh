@@ -156,6 +156,21 @@ struct RopeItems {
   FastDiv per_token, chunks;  // groups * chunks, chunks
 };
 
+/// This thread's item: token t, head group g, chunk c (false past the launch's items).
+struct RopeItem {
+  int64_t t;
+  int g, c;
+};
+__device__ __forceinline__ bool rope_item(const RopeItems& items, RopeItem& it) {
+  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
+  if (item >= items.n_items) return false;
+  const uint32_t tl = items.per_token.div(item);
+  const uint32_t rest = item - tl * items.per_token.d;
+  const uint32_t gq = items.chunks.div(rest);
+  it = {items.t0 + tl, static_cast<int>(gq), static_cast<int>(rest - gq * items.chunks.d)};
+  return true;
+}
+
 /// Head h of token t, counting q's heads first then k's (fields selected, not a reference to a
 /// kernel parameter taken: that would copy the parameters to the stack).
 template <class T>
@@ -182,13 +197,10 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
   pdl_launch_dependents();
   pdl_wait();
   const int heads = q.heads + k.heads;
-  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
-  if (item >= items.n_items) return;
-  const uint32_t tl = items.per_token.div(item);
-  const uint32_t rest = item - tl * items.per_token.d;
-  const uint32_t gq = items.chunks.div(rest);
-  const int g = static_cast<int>(gq), c = static_cast<int>(rest - gq * items.chunks.d);
-  const int64_t t = items.t0 + tl;
+  RopeItem it;
+  if (!rope_item(items, it)) return;
+  const int64_t t = it.t;
+  const int g = it.g, c = it.c;
   auto head_ptr = [&](int h) { return rope_head<T>(q, k, t, h); };
   auto out_ptr = [&](int h) { return rope_out<T>(q, k, t, h); };
   const float2* row = table + t * half;
@@ -229,15 +241,10 @@ __global__ void __launch_bounds__(256) rope_single_pass_kernel(RopeTensor q, Rop
                                                                int heads_per_group) {
   pdl_launch_dependents();
   pdl_wait();
-  const int heads = q.heads + k.heads;
-  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
-  if (item >= items.n_items) return;
-  const uint32_t tl = items.per_token.div(item);
-  const uint32_t rest = item - tl * items.per_token.d;
-  const uint32_t gq = items.chunks.div(rest);
-  const int g = static_cast<int>(gq), c = static_cast<int>(rest - gq * items.chunks.d);
-  const int64_t t = items.t0 + tl;
-  const int h0 = g * heads_per_group, h1 = min(heads, h0 + heads_per_group);
+  RopeItem it;
+  if (!rope_item(items, it)) return;
+  const int c = it.c, h0 = it.g * heads_per_group, h1 = min(q.heads + k.heads, h0 + heads_per_group);
+  const int64_t t = it.t;
   if constexpr (VEC == kVec<T>) {
     using V = Vec16<T>;
     const bool inter = layout == RopeLayout::interleaved;
