@@ -320,6 +320,18 @@ __device__ __forceinline__ void load_q_rows(float (&q)[ROWS][8], const DecodeArg
   }
 }
 
+/// The online-softmax state of ROWS rows before any key: max -inf, sum 0, output 0.
+template <int ROWS>
+__device__ __forceinline__ void empty_rows(float (&m2)[ROWS], float (&l)[ROWS], float (&acc)[ROWS][8]) {
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m2[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[r][e] = 0.f;
+  }
+}
+
 /// One lane's online softmax over U key slots it holds in registers (kr/vr; zero for keys it does
 /// not have): scores reduced over the LPK lanes of a row, running max in base 2, sum, output.
 /// key_of(u) = the key of slot u (recomputed, not kept: registers; 4-row blocks spilled).
@@ -463,13 +475,7 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   }
 
   float m2[ROWS], l[ROWS], acc[ROWS][8];  // running max in base 2, sum, unnormalized output
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    m2[r] = -INFINITY;
-    l[r] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[r][e] = 0.f;
-  }
+  empty_rows(m2, l, acc);
 
   for (int64_t k0 = k_begin; k0 < k_end; k0 += STEP * U) {
     if (ROWS > 1 || k0 != k_begin) {  // issue all loads first: 2U 16-byte loads in flight per lane
@@ -536,13 +542,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<
   const int n_stages = k_end > k_begin ? static_cast<int>(ceil_div(k_end - k_begin, KB)) : 0;
 
   float m2[ROWS], l[ROWS], acc[ROWS][8];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    m2[r] = -INFINITY;
-    l[r] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[r][e] = 0.f;
-  }
+  empty_rows(m2, l, acc);
   if (warp == NW) {  // the copy warp: one lane issues, S stages ahead of the slowest computing warp
     if (lane == 0) {
       const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;

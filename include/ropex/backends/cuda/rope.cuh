@@ -340,7 +340,7 @@ namespace detail {
 struct RopeLaunch {
   RopeTensor q, k;
   bool vec = false;
-  int chunks = 0;
+  int chunks = 0, heads_per_item = 1;
   int64_t per_token = 0, tokens_per_launch = 0;
   FastDiv div_token, div_chunk;
   RopeItems items(int64_t t0, int64_t nt) const { return {static_cast<uint32_t>(nt * per_token), t0, div_token, div_chunk}; }
@@ -348,7 +348,7 @@ struct RopeLaunch {
 
 template <class T>
 RopeLaunch plan_rope(const char* who, const DeviceHeads<T>& q, const DeviceHeads<T>& k, const DeviceHeads<T>& q_out,
-                     const DeviceHeads<T>& k_out, int half, RopeLayout layout, int heads_per_item,
+                     const DeviceHeads<T>& k_out, int half, RopeLayout layout, int heads_vec, int heads_scalar,
                      bool two_pieces = false) {
   constexpr int V = kVec<T>;
   auto aligned = [&](const DeviceHeads<T>& x) {
@@ -364,7 +364,8 @@ RopeLaunch plan_rope(const char* who, const DeviceHeads<T>& q, const DeviceHeads
   l.q = {q.data, q.heads, q.token_stride, q.head_stride, q_out.data, q_out.token_stride, q_out.head_stride};
   l.k = {k.data, k.heads, k.token_stride, k.head_stride, k_out.data, k_out.token_stride, k_out.head_stride};
   l.chunks = !l.vec ? half : (layout == RopeLayout::half || two_pieces ? half / V : 2 * half / V);
-  l.per_token = ceil_div(q.heads + k.heads, heads_per_item) * l.chunks;
+  l.heads_per_item = l.vec ? heads_vec : heads_scalar;  // heads one thread takes, per path
+  l.per_token = ceil_div(q.heads + k.heads, l.heads_per_item) * l.chunks;
   if (l.per_token >= (int64_t{1} << 31)) throw make_error(who, "heads", "too many heads x chunks");
   l.tokens_per_launch = std::max<int64_t>(1, (int64_t{1} << 31) / l.per_token);
   l.div_token = FastDiv(static_cast<uint32_t>(l.per_token));
@@ -391,12 +392,11 @@ void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_d
                 DeviceHeads<T> q_out = {}, DeviceHeads<T> k_out = {}, bool pdl = false) {
   detail::check_rotary("cuda::rope_apply", half, head_dim);
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
-  int H = heads_per_thread != 1 ? 2 : 1;
-  detail::RopeLaunch run = detail::plan_rope("cuda::rope_apply", q, k, q_out, k_out, half, layout, H);
-  if (!run.vec && H != 1)  // the scalar path runs one head per thread
-    H = 1, run = detail::plan_rope("cuda::rope_apply", q, k, q_out, k_out, half, layout, 1);
+  // 16-byte chunks of 1 or 2 heads a thread; the scalar path runs one head per thread.
+  const detail::RopeLaunch run = detail::plan_rope("cuda::rope_apply", q, k, q_out, k_out, half, layout,
+                                                   heads_per_thread != 1 ? 2 : 1, 1);
   constexpr int V = kVec<T>;
-  auto kernel = run.vec && H == 2 ? detail::rope_apply_kernel<T, V, 2>
+  auto kernel = run.vec && run.heads_per_item == 2 ? detail::rope_apply_kernel<T, V, 2>
                 : run.vec         ? detail::rope_apply_kernel<T, V, 1>
                                   : detail::rope_apply_kernel<T, 1, 1>;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += run.tokens_per_launch) {
@@ -420,7 +420,8 @@ void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head
   detail::check_rotary("cuda::rope_inplace", half, head_dim);
   if (heads_per_thread < 1) throw make_error("cuda::rope_inplace", "heads_per_thread", "must be >= 1");
   if (n_tokens <= 0 || q.heads + k.heads == 0) return;
-  const detail::RopeLaunch l = detail::plan_rope("cuda::rope_inplace", q, k, {}, {}, half, layout, heads_per_thread, true);
+  const detail::RopeLaunch l =
+      detail::plan_rope("cuda::rope_inplace", q, k, {}, {}, half, layout, heads_per_thread, heads_per_thread, true);
   auto kernel = l.vec ? detail::rope_single_pass_kernel<T, kVec<T>> : detail::rope_single_pass_kernel<T, 1>;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += l.tokens_per_launch) {
     const int64_t nt = std::min(l.tokens_per_launch, n_tokens - t0);
