@@ -40,6 +40,16 @@ void check_decode(const Case& c, int max_splits, DecodeKernel kernel = DecodeKer
   }, max_splits == 1 ? "decode (one split)" : "decode (split-KV)");
 }
 
+/// Whether the TMA tensor-core decode runs here (an sm_90 build and device): its cases skip otherwise.
+template <class T>
+bool tma_decode_here() {
+  DeviceArray<T> probe(16);
+  const KVView<T> kv{probe.ptr, 0, 128, 128};
+  const bool ok = detail::tma_decode_usable(kv, kv, shape_of({1, 1, 1, 1, 1, 128, true}), 1);
+  if (!ok) MESSAGE("TMA tensor-core decode not available here (needs sm_90 build and device): its cases are skipped");
+  return ok;
+}
+
 }  // namespace
 
 TEST_CASE("GPU reference kernel agrees with the CPU oracle (attention/reference.hpp)") {
@@ -120,9 +130,12 @@ TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the or
 
 TEST_CASE_TEMPLATE("decode: KV 1..100K, every GQA ratio, one and several query tokens, with and without splits", T,
                    __nv_bfloat16, __half) {
-  // Both kernels on every head_dim-64/128 case (the tensor-core one pads rows to 16, so one row is
-  // its worst case); head_dim 256 is the CUDA-core kernel's alone.
-  for (DecodeKernel kernel : {DecodeKernel::cuda_core, DecodeKernel::tensor_core}) {
+  // Every kernel on every head_dim-64/128 case (the tensor-core ones pad rows to 16 or 8, so one row
+  // is their worst case; 40 rows are 3 or 5 row groups); head_dim 256 is not the mma.sync kernel's.
+  std::vector<DecodeKernel> kernels = {DecodeKernel::cuda_core, DecodeKernel::tensor_core};
+  const bool tma = tma_decode_here<T>();
+  if (tma) kernels.push_back(DecodeKernel::tma_tensor_core);
+  for (DecodeKernel kernel : kernels) {
     for (int max_splits : {0, 1}) {
       for (int64_t nk : {1, 7, 129, 4097}) {
         check_decode<T>({1, 1, nk, 8, 2, 128, true}, max_splits, kernel);
@@ -135,7 +148,10 @@ TEST_CASE_TEMPLATE("decode: KV 1..100K, every GQA ratio, one and several query t
     }
     if (!quick()) check_decode<T>({1, 1, 100'003, 32, 8, 128, true}, 0, kernel);
   }
-  for (int max_splits : {0, 1}) check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits);  // 256: 32 rows, 4 groups
+  for (int max_splits : {0, 1}) {
+    check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits);  // 256: 32 rows, 4 groups
+    if (tma) check_decode<T>({1, 2, 500, 16, 1, 256, true}, max_splits, DecodeKernel::tma_tensor_core);
+  }
   if (!quick()) check_decode<T>({1, 1, 100'003, 8, 8, 128, true}, 0);
 }
 
@@ -175,6 +191,7 @@ TEST_CASE_TEMPLATE("decode reads a head-major KV cache through strides (every ke
   if (!bulk) MESSAGE("bulk-copy decode not available here (needs sm_90 build and device): its cases are skipped");
   std::vector<DecodeKernel> kernels = {DecodeKernel::automatic, DecodeKernel::cuda_core};
   if (bulk) kernels.push_back(DecodeKernel::bulk_copy);
+  if (tma_decode_here<T>()) kernels.push_back(DecodeKernel::tma_tensor_core);
   for (DecodeKernel kernel : kernels) {
     for (int max_splits : {0, 1}) {
       for (int64_t nk : {1, 7, 129, 4097}) {
@@ -190,6 +207,13 @@ TEST_CASE_TEMPLATE("decode reads a head-major KV cache through strides (every ke
   }
   // Through the tensor-core kernel (GQA rows), on the same layout.
   check_decode_head_major<T>({1, 1, 777, 8, 2, 128, true}, 800, 0, DecodeKernel::tensor_core);
+  // 8 rows a KV head (one full TMA-kernel block) and 3 new tokens x 4 heads (12 rows: two row groups).
+  for (DecodeKernel kernel : {DecodeKernel::automatic, DecodeKernel::tensor_core})
+    check_decode_head_major<T>({1, 1, 2000, 16, 2, 128, true}, 2048, 0, kernel);
+  if (tma_decode_here<T>()) {
+    check_decode_head_major<T>({1, 1, 2000, 16, 2, 128, true}, 2048, 0, DecodeKernel::tma_tensor_core);
+    check_decode_head_major<T>({2, 3, 999, 16, 4, 64, true}, 1000, 0, DecodeKernel::tma_tensor_core);
+  }
 }
 
 TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
@@ -209,5 +233,10 @@ TEST_CASE("flash and decode reject bad shapes with ropex::Error") {
   CHECK_THROWS_AS(decode_attention<T>(kv.ptr, KVView<T>::token_major(kv.ptr, 4, 4, 128),
                                       KVView<T>::token_major(kv.ptr, 4, 4, 128), kv.ptr, nullptr, 1, s, ws, 0, nullptr,
                                       DecodeKernel::bulk_copy),
+                  ropex::Error);
+  // Tensor maps need strides that are multiples of 16 bytes: rows padded by 4 elements are refused.
+  const KVView<T> padded{kv.ptr, 0, 132, 4 * 132};
+  CHECK_THROWS_AS(decode_attention<T>(kv.ptr, padded, padded, kv.ptr, nullptr, 1, s, ws, 0, nullptr,
+                                      DecodeKernel::tma_tensor_core),
                   ropex::Error);
 }

@@ -21,8 +21,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/mma.cuh>
-
-#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
+#include <ropex/backends/cuda/tma.cuh>
 
 #include <type_traits>
 
@@ -106,16 +105,7 @@ using mma::mbar_arrive;
 using mma::mbar_expect_tx;
 using mma::mbar_init;
 using mma::mbar_wait;
-/// One box of a 4-d tensor map (coordinates innermost first) into shared memory; completion
-/// counts its bytes on the barrier.
-__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
-                                            int c3) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
-      "[%2];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-      : "memory");
-}
+using tma::load_4d;
 template <int N>
 __device__ __forceinline__ void regs_dealloc() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
 template <int N>
@@ -178,14 +168,14 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     if (tid != 0) return;
     // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
     mbar_expect_tx(bar_q, TILE);
-    for (int cb = 0; cb < 2; ++cb) tma_load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
     for (int j = 0; j < n_tiles; ++j) {
       const int st = j % S;
       if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);  // consumers are done with tile j - S
       mbar_expect_tx(full_k + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) tma_load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
+      for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
       mbar_expect_tx(full_v + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) tma_load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
+      for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
     }
     return;
   }
@@ -330,25 +320,10 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
 /// head, 128-byte swizzled; tokens past the end read as zeros.
 template <class T>
 CUtensorMap head_tile_map(const T* base, int batch, int64_t tokens, int64_t heads) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    ROPEX_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-    if (!fn || q != cudaDriverEntryPointSuccess) throw ropex::Error("cuda: cuTensorMapEncodeTiled not found");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  CUtensorMap map{};
-  const cuuint64_t dims[4] = {128, static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(tokens),
-                              static_cast<cuuint64_t>(batch)};
-  const cuuint64_t strides[3] = {128 * sizeof(T), static_cast<cuuint64_t>(heads) * 128 * sizeof(T),
-                                 static_cast<cuuint64_t>(tokens * heads) * 128 * sizeof(T)};
-  const cuuint32_t box[4] = {64, 1, 128, 1}, elem[4] = {1, 1, 1, 1};
-  const CUresult r = encode(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                            4, const_cast<T*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) throw ropex::Error("cuda: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
-  return map;
+  const uint64_t row = 128 * sizeof(T);
+  const tma::Tensor4d t{{128, static_cast<uint64_t>(heads), static_cast<uint64_t>(tokens), static_cast<uint64_t>(batch)},
+                        {row, static_cast<uint64_t>(heads) * row, static_cast<uint64_t>(tokens * heads) * row}};
+  return tma::tensor_map(base, t, {64, 1, 128, 1});
 }
 
 template <class T>

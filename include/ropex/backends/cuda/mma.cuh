@@ -78,17 +78,30 @@ __device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uin
 #endif
 }
 
-/// Four 8x8 16-bit matrices from shared memory (lane i gives the row address of matrix i/8, row i%8).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr) {
+/// Four 8x8 16-bit matrices from shared memory (lane i gives the row address of matrix i/8, row i%8;
+/// lane (g, c) receives row g, columns 2c..2c+1 of each).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t row_addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row_addr)));
+               : "r"(row_addr));
 }
-/// Same, each matrix transposed (for V, whose rows are keys but which is the k-major B operand).
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row_addr) {
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr) { ldmatrix_x4(r, smem_addr(row_addr)); }
+/// Same, each matrix transposed: lane (g, c) receives rows 2c and 2c+1 of column g (for V, whose
+/// rows are keys but which is the k-major B operand, or V^T as an A operand).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t row_addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row_addr)));
+               : "r"(row_addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row_addr) {
+  ldmatrix_x4_trans(r, smem_addr(row_addr));
+}
+/// The transpose of an 8x8 16-bit matrix in registers: lane (g, c) holds row g, columns 2c..2c+1
+/// before and after (an accumulator fragment becomes the other operand's fragment).
+__device__ __forceinline__ uint32_t transpose_8x8(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
 }
 
 /// C += A * B on one 16x8x16 tile, fp32 accumulators.
