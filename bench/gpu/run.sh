@@ -39,10 +39,12 @@ log "report"
 python3 bench/gpu/report.py "$OUT/ropex.json" "$OUT/peers.json" --out-dir "$OUT"
 log "compute-sanitizer (quick sizes)"
 ROPEX_CUDA_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_attention" \
-  -tc='*odd sizes*,*split*,*fused*,*head-major*' 2>&1 | tail -8 || status=1
+  -tc='*odd sizes*,*split*,*fused*,*head-major*,*KV 1..100K*' 2>&1 | tail -8 || status=1
 ROPEX_CUDA_TEST_QUICK=1 timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/test_cuda_attention" \
   -tc='*tiling variant*,*fused*,*head-major*' 2>&1 | tail -5 || status=1
 ROPEX_CUDA_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_flash_sm90" 2>&1 | tail -4 || status=1
+ROPEX_CUDA_TEST_QUICK=1 timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/test_cuda_flash_sm90" \
+  -tc='*RoPE*' 2>&1 | tail -3 || status=1
 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_rope" 2>&1 | tail -4 || status=1
 
 log "done (tests/sanitizer status $status)"

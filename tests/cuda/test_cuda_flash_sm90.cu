@@ -4,6 +4,8 @@
 #include "attention_test_util.cuh"
 
 #include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/rope.cuh>
+#include <ropex/rope/frequencies.hpp>
 
 #include <cstring>
 
@@ -28,7 +30,70 @@ void check(const Case& c, FlashKernel kernel = FlashKernel::sm90) {
   }, kernel == FlashKernel::sm90 ? "flash sm90" : "flash fa2");
 }
 
+/// The sm90 kernel with RoPE in the kernel (q/k un-rotated in memory, rotated as their tiles land)
+/// against the oracle on inputs rotated by rope_inplace first. Queries and keys have their own
+/// tables (a 1M-token position shift for both, keys strided), so a swapped table would show.
+template <class T>
+void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool rot_k, bool in_kernel = true) {
+  CAPTURE(static_cast<int>(layout)); CAPTURE(rotary); CAPTURE(rot_q); CAPTURE(rot_k); CAPTURE(in_kernel);
+  Inputs<T> in(c);
+  const int half = rotary / 2;
+  std::vector<double> inv(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) inv[static_cast<size_t>(i)] = default_inv_freq(10000.0, i, rotary);
+  const RopeFrequencies freq(inv, 1.1);  // attention factor != 1
+  std::vector<int64_t> qpos(static_cast<size_t>(c.batch * c.nq)), kpos(static_cast<size_t>(c.batch * c.nk));
+  for (size_t t = 0; t < qpos.size(); ++t) qpos[t] = 1'000'000 + 7 * static_cast<int64_t>(t) + 3;
+  for (size_t t = 0; t < kpos.size(); ++t) kpos[t] = 1'000'000 + 5 * static_cast<int64_t>(t);
+  DeviceArray<int64_t> dq(qpos), dk(kpos);
+  DeviceArray<float2> qt(qpos.size() * static_cast<size_t>(half)), kt(kpos.size() * static_cast<size_t>(half));
+  rope_cos_sin_table(qt.ptr, dq.ptr, static_cast<int64_t>(qpos.size()), freq);
+  rope_cos_sin_table(kt.ptr, dk.ptr, static_cast<int64_t>(kpos.size()), freq);
+  DeviceArray<T> q0(in.q.n), k0(in.k.n);  // un-rotated, for the fused kernel
+  ROPEX_CUDA_CHECK(cudaMemcpy(q0.ptr, in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToDevice));
+  ROPEX_CUDA_CHECK(cudaMemcpy(k0.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
+  if (rot_q)
+    rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>{}, c.batch * c.nq, c.d, dq.ptr, freq, layout);
+  if (rot_k)
+    rope_inplace(DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d), DeviceHeads<T>{}, c.batch * c.nk, c.d, dk.ptr, freq, layout);
+  FlashTiling t;
+  t.kernel = FlashKernel::sm90;
+  // in_kernel = false on this kernel: K rotated once into scratch, Q in the kernel.
+  const FusedRope rope{rot_q ? qt.ptr : nullptr, rot_k ? kt.ptr : nullptr, half, layout, in_kernel};
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
+  }, in_kernel ? "flash sm90 + rope in kernel" : "flash sm90 + q rope in kernel, k once");
+}
+
 }  // namespace
+
+TEST_CASE_TEMPLATE("sm90 flash prefill with RoPE in the kernel (or Q in it, K once): both layouts, partial rotary, q or k alone", T,
+                   __nv_bfloat16, __half) {
+  if (!on_sm90()) {
+    MESSAGE("sm_90a kernel unavailable: in-kernel RoPE cases skipped");
+    return;
+  }
+  for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
+    for (bool causal : {false, true}) {
+      for (int rotary : {128, 64, 32})
+        for (bool in_kernel : {true, false}) check_rope<T>({2, 200, 517, 4, 2, 128, causal}, layout, rotary, true, true, in_kernel);
+      check_rope<T>({1, 129, 129, 8, 1, 128, causal}, layout, 96, true, true);  // GQA 8, rotary 96 (half 48)
+      check_rope<T>({1, 7, 300, 6, 3, 128, causal}, layout, 128, true, true);   // ratio 3, 7 queries after 293
+    }
+    check_rope<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, false, true);  // K alone (a cache re-rotated)
+    check_rope<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, true, false);  // Q alone
+    check_rope<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, true, false, false);
+  }
+  if (!quick()) check_rope<T>({1, 4097, 4097, 4, 1, 128, true}, RopeLayout::half, 128, true, true);
+  // Rotary dims the kernel's table boxes cannot take are refused when the kernel is forced.
+  FlashTiling t;
+  t.kernel = FlashKernel::sm90;
+  DeviceArray<float2> table(64);
+  const AttentionShape s = shape_of({1, 8, 8, 2, 2, 128, true});
+  DeviceArray<T> x(8 * 2 * 128);
+  CHECK_THROWS_AS(flash_attention<T>(x.ptr, x.ptr, x.ptr, x.ptr, nullptr, 1, s,
+                                     FusedRope{table.ptr, table.ptr, 20, RopeLayout::half, true}, t),
+                  ropex::Error);
+}
 
 TEST_CASE_TEMPLATE("sm90 flash prefill: odd sizes, every GQA ratio, cache offsets, causal and not", T, __nv_bfloat16,
                    __half) {

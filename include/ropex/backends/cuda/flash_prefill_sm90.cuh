@@ -22,6 +22,7 @@
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/mma.cuh>
 #include <ropex/backends/cuda/tma.cuh>
+#include <ropex/rope/frequencies.hpp>
 
 #include <type_traits>
 
@@ -122,26 +123,96 @@ struct Sm90Args {
   float* lse;  // [batch, n_heads, n_queries] or nullptr
   attention::AttentionShape shape;
   float scale_log2;
+  // Fused RoPE (flash_prefill.cuh's FusedRope, in kernel): per-token cos/sin rows [batch * n_queries,
+  // rope_half] and [batch * n_keys, rope_half]; nullptr leaves that side as it is.
+  const float2* q_table = nullptr;
+  const float2* k_table = nullptr;
+  int rope_half = 0;
+  RopeLayout rope_layout = RopeLayout::half;
 };
 
 struct Sm90Config {
   static constexpr int HD = 128, BM = 128, BN = 128, NT = 384, STAGES = 2;
   static constexpr uint32_t TILE = 128 * HD * 2;
+  static constexpr uint32_t TABLE = 128 * 64 * 8;  // the cos/sin rows of one K tile (rope_half <= 64)
   static constexpr size_t smem_bytes = (1 + 2 * STAGES) * size_t(TILE) + 1024 + 8 * (1 + 3 * STAGES);
+  static constexpr size_t smem_bytes_rope = smem_bytes + TABLE + 8 * (1 + STAGES);
 };
 
-template <class T>
+/// Whether the in-kernel RoPE of the sm90 kernel takes this rotary half-dim: whole 16-frequency
+/// rows of 128-byte table boxes, and 16-byte chunks of dims for both layouts.
+inline bool sm90_rope_half_ok(int half) { return half > 0 && half <= 64 && half % 16 == 0; }
+
+#if defined(ROPEX_SM90_WGMMA)
+/// Rotates, in place, 16-byte chunk `ch` of row r of a 128 x 128 tile held as two 128-byte
+/// swizzled 64-dim boxes `cb` bytes apart (half layout: chunk ch and its partner half/8 chunks on;
+/// interleaved: the 4 pairs inside chunk ch). cs(f, k) = {cos f, sin f, cos f+1, sin f+1} for even f,
+/// the chunk's k-th such float4 (k < 4 half layout, < 2 interleaved; a constant once unrolled).
+template <class T, class CosSin>
+__device__ __forceinline__ void rotate_tile_chunk(unsigned char* tile, uint32_t cb, int r, int ch, int half,
+                                                  RopeLayout layout, CosSin cs) {
+  using V = Vec16<T>;
+  auto at = [&](int c) { return reinterpret_cast<V*>(tile + (c / 8) * cb + tma::swizzled(r, c % 8)); };
+  if (layout == RopeLayout::half) {
+    V* pa = at(ch);
+    V* pb = at(ch + half / 8);
+    V x = *pa, y = *pb;
+#pragma unroll
+    for (int e = 0; e < 8; e += 2) {
+      const float4 c = cs(8 * ch + e, e / 2);
+      float a0 = to_float(x.v[e]), b0 = to_float(y.v[e]), a1 = to_float(x.v[e + 1]), b1 = to_float(y.v[e + 1]);
+      rotate_pair(a0, b0, c.x, c.y);
+      rotate_pair(a1, b1, c.z, c.w);
+      x.v[e] = from_float<T>(a0); y.v[e] = from_float<T>(b0);
+      x.v[e + 1] = from_float<T>(a1); y.v[e + 1] = from_float<T>(b1);
+    }
+    *pa = x;
+    *pb = y;
+  } else {
+    V* p = at(ch);
+    V x = *p;
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const float4 c = cs(4 * ch + e, e / 2);
+      float a0 = to_float(x.v[2 * e]), b0 = to_float(x.v[2 * e + 1]);
+      float a1 = to_float(x.v[2 * e + 2]), b1 = to_float(x.v[2 * e + 3]);
+      rotate_pair(a0, b0, c.x, c.y);
+      rotate_pair(a1, b1, c.z, c.w);
+      x.v[2 * e] = from_float<T>(a0); x.v[2 * e + 1] = from_float<T>(b0);
+      x.v[2 * e + 2] = from_float<T>(a1); x.v[2 * e + 3] = from_float<T>(b1);
+    }
+    *p = x;
+  }
+}
+/// Makes this thread's shared-memory writes visible to the async proxy (wgmma reads the tile next).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+#endif
+
+/// RoPE in shared memory as tiles land (Sm90Args' tables). ROPE = Sm90Rope::q: each consumer
+/// warpgroup rotates its 64 Q rows once. Sm90Rope::k (Q optionally too): the producer warpgroup's
+/// 128 threads rotate each K tile with its cos/sin rows (a TMA box into shared memory) and release
+/// it to the consumers on rot_k; they need 56 registers, so the consumers get 224 instead of 240.
+enum class Sm90Rope { none, q, k };
+template <class T, Sm90Rope ROPE = Sm90Rope::none>
 __global__ void __launch_bounds__(Sm90Config::NT, 1)
     flash_forward_sm90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                                 const __grid_constant__ CUtensorMap tv, Sm90Args<T> a) {
+                                 const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tcs,
+                                 Sm90Args<T> a) {
 #if defined(ROPEX_SM90_WGMMA)
   using C = Sm90Config;
   constexpr int BM = C::BM, BN = C::BN, HD = C::HD, S = C::STAGES;
   constexpr uint32_t TILE = C::TILE, CB = TILE / 2;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t sQ = (mma::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t raw = mma::smem_addr(smem_raw), sQ = (raw + 1023u) & ~1023u;
   const uint32_t sK = sQ + TILE, sV = sK + S * TILE;  // [S stages] each
-  const uint32_t bar_q = sV + S * TILE, full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
+  const uint32_t sT = sV + S * TILE;                  // ROPE: one K tile's cos/sin rows
+  constexpr bool ROT_K = ROPE == Sm90Rope::k;
+  const uint32_t bar_q = sT + (ROT_K ? C::TABLE : 0), full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
+  const uint32_t full_t = empty + 8 * S, rot_k = full_t + 8;  // ROPE: table landed; K tile rotated [S]
+  auto generic = [&](uint32_t addr) { return smem_raw + (addr - raw); };
 
   const attention::AttentionShape& s = a.shape;
   const int m_block = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest causal blocks first
@@ -158,11 +229,65 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
       mbar_init(full_k + 8 * i, 1);
       mbar_init(full_v + 8 * i, 1);
       mbar_init(empty + 8 * i, 256);  // every consumer thread, after its O += P V
+      if (ROT_K) mbar_init(rot_k + 8 * i, 128);  // every producer thread, after rotating its rows
     }
+    if (ROT_K) mbar_init(full_t, 1);
     mma::mbar_init_fence();
   }
   __syncthreads();
 
+  if (ROT_K && wg == 0) {  // ---- producer rotating K: thread 0 issues, all 128 rotate K tiles ----
+    regs_dealloc<56>();
+    const int half = a.rope_half;
+    const uint32_t table_bytes = static_cast<uint32_t>(half) * 1024;  // 128 rows x half float2
+    const int64_t krow0 = static_cast<int64_t>(b) * s.n_keys;          // this sequence's first table row
+    auto issue_kv = [&](int j) {
+      const int st = j % S;
+      if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);  // consumers are done with tile j - S
+      mbar_expect_tx(full_k + 8 * st, TILE);
+      for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
+      mbar_expect_tx(full_v + 8 * st, TILE);
+      for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
+    };
+    auto issue_table = [&](int j) {  // 16 frequencies (128 bytes) a box, 128 rows
+      mbar_expect_tx(full_t, table_bytes);
+      for (int bx = 0; bx < half / 16; ++bx) load_4d(sT + bx * 128 * 128, &tcs, full_t, 32 * bx, static_cast<int>(krow0 + j * BN), 0, 0);
+    };
+    if (tid == 0) {
+      mbar_expect_tx(bar_q, TILE);
+      for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+      issue_kv(0);
+      issue_table(0);
+    }
+    // Thread p rotates rows 32w + 8i + p%8 (i < 4), chunks p%32/8 + 4n: 8 lanes a phase read the same
+    // chunk of 8 consecutive rows, which the swizzle spreads over the 8 bank groups.
+    const int w = tid / 32, l = tid % 32;
+    const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
+    const unsigned char* table = generic(sT);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int st = j % S;
+      {
+        mbar_wait(full_k + 8 * st, (j / S) & 1);
+        mbar_wait(full_t, j & 1);
+        for (int i = 0; i < 4; ++i) {
+          const int r = 32 * w + 8 * i + l % 8;
+          auto cs = [&](int f, int) {
+            return *reinterpret_cast<const float4*>(table + (f / 16) * 128 * 128 + tma::swizzled(r, (f % 16) / 2));
+          };
+          for (int ch = l / 8; ch < n_chunks; ch += 4)
+            rotate_tile_chunk<T>(generic(sK + st * TILE), CB, r, ch, half, a.rope_layout, cs);
+        }
+        fence_proxy_async();
+      }
+      mbar_arrive(rot_k + 8 * st);
+      named_bar_sync(3, 128);  // every thread is done with the table
+      if (tid == 0 && j + 1 < n_tiles) {
+        issue_table(j + 1);
+        issue_kv(j + 1);
+      }
+    }
+    return;
+  }
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
     regs_dealloc<24>();
     if (tid != 0) return;
@@ -181,7 +306,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   }
 
   // ---- consumers: warpgroups 1 and 2, 64 query rows each ---------------------------------------
-  regs_alloc<240>();
+  if constexpr (ROT_K) regs_alloc<224>();  // 56 + 2 x 224 = 504 registers a thread slot, as 24 + 2 x 240
+  else regs_alloc<240>();
   const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32;
   const int g = lane / 4, c4 = lane % 4;
   const int64_t q_ts = s.n_heads * HD;
@@ -266,12 +392,53 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto my_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cw) : "memory"); };
   auto your_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cw) : "memory"); };
   if (cw == 1) your_turn();
-  mbar_wait(bar_q, 0);
+  if constexpr (ROPE != Sm90Rope::none) {
+    if (a.q_table) {
+      // This warpgroup's 64 Q rows, once: rows cw*64 + 16*warp + 8i + lane%8 (i < 2), chunks lane/8 + 4n.
+      // A thread's cos/sin (at most 16 float4: 2 rows x 8 frequencies x 2 chunks, or x 4 frequencies x
+      // 4 chunks interleaved) are requested before the wait for Q, so their latency hides behind Q's copy.
+      const int half = a.rope_half;
+      const bool by_halves = a.rope_layout == RopeLayout::half;
+      const int n_chunks = by_halves ? half / 8 : half / 4;
+      float4 cs[16];
+#pragma unroll
+      for (int sl = 0; sl < 16; ++sl) {  // slot: row i = sl/8; chunk n and float4 k within the row
+        const int i = sl / 8, q = sl % 8;
+        const int ch = lane / 8 + 4 * (by_halves ? q / 4 : q / 2), k = by_halves ? q % 4 : q % 2;
+        const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
+        const float2* row = a.q_table + (static_cast<int64_t>(b) * nq + m0 + r) * half;
+        cs[sl] = m0 + r < nq && ch < n_chunks ? *reinterpret_cast<const float4*>(row + (by_halves ? 8 : 4) * ch + 2 * k)
+                                              : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+      mbar_wait(bar_q, 0);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
+#pragma unroll
+        for (int n = 0; n < 4; ++n) {
+          const int ch = lane / 8 + 4 * n;
+          if (m0 + r >= nq || ch >= n_chunks) continue;
+          // This chunk's first slot, a constant in each branch (a runtime slot index would put cs[] in memory).
+          if (by_halves) {
+            if (n < 2) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, RopeLayout::half, [&](int, int k) { return cs[8 * i + 4 * n + k]; });
+          } else {
+            rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, RopeLayout::interleaved, [&](int, int k) { return cs[8 * i + 2 * n + k]; });
+          }
+        }
+      }
+      fence_proxy_async();
+      named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
+    } else {
+      mbar_wait(bar_q, 0);
+    }
+  } else {
+    mbar_wait(bar_q, 0);
+  }
 
   for (int j = 0; j < n_tiles; ++j) {
     const int st = j % S;
     const uint32_t phase = (j / S) & 1;
-    mbar_wait(full_k + 8 * st, phase);
+    mbar_wait((ROT_K ? rot_k : full_k) + 8 * st, phase);
     float sc[64], alpha[2];
     my_turn();
     wgmma_fence();
@@ -329,20 +496,38 @@ CUtensorMap head_tile_map(const T* base, int batch, int64_t tokens, int64_t head
 template <class T>
 void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
   using C = Sm90Config;
-  auto kernel = flash_forward_sm90_kernel<T>;
-  static bool configured = false;
-  if (!configured) {
-    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(C::smem_bytes)));
-    configured = true;
-  }
+  if ((a.q_table || a.k_table) && !sm90_rope_half_ok(a.rope_half))
+    throw make_error("cuda::sm90::launch_flash_sm90", "rope_half", "must be 16, 32, 48 or 64");
+  const Sm90Rope mode = a.k_table ? Sm90Rope::k : a.q_table ? Sm90Rope::q : Sm90Rope::none;
+  auto kernel = mode == Sm90Rope::k   ? flash_forward_sm90_kernel<T, Sm90Rope::k>
+                : mode == Sm90Rope::q ? flash_forward_sm90_kernel<T, Sm90Rope::q>
+                                      : flash_forward_sm90_kernel<T, Sm90Rope::none>;
+  const size_t smem = mode == Sm90Rope::k ? C::smem_bytes_rope : C::smem_bytes;
+  static const bool configured = [] {  // once per type: > 48 KB of dynamic shared memory
+    auto set = [](auto f, size_t bytes) {
+      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    };
+    set(flash_forward_sm90_kernel<T, Sm90Rope::none>, C::smem_bytes);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::q>, C::smem_bytes);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::k>, C::smem_bytes_rope);
+    return true;
+  }();
+  (void)configured;
   const auto& s = a.shape;
   const CUtensorMap tq = head_tile_map(a.q, batch, s.n_queries, s.n_heads);
   const CUtensorMap tk = head_tile_map(a.k, batch, s.n_keys, s.n_kv_heads);
   const CUtensorMap tv = head_tile_map(a.v, batch, s.n_keys, s.n_kv_heads);
+  // The K table as [batch * n_keys rows][2 * half floats]: boxes of 16 frequencies x one K tile.
+  CUtensorMap tcs = tq;  // unused without a K table
+  if (a.k_table) {
+    const uint64_t row = 2 * static_cast<uint64_t>(a.rope_half);
+    tcs = tma::tensor_map(a.k_table, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
+                          tma::Tensor4d{{row, static_cast<uint64_t>(batch * s.n_keys), 1, 1}, {row * 4, 0, 0}},
+                          {32, static_cast<uint32_t>(C::BN), 1, 1});
+  }
   dim3 grid(static_cast<unsigned>(ceil_div(s.n_queries, C::BM)), static_cast<unsigned>(s.n_heads),
             static_cast<unsigned>(batch));
-  kernel<<<grid, C::NT, C::smem_bytes, stream>>>(tq, tk, tv, a);
+  kernel<<<grid, C::NT, smem, stream>>>(tq, tk, tv, tcs, a);
   check_launch("flash_forward_sm90_kernel");
 }
 

@@ -64,12 +64,12 @@ inline bool describable(const void* base, const Tensor4d& t) {
   return true;
 }
 
-/// The tensor map of `t` (16-bit T at `base`) for boxes of box[0..3] elements, 128-byte swizzle
-/// (box[0] * 2 <= 128), elements past the tensor's edge read as zeros. Throws ropex::Error when
-/// the driver refuses it (call describable first for a clear precondition).
-template <class T>
-CUtensorMap tensor_map(const T* base, Tensor4d t, const uint32_t (&box)[4]) {
-  static_assert(sizeof(T) == 2, "16-bit tensors");
+/// The tensor map of `t` (elements of `type`, `elem_bytes` each, at `base`) for boxes of
+/// box[0..3] elements, 128-byte swizzle (box[0] * elem_bytes <= 128), elements past the tensor's
+/// edge read as zeros. Throws ropex::Error when the driver refuses it (call describable first for
+/// a clear precondition).
+inline CUtensorMap tensor_map(const void* base, CUtensorMapDataType type, uint64_t elem_bytes, Tensor4d t,
+                              const uint32_t (&box)[4]) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -78,19 +78,25 @@ CUtensorMap tensor_map(const T* base, Tensor4d t, const uint32_t (&box)[4]) {
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
   // Unused strides (dimensions of size 1) may be 0 in a view (batch 1): give them the packed value.
-  uint64_t packed = t.dims[0] * sizeof(T);
+  uint64_t packed = t.dims[0] * elem_bytes;
   for (int i = 0; i < 3; ++i) {
     if (t.dims[i + 1] == 1 && (t.strides[i] % 16 != 0 || t.strides[i] == 0)) t.strides[i] = ((packed + 15) / 16) * 16;
     packed = t.strides[i] * t.dims[i + 1];
   }
   CUtensorMap map{};
   const cuuint32_t elem[4] = {1, 1, 1, 1};
-  const CUresult r = encode(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                            4, const_cast<T*>(base), t.dims, t.strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  const CUresult r = encode(&map, type, 4, const_cast<void*>(base), t.dims, t.strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) throw ropex::Error("cuda: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
   return map;
+}
+/// The same for a 16-bit T (bf16 / fp16).
+template <class T>
+CUtensorMap tensor_map(const T* base, Tensor4d t, const uint32_t (&box)[4]) {
+  static_assert(sizeof(T) == 2, "16-bit tensors");
+  return tensor_map(base, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                    2, t, box);
 }
 
 }  // namespace ropex::cuda::tma
