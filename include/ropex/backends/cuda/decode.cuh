@@ -6,7 +6,7 @@
 //   and writes (o, lse) of its chunk. The last block of each (b, kvh) to finish (atomic counter)
 //   merges the splits, so the whole op is one launch.
 //
-// Three kernels. The CUDA-core one (one query row per KV head, e.g. multi-head attention decoding one
+// Four kernels. The CUDA-core one (one query row per KV head, e.g. multi-head attention decoding one
 // token): a warp reads KPW = 32 / (head_dim/8) keys per 16-byte load (head_dim/8 lanes per
 // key row), U key steps ahead for K and V (loads in flight), scores reduced across those lanes
 // with shuffles, the running max/sum kept in base 2 (exp2 of scores pre-scaled by log2 e), and
@@ -14,7 +14,9 @@
 // The tensor-core one (GQA, several new tokens): up to 16 query rows of a KV head ride mma.sync,
 // 16 keys per warp step (decode_mma_kernel). The bulk-copy one (decode_bulk_kernel): the CUDA-core
 // math on keys a copy warp streams into shared memory, for caches whose keys are contiguous per
-// head. All end in finish_block.
+// head. The TMA one (decode_tma_kernel, sm_90, the default there for <= 8 rows a KV head): swizzled
+// K/V boxes from the tensor copy engine into mma.sync with the query rows on the N side. All end
+// in finish_block.
 // Memory-bound: every K and V byte is read exactly once; the FLOP floor is ~1 FLOP/byte.
 #pragma once
 #include <ropex/attention/layout.hpp>
@@ -490,6 +492,21 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   cuda_core_finish<T, HD, ROWS, NW>(a, true, m2, l, acc, rg, kvh, b, split);
 }
 
+/// The barriers of a ring of S shared-memory stages (thread 0, then a block barrier): full[st]
+/// completes when stage st's bytes have landed (one arrival, the copy issuer's expect_tx), empty[st]
+/// when its `readers` threads have each arrived after reading it.
+template <int S>
+__device__ __forceinline__ void init_stage_ring(uint64_t (&full)[S], uint64_t (&empty)[S], int readers) {
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < S; ++st) {
+      mma::mbar_init(mma::smem_addr(&full[st]), 1);
+      mma::mbar_init(mma::smem_addr(&empty[st]), readers);
+    }
+    mma::mbar_init_fence();
+  }
+  __syncthreads();
+}
+
 /// The bulk-copy kernel's shape: NW computing warps and one warp issuing copies; a stage is KB
 /// consecutive keys of K and of V, S stages in flight. The defaults (DecodeBulkShape) were the
 /// fastest of a sweep on an H100 (NW 2-16, U 1-8, S 2-8; docs/benchmarks.md).
@@ -530,14 +547,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<
   const int kvh = blockIdx.y / a.row_groups, rg = blockIdx.y - kvh * a.row_groups;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int ks = lane / LPK, d0 = (lane % LPK) * 8;
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < S; ++st) {
-      mma::mbar_init(mma::smem_addr(&full[st]), 1);
-      mma::mbar_init(mma::smem_addr(&empty[st]), NW * 32);  // every computing thread, after its reads
-    }
-    mma::mbar_init_fence();
-  }
-  __syncthreads();
+  init_stage_ring(full, empty, NW * 32);  // every computing thread releases a stage after its reads
   const DecodeRows<T, ROWS> rows(a, rg);
   const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
   const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
@@ -589,6 +599,27 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<
 #else
   __trap();
 #endif
+}
+
+/// The online softmax's running max of a lane's two rows moves to mx (base 2), if it moved for any
+/// lane of the warp (after the first keys it rarely does): alpha = 2^(m2 - mx) (1 while a row has
+/// seen no key) rescales the rows' sums and their accumulators, acc[i][e] belonging to row e % 2
+/// (ROW_OF_E_MOD_2: rows on the N side, m16n8 columns 2c, 2c+1) or to row e / 2 (rows on M: g, g+8).
+template <bool ROW_OF_E_MOD_2, int N>
+__device__ __forceinline__ void rescale_if_max_moved(float (&m2)[2], float (&l)[2], const float (&mx)[2],
+                                                     float (&acc)[N][4]) {
+  if (!__any_sync(0xffffffffu, mx[0] != m2[0] || mx[1] != m2[1])) return;
+  float alpha[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    alpha[j] = mx[j] == -INFINITY ? 1.f : mma::fast_exp2(m2[j] - mx[j]);
+    l[j] *= alpha[j];
+    m2[j] = mx[j];
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[i][e] *= alpha[ROW_OF_E_MOD_2 ? e % 2 : e / 2];
 }
 
 /// The TMA tensor-core kernel's shape: NW computing warps of U 16-key steps each a stage (KB =
@@ -644,14 +675,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_tma_kernel(const __grid
   const int split = blockIdx.x, b = blockIdx.z;
   const int kvh = blockIdx.y / a.row_groups, rg = blockIdx.y - kvh * a.row_groups;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < S; ++st) {
-      mma::mbar_init(mma::smem_addr(&full[st]), 1);
-      mma::mbar_init(mma::smem_addr(&empty[st]), NW * 32);  // every computing thread, after its reads
-    }
-    mma::mbar_init_fence();
-  }
-  __syncthreads();
+  init_stage_ring(full, empty, NW * 32);  // every computing thread releases a stage after its reads
   const attention::AttentionShape& s = a.shape;
   const int group = static_cast<int>(s.group()), n_rows = static_cast<int>(s.n_queries) * group;
   const DecodeRows<T, ROWS> rows(a, rg);
@@ -737,20 +761,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_tma_kernel(const __grid
       for (int j = 0; j < 2; ++j)
 #pragma unroll
         for (int off = 4; off < 32; off *= 2) mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], off));
-      if (__any_sync(0xffffffffu, mx[0] != m2[0] || mx[1] != m2[1])) {  // rescale only when a max moved
-        float alpha[2];
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          alpha[j] = mx[j] == -INFINITY ? 1.f : mma::fast_exp2(m2[j] - mx[j]);
-          l[j] *= alpha[j];
-          m2[j] = mx[j];
-        }
-#pragma unroll
-        for (int mt = 0; mt < KC; ++mt) {
-          acc[mt][0] *= alpha[0]; acc[mt][1] *= alpha[1];
-          acc[mt][2] *= alpha[0]; acc[mt][3] *= alpha[1];
-        }
-      }
+      rescale_if_max_moved<true>(m2, l, mx, acc);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -939,21 +950,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
       mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 1));
       mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 2));
     }
-    // Rescale only when some row's max moved (after the first keys it rarely does).
-    if (__any_sync(0xffffffffu, mx[0] != m2[0] || mx[1] != m2[1])) {
-      float alpha[2];
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        alpha[half] = mx[half] == -INFINITY ? 1.f : mma::fast_exp2(m2[half] - mx[half]);
-        l[half] *= alpha[half];
-        m2[half] = mx[half];
-      }
-#pragma unroll
-      for (int nb = 0; nb < NB; ++nb) {
-        acc[nb][0] *= alpha[0]; acc[nb][1] *= alpha[0];
-        acc[nb][2] *= alpha[1]; acc[nb][3] *= alpha[1];
-      }
-    }
+    rescale_if_max_moved<false>(m2, l, mx, acc);
 #pragma unroll
     for (int jb = 0; jb < 2; ++jb)
 #pragma unroll

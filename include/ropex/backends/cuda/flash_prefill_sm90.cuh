@@ -236,26 +236,31 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   }
   __syncthreads();
 
+  // Producer: Q, then K and V tile j into stage j % S once the consumers are done with tile j - S.
+  // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
+  auto issue_q = [&] {
+    mbar_expect_tx(bar_q, TILE);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+  };
+  auto issue_kv = [&](int j) {
+    const int st = j % S;
+    if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);
+    mbar_expect_tx(full_k + 8 * st, TILE);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
+    mbar_expect_tx(full_v + 8 * st, TILE);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
+  };
   if (ROT_K && wg == 0) {  // ---- producer rotating K: thread 0 issues, all 128 rotate K tiles ----
     regs_dealloc<56>();
     const int half = a.rope_half;
     const uint32_t table_bytes = static_cast<uint32_t>(half) * 1024;  // 128 rows x half float2
     const int64_t krow0 = static_cast<int64_t>(b) * s.n_keys;          // this sequence's first table row
-    auto issue_kv = [&](int j) {
-      const int st = j % S;
-      if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);  // consumers are done with tile j - S
-      mbar_expect_tx(full_k + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
-      mbar_expect_tx(full_v + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
-    };
     auto issue_table = [&](int j) {  // 16 frequencies (128 bytes) a box, 128 rows
       mbar_expect_tx(full_t, table_bytes);
       for (int bx = 0; bx < half / 16; ++bx) load_4d(sT + bx * 128 * 128, &tcs, full_t, 32 * bx, static_cast<int>(krow0 + j * BN), 0, 0);
     };
     if (tid == 0) {
-      mbar_expect_tx(bar_q, TILE);
-      for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+      issue_q();
       issue_kv(0);
       issue_table(0);
     }
@@ -291,17 +296,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
     regs_dealloc<24>();
     if (tid != 0) return;
-    // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
-    mbar_expect_tx(bar_q, TILE);
-    for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
-    for (int j = 0; j < n_tiles; ++j) {
-      const int st = j % S;
-      if (j >= S) mbar_wait(empty + 8 * st, ((j / S) - 1) & 1);  // consumers are done with tile j - S
-      mbar_expect_tx(full_k + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
-      mbar_expect_tx(full_v + 8 * st, TILE);
-      for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
-    }
+    issue_q();
+    for (int j = 0; j < n_tiles; ++j) issue_kv(j);
     return;
   }
 
