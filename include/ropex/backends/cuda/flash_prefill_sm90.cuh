@@ -192,7 +192,7 @@ __device__ __forceinline__ void named_bar_sync(int id, int threads) {
 #endif
 
 /// RoPE in shared memory as tiles land (Sm90Args' tables). ROPE = Sm90Rope::q: each consumer
-/// warpgroup rotates its 64 Q rows once. Sm90Rope::k (Q optionally too): the producer warpgroup's
+/// warpgroup rotates its 64 Q rows once, their cos/sin rows copied in with Q. Sm90Rope::k (Q optionally too): the producer warpgroup's
 /// 128 threads rotate each K tile with its cos/sin rows (a TMA box into shared memory) and release
 /// it to the consumers on rot_k; they need 56 registers, so the consumers get 224 instead of 240.
 enum class Sm90Rope { none, q, k };
@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   const uint32_t sK = sQ + TILE, sV = sK + S * TILE;  // [S stages] each
   const uint32_t sT = sV + S * TILE;                  // ROPE: one K tile's cos/sin rows
   constexpr bool ROT_K = ROPE == Sm90Rope::k;
-  const uint32_t bar_q = sT + (ROT_K ? C::TABLE : 0), full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
+  const uint32_t bar_q = sT + (ROPE != Sm90Rope::none ? C::TABLE : 0), full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
   const uint32_t full_t = empty + 8 * S, rot_k = full_t + 8;  // ROPE: table landed; K tile rotated [S]
   auto generic = [&](uint32_t addr) { return smem_raw + (addr - raw); };
 
@@ -238,9 +238,13 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
 
   // Producer: Q, then K and V tile j into stage j % S once the consumers are done with tile j - S.
   // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
-  auto issue_q = [&] {
-    mbar_expect_tx(bar_q, TILE);
+  auto issue_q = [&] {  // Sm90Rope::q: with the Q rows' cos/sin (tcs maps the Q table then) on the same barrier
+    const uint32_t q_table_bytes = ROPE == Sm90Rope::q ? static_cast<uint32_t>(a.rope_half) * 1024 : 0;
+    mbar_expect_tx(bar_q, TILE + q_table_bytes);
     for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
+    if constexpr (ROPE == Sm90Rope::q)
+      for (int bx = 0; bx < a.rope_half / 16; ++bx)
+        load_4d(sT + bx * 128 * 128, &tcs, bar_q, 32 * bx, static_cast<int>(b * s.n_queries + m0), 0, 0);
   };
   auto issue_kv = [&](int j) {
     const int st = j % S;
@@ -388,9 +392,24 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto my_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cw) : "memory"); };
   auto your_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cw) : "memory"); };
   if (cw == 1) your_turn();
-  if constexpr (ROPE != Sm90Rope::none) {
+  if constexpr (ROPE == Sm90Rope::q) {
+    // This warpgroup's 64 Q rows, once, with their cos/sin rows copied in beside Q (the table tile).
+    mbar_wait(bar_q, 0);
+    const int half = a.rope_half;
+    const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
+    const unsigned char* table = generic(sT);
+    for (int i = 0; i < 2; ++i) {
+      const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
+      auto cs = [&](int f, int) {
+        return *reinterpret_cast<const float4*>(table + (f / 16) * 128 * 128 + tma::swizzled(r, (f % 16) / 2));
+      };
+      for (int ch = lane / 8; ch < n_chunks; ch += 4) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, a.rope_layout, cs);
+    }
+    fence_proxy_async();
+    named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
+  } else if constexpr (ROPE == Sm90Rope::k) {
     if (a.q_table) {
-      // This warpgroup's 64 Q rows, once: rows cw*64 + 16*warp + 8i + lane%8 (i < 2), chunks lane/8 + 4n.
+      // This warpgroup's 64 Q rows, once (the table tile holds K's cos/sin here): rows cw*64 + 16*warp + 8i + lane%8 (i < 2), chunks lane/8 + 4n.
       // A thread's cos/sin (at most 16 float4: 2 rows x 8 frequencies x 2 chunks, or x 4 frequencies x
       // 4 chunks interleaved) are requested before the wait for Q, so their latency hides behind Q's copy.
       const int half = a.rope_half;
@@ -498,13 +517,13 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
   auto kernel = mode == Sm90Rope::k   ? flash_forward_sm90_kernel<T, Sm90Rope::k>
                 : mode == Sm90Rope::q ? flash_forward_sm90_kernel<T, Sm90Rope::q>
                                       : flash_forward_sm90_kernel<T, Sm90Rope::none>;
-  const size_t smem = mode == Sm90Rope::k ? C::smem_bytes_rope : C::smem_bytes;
+  const size_t smem = mode == Sm90Rope::none ? C::smem_bytes : C::smem_bytes_rope;
   static const bool configured = [] {  // once per type: > 48 KB of dynamic shared memory
     auto set = [](auto f, size_t bytes) {
       ROPEX_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     };
     set(flash_forward_sm90_kernel<T, Sm90Rope::none>, C::smem_bytes);
-    set(flash_forward_sm90_kernel<T, Sm90Rope::q>, C::smem_bytes);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::q>, C::smem_bytes_rope);
     set(flash_forward_sm90_kernel<T, Sm90Rope::k>, C::smem_bytes_rope);
     return true;
   }();
@@ -514,7 +533,13 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
   const CUtensorMap tk = head_tile_map(a.k, batch, s.n_keys, s.n_kv_heads);
   const CUtensorMap tv = head_tile_map(a.v, batch, s.n_keys, s.n_kv_heads);
   // The K table as [batch * n_keys rows][2 * half floats]: boxes of 16 frequencies x one K tile.
-  CUtensorMap tcs = tq;  // unused without a K table
+  CUtensorMap tcs = tq;  // unused without RoPE
+  if (mode == Sm90Rope::q) {  // the Q table, [batch * n_queries rows][2 * half floats], one Q tile's rows a copy
+    const uint64_t row = 2 * static_cast<uint64_t>(a.rope_half);
+    tcs = tma::tensor_map(a.q_table, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
+                          tma::Tensor4d{{row, static_cast<uint64_t>(batch * s.n_queries), 1, 1}, {row * 4, 0, 0}},
+                          {32, static_cast<uint32_t>(C::BM), 1, 1});
+  }
   if (a.k_table) {
     const uint64_t row = 2 * static_cast<uint64_t>(a.rope_half);
     tcs = tma::tensor_map(a.k_table, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
