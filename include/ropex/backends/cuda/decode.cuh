@@ -1089,18 +1089,23 @@ void decode_rows_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int 
   });
 }
 
+/// Whether `kernel` was compiled for sm_90+ (not a trapping stub: its sm_90 body is guarded by
+/// __CUDA_ARCH__) and the current device is sm_90+.
+template <class Kernel>
+bool runs_sm90_code(Kernel kernel) {
+  cudaFuncAttributes attr{};
+  ROPEX_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  int dev = 0, major = 0;
+  ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+  ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return attr.binaryVersion >= 90 && major >= 9;
+}
+
 /// Whether the bulk-copy kernel can run here and read these K/V: compiled for sm_90+ (not just
 /// a trapping stub), an sm_90+ device, keys contiguous per (batch, head), 16-byte aligned rows.
 template <class T>
 bool bulk_decode_usable(const KVView<T>& k, const KVView<T>& v, int head_dim) {
-  static const bool compiled = [] {
-    cudaFuncAttributes attr{};
-    ROPEX_CUDA_CHECK(cudaFuncGetAttributes(&attr, decode_bulk_kernel<T, 128, 1>));
-    int dev = 0, major = 0;
-    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
-    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return attr.binaryVersion >= 90 && major >= 9;
-  }();
+  static const bool compiled = runs_sm90_code(decode_bulk_kernel<T, 128, 1>);
   auto fits = [&](const KVView<T>& x) {
     constexpr int V = kVec<T>;
     return x.token_stride == head_dim && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && x.batch_stride % V == 0 &&
@@ -1124,14 +1129,7 @@ tma::Tensor4d kv_tensor(const KVView<T>& x, const attention::AttentionShape& s, 
 /// 32-bit), and strides a tensor map can describe (16-byte aligned base and strides).
 template <class T>
 bool tma_decode_usable(const KVView<T>& k, const KVView<T>& v, const attention::AttentionShape& s, int batch) {
-  static const bool compiled = [] {
-    cudaFuncAttributes attr{};
-    ROPEX_CUDA_CHECK(cudaFuncGetAttributes(&attr, decode_tma_kernel<T, 128>));
-    int dev = 0, major = 0;
-    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
-    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return attr.binaryVersion >= 90 && major >= 9;
-  }();
+  static const bool compiled = runs_sm90_code(decode_tma_kernel<T, 128>);
   const bool hd_ok = s.head_dim == 64 || s.head_dim == 128 || s.head_dim == 256;
   return compiled && hd_ok && s.n_keys < (int64_t(1) << 31) && k.token_stride > 0 && v.token_stride > 0 &&
          tma::describable(k.data, kv_tensor(k, s, batch)) && tma::describable(v.data, kv_tensor(v, s, batch));
@@ -1214,7 +1212,7 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
     throw make_error("cuda::decode_attention", "kernel",
                      "bulk_copy needs an sm_90+ build and device, keys contiguous per head (token_stride == head_dim), "
                      "16-byte aligned K/V, head_dim 64/128/256 and <= 4 query rows per KV head");
-  const bool tma_ok = hd_ok && detail::tma_decode_usable(k, v, shape, batch);
+  const bool tma_ok = detail::tma_decode_usable(k, v, shape, batch);
   if (kernel == DecodeKernel::tma_tensor_core && !tma_ok)
     throw make_error("cuda::decode_attention", "kernel",
                      "tma_tensor_core needs an sm_90+ build and device, head_dim 64/128/256, n_keys < 2^31 and K/V "

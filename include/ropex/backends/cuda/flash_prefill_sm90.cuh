@@ -21,6 +21,7 @@
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/cuda/mma.cuh>
+#include <ropex/backends/cuda/rope.cuh>
 #include <ropex/backends/cuda/tma.cuh>
 #include <ropex/rope/frequencies.hpp>
 
@@ -145,44 +146,44 @@ inline bool sm90_rope_half_ok(int half) { return half > 0 && half <= 64 && half 
 
 #if defined(ROPEX_SM90_WGMMA)
 /// Rotates, in place, 16-byte chunk `ch` of row r of a 128 x 128 tile held as two 128-byte
-/// swizzled 64-dim boxes `cb` bytes apart (half layout: chunk ch and its partner half/8 chunks on;
-/// interleaved: the 4 pairs inside chunk ch). cs(f, k) = {cos f, sin f, cos f+1, sin f+1} for even f,
-/// the chunk's k-th such float4 (k < 4 half layout, < 2 interleaved; a constant once unrolled).
-template <class T, class CosSin>
+/// swizzled 64-dim boxes `cb` bytes apart (half layout: with its partner half/8 chunks on), by
+/// rope.cuh's chunk rotation. cs4(f) = {cos f, sin f, cos f+1, sin f+1} for even f: the chunk's
+/// cos/sin are read 16 bytes at a time, before any math (per-pair 8-byte reads of a shared table
+/// took the in-kernel rotation from +8% to +14% over no RoPE in a probe).
+template <class T, class CosSin4>
 __device__ __forceinline__ void rotate_tile_chunk(unsigned char* tile, uint32_t cb, int r, int ch, int half,
-                                                  RopeLayout layout, CosSin cs) {
+                                                  RopeLayout layout, CosSin4 cs4) {
   using V = Vec16<T>;
   auto at = [&](int c) { return reinterpret_cast<V*>(tile + (c / 8) * cb + tma::swizzled(r, c % 8)); };
-  if (layout == RopeLayout::half) {
-    V* pa = at(ch);
+  const int f0 = cuda::detail::first_pair<T>(ch, layout);
+  cuda::detail::Chunk16<T> d;
+  V* pa = at(ch);
+  d.a = *pa;
+  if (layout == RopeLayout::half) {  // 8 pairs: 4 float4 of cos/sin
+    float4 c[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) c[k] = cs4(f0 + 2 * k);
     V* pb = at(ch + half / 8);
-    V x = *pa, y = *pb;
+    d.b = *pb;
+    cuda::detail::rotate_chunk_values(d, RopeLayout::half, [&](int e) {
+      return e % 2 ? make_float2(c[e / 2].z, c[e / 2].w) : make_float2(c[e / 2].x, c[e / 2].y);
+    });
+    *pa = d.a;
+    *pb = d.b;
+  } else {  // 4 pairs: 2 float4
+    float4 c[2];
 #pragma unroll
-    for (int e = 0; e < 8; e += 2) {
-      const float4 c = cs(8 * ch + e, e / 2);
-      float a0 = to_float(x.v[e]), b0 = to_float(y.v[e]), a1 = to_float(x.v[e + 1]), b1 = to_float(y.v[e + 1]);
-      rotate_pair(a0, b0, c.x, c.y);
-      rotate_pair(a1, b1, c.z, c.w);
-      x.v[e] = from_float<T>(a0); y.v[e] = from_float<T>(b0);
-      x.v[e + 1] = from_float<T>(a1); y.v[e + 1] = from_float<T>(b1);
-    }
-    *pa = x;
-    *pb = y;
-  } else {
-    V* p = at(ch);
-    V x = *p;
-#pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      const float4 c = cs(4 * ch + e, e / 2);
-      float a0 = to_float(x.v[2 * e]), b0 = to_float(x.v[2 * e + 1]);
-      float a1 = to_float(x.v[2 * e + 2]), b1 = to_float(x.v[2 * e + 3]);
-      rotate_pair(a0, b0, c.x, c.y);
-      rotate_pair(a1, b1, c.z, c.w);
-      x.v[2 * e] = from_float<T>(a0); x.v[2 * e + 1] = from_float<T>(b0);
-      x.v[2 * e + 2] = from_float<T>(a1); x.v[2 * e + 3] = from_float<T>(b1);
-    }
-    *p = x;
+    for (int k = 0; k < 2; ++k) c[k] = cs4(f0 + 2 * k);
+    cuda::detail::rotate_chunk_values(d, RopeLayout::interleaved, [&](int e) {
+      return e % 2 ? make_float2(c[e / 2].z, c[e / 2].w) : make_float2(c[e / 2].x, c[e / 2].y);
+    });
+    *pa = d.a;
   }
+}
+/// cos/sin of frequencies f, f+1 (f even) of row r of a table tile in shared memory: 128-byte
+/// swizzled boxes of 16 frequencies (float2) x 128 rows, as the tensor copy lands a [rows][half] table.
+__device__ __forceinline__ float4 table_cos_sin4(const unsigned char* table, int r, int f) {
+  return *reinterpret_cast<const float4*>(table + (f / 16) * 128 * 128 + tma::swizzled(r, (f % 16) / 2));
 }
 /// Makes this thread's shared-memory writes visible to the async proxy (wgmma reads the tile next).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -280,11 +281,9 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
         mbar_wait(full_t, j & 1);
         for (int i = 0; i < 4; ++i) {
           const int r = 32 * w + 8 * i + l % 8;
-          auto cs = [&](int f, int) {
-            return *reinterpret_cast<const float4*>(table + (f / 16) * 128 * 128 + tma::swizzled(r, (f % 16) / 2));
-          };
           for (int ch = l / 8; ch < n_chunks; ch += 4)
-            rotate_tile_chunk<T>(generic(sK + st * TILE), CB, r, ch, half, a.rope_layout, cs);
+            rotate_tile_chunk<T>(generic(sK + st * TILE), CB, r, ch, half, a.rope_layout,
+                                 [&](int f) { return table_cos_sin4(table, r, f); });
         }
         fence_proxy_async();
       }
@@ -392,62 +391,27 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto my_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cw) : "memory"); };
   auto your_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cw) : "memory"); };
   if (cw == 1) your_turn();
-  if constexpr (ROPE == Sm90Rope::q) {
-    // This warpgroup's 64 Q rows, once, with their cos/sin rows copied in beside Q (the table tile).
-    mbar_wait(bar_q, 0);
-    const int half = a.rope_half;
-    const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
-    const unsigned char* table = generic(sT);
-    for (int i = 0; i < 2; ++i) {
-      const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
-      auto cs = [&](int f, int) {
-        return *reinterpret_cast<const float4*>(table + (f / 16) * 128 * 128 + tma::swizzled(r, (f % 16) / 2));
-      };
-      for (int ch = lane / 8; ch < n_chunks; ch += 4) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, a.rope_layout, cs);
-    }
-    fence_proxy_async();
-    named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
-  } else if constexpr (ROPE == Sm90Rope::k) {
-    if (a.q_table) {
-      // This warpgroup's 64 Q rows, once (the table tile holds K's cos/sin here): rows cw*64 + 16*warp + 8i + lane%8 (i < 2), chunks lane/8 + 4n.
-      // A thread's cos/sin (at most 16 float4: 2 rows x 8 frequencies x 2 chunks, or x 4 frequencies x
-      // 4 chunks interleaved) are requested before the wait for Q, so their latency hides behind Q's copy.
+  mbar_wait(bar_q, 0);
+  if constexpr (ROPE != Sm90Rope::none) {
+    if (a.q_table) {  // this warpgroup's 64 Q rows, once: rows cw*64 + 16*warp + 8i + lane%8, chunks lane/8 + 4n
       const int half = a.rope_half;
-      const bool by_halves = a.rope_layout == RopeLayout::half;
-      const int n_chunks = by_halves ? half / 8 : half / 4;
-      float4 cs[16];
-#pragma unroll
-      for (int sl = 0; sl < 16; ++sl) {  // slot: row i = sl/8; chunk n and float4 k within the row
-        const int i = sl / 8, q = sl % 8;
-        const int ch = lane / 8 + 4 * (by_halves ? q / 4 : q / 2), k = by_halves ? q % 4 : q % 2;
-        const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
-        const float2* row = a.q_table + (static_cast<int64_t>(b) * nq + m0 + r) * half;
-        cs[sl] = m0 + r < nq && ch < n_chunks ? *reinterpret_cast<const float4*>(row + (by_halves ? 8 : 4) * ch + 2 * k)
-                                              : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-      mbar_wait(bar_q, 0);
-#pragma unroll
+      const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
+      const unsigned char* table = generic(sT);
       for (int i = 0; i < 2; ++i) {
         const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
-#pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          const int ch = lane / 8 + 4 * n;
-          if (m0 + r >= nq || ch >= n_chunks) continue;
-          // This chunk's first slot, a constant in each branch (a runtime slot index would put cs[] in memory).
-          if (by_halves) {
-            if (n < 2) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, RopeLayout::half, [&](int, int k) { return cs[8 * i + 4 * n + k]; });
-          } else {
-            rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, RopeLayout::interleaved, [&](int, int k) { return cs[8 * i + 2 * n + k]; });
-          }
-        }
+        if (m0 + r >= nq) continue;
+        const float2* row = a.q_table + (static_cast<int64_t>(b) * nq + m0 + r) * half;
+        // Sm90Rope::q: the rows' cos/sin came in beside Q (the table tile); Sm90Rope::k: that tile
+        // holds K's, so from global memory.
+        auto cs = [&](int f) {
+          if constexpr (ROPE == Sm90Rope::q) return table_cos_sin4(table, r, f);
+          else return *reinterpret_cast<const float4*>(row + f);
+        };
+        for (int ch = lane / 8; ch < n_chunks; ch += 4) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, a.rope_layout, cs);
       }
       fence_proxy_async();
       named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
-    } else {
-      mbar_wait(bar_q, 0);
     }
-  } else {
-    mbar_wait(bar_q, 0);
   }
 
   for (int j = 0; j < n_tiles; ++j) {

@@ -90,32 +90,43 @@ __device__ __forceinline__ int first_pair(int chunk, RopeLayout layout) {
   return layout == RopeLayout::half ? chunk * kVec<T> : chunk * kVec<T> / 2;
 }
 
+/// Rotates a chunk in registers; cs(e) = cos/sin (float2) of the chunk's e-th pair (pair first_pair + e).
+/// Shared by the RoPE kernels and the Hopper prefill kernel's in-shared-memory rotation.
+template <class T, class CosSin>
+__device__ __forceinline__ void rotate_chunk_values(Chunk16<T>& d, RopeLayout layout, CosSin cs) {
+  constexpr int VEC = kVec<T>;
+  if (layout == RopeLayout::half) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      float x = to_float(d.a.v[e]), y = to_float(d.b.v[e]);
+      rotate_pair(x, y, cs(e).x, cs(e).y);
+      d.a.v[e] = from_float<T>(x);
+      d.b.v[e] = from_float<T>(y);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC / 2; ++e) {
+      float x = to_float(d.a.v[2 * e]), y = to_float(d.a.v[2 * e + 1]);
+      rotate_pair(x, y, cs(e).x, cs(e).y);
+      d.a.v[2 * e] = from_float<T>(x);
+      d.a.v[2 * e + 1] = from_float<T>(y);
+    }
+  }
+}
+
 /// Rotates a loaded chunk and stores it; cs = cos/sin of the chunk's pairs (first_pair onwards).
 template <class T>
 __device__ __forceinline__ void rotate_store_chunk(T* head, int chunk, int half, RopeLayout layout, const float2* cs,
                                                    Chunk16<T> d) {
   using V = Vec16<T>;
-  constexpr int VEC = kVec<T>;
-  if (layout == RopeLayout::half) {
-    const int i0 = chunk * VEC;
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      float x = to_float(d.a.v[e]), y = to_float(d.b.v[e]);
-      rotate_pair(x, y, cs[e].x, cs[e].y);
-      d.a.v[e] = from_float<T>(x);
-      d.b.v[e] = from_float<T>(y);
-    }
-    *reinterpret_cast<V*>(head + i0) = d.a;
-    *reinterpret_cast<V*>(head + half + i0) = d.b;
+  auto pair_cs = [&](int e) { return cs[e]; };
+  if (layout == RopeLayout::half) {  // one branch around math and stores (the layout is a constant inside)
+    rotate_chunk_values(d, RopeLayout::half, pair_cs);
+    *reinterpret_cast<V*>(head + chunk * kVec<T>) = d.a;
+    *reinterpret_cast<V*>(head + half + chunk * kVec<T>) = d.b;
   } else {
-#pragma unroll
-    for (int e = 0; e < VEC / 2; ++e) {
-      float x = to_float(d.a.v[2 * e]), y = to_float(d.a.v[2 * e + 1]);
-      rotate_pair(x, y, cs[e].x, cs[e].y);
-      d.a.v[2 * e] = from_float<T>(x);
-      d.a.v[2 * e + 1] = from_float<T>(y);
-    }
-    *reinterpret_cast<V*>(head + chunk * VEC) = d.a;
+    rotate_chunk_values(d, RopeLayout::interleaved, pair_cs);
+    *reinterpret_cast<V*>(head + chunk * kVec<T>) = d.a;
   }
 }
 
