@@ -64,6 +64,46 @@ void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool r
   }, in_kernel ? "flash sm90 + rope in kernel" : "flash sm90 + q rope in kernel, k once");
 }
 
+/// RoPE from starts (FusedRope::from_starts: query i of sequence b at q_start[b] + i): the sm90
+/// kernel's anchors (in_kernel) and the per-token-table path, against the oracle on inputs rotated
+/// by rope_inplace at the same positions. Each sequence and each side has its own start, one near
+/// 1M, so a swapped start or a wrong anchor row would show.
+template <class T>
+void check_rope_starts(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool rot_k, bool in_kernel = true,
+                       FlashKernel kernel = FlashKernel::sm90) {
+  CAPTURE(static_cast<int>(layout)); CAPTURE(rotary); CAPTURE(rot_q); CAPTURE(rot_k); CAPTURE(in_kernel);
+  CAPTURE(static_cast<int>(kernel));
+  Inputs<T> in(c);
+  const int half = rotary / 2;
+  std::vector<double> inv(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) inv[static_cast<size_t>(i)] = default_inv_freq(10000.0, i, rotary);
+  const RopeFrequencies freq(inv, 1.1);  // attention factor != 1
+  std::vector<int64_t> qs(static_cast<size_t>(c.batch)), ks(static_cast<size_t>(c.batch));
+  for (int b = 0; b < c.batch; ++b) {
+    ks[static_cast<size_t>(b)] = b % 2 ? 37 : 1'000'003 + 1000 * b;
+    qs[static_cast<size_t>(b)] = ks[static_cast<size_t>(b)] + (c.nk - c.nq) + 11;  // not 16-aligned against K
+  }
+  std::vector<int64_t> qpos, kpos;
+  for (int b = 0; b < c.batch; ++b) {
+    for (int64_t i = 0; i < c.nq; ++i) qpos.push_back(qs[static_cast<size_t>(b)] + i);
+    for (int64_t i = 0; i < c.nk; ++i) kpos.push_back(ks[static_cast<size_t>(b)] + i);
+  }
+  DeviceArray<int64_t> dqs(qs), dks(ks), dq(qpos), dk(kpos);
+  DeviceArray<T> q0(in.q.n), k0(in.k.n);  // un-rotated, for the fused kernel
+  ROPEX_CUDA_CHECK(cudaMemcpy(q0.ptr, in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToDevice));
+  ROPEX_CUDA_CHECK(cudaMemcpy(k0.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
+  if (rot_q)
+    rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>{}, c.batch * c.nq, c.d, dq.ptr, freq, layout);
+  if (rot_k)
+    rope_inplace(DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d), DeviceHeads<T>{}, c.batch * c.nk, c.d, dk.ptr, freq, layout);
+  FlashTiling t;
+  t.kernel = kernel;
+  const FusedRope rope = FusedRope::from_starts(freq, rot_q ? dqs.ptr : nullptr, rot_k ? dks.ptr : nullptr, layout, in_kernel);
+  check_against_oracle<T>(c, in, [&](T* o, float* lse) {
+    flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
+  }, in_kernel ? "flash + rope from starts, in kernel" : "flash + rope from starts, tables");
+}
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("sm90 flash prefill with RoPE in the kernel (or Q in it, K once): both layouts, partial rotary, q or k alone", T,
@@ -93,6 +133,41 @@ TEST_CASE_TEMPLATE("sm90 flash prefill with RoPE in the kernel (or Q in it, K on
   CHECK_THROWS_AS(flash_attention<T>(x.ptr, x.ptr, x.ptr, x.ptr, nullptr, 1, s,
                                      FusedRope{table.ptr, table.ptr, 20, RopeLayout::half, true}, t),
                   ropex::Error);
+}
+
+TEST_CASE_TEMPLATE("flash prefill with RoPE from starts: anchors in the sm90 kernel, tables elsewhere", T, __nv_bfloat16,
+                   __half) {
+  if (!on_sm90()) {
+    MESSAGE("sm_90a kernel unavailable: only the FA2-kernel cases run");
+    check_rope_starts<T>({2, 200, 517, 4, 2, 128, true}, RopeLayout::half, 128, true, true, true, FlashKernel::fa2);
+    return;
+  }
+  for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
+    for (bool causal : {false, true}) {
+      for (int rotary : {128, 64, 32})
+        for (bool in_kernel : {true, false}) check_rope_starts<T>({2, 200, 517, 4, 2, 128, causal}, layout, rotary, true, true, in_kernel);
+      check_rope_starts<T>({1, 129, 129, 8, 1, 128, causal}, layout, 96, true, true);  // GQA 8, rotary 96 (half 48)
+      check_rope_starts<T>({3, 7, 300, 6, 3, 128, causal}, layout, 128, true, true);   // ratio 3, 7 queries after 293
+      check_rope_starts<T>({2, 1, 1, 2, 2, 128, causal}, layout, 128, true, true);     // one token
+    }
+    check_rope_starts<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, false, true);  // K alone (a cache re-rotated)
+    check_rope_starts<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, true, false);  // Q alone
+    check_rope_starts<T>({2, 300, 300, 4, 2, 128, true}, layout, 64, true, true, true, FlashKernel::fa2);
+  }
+  if (!quick()) check_rope_starts<T>({1, 4097, 4097, 4, 1, 128, true}, RopeLayout::half, 128, true, true);
+  // Tables and starts together, or starts without frequencies, are refused.
+  DeviceArray<float2> table(64);
+  DeviceArray<int64_t> start(std::vector<int64_t>{0});
+  const AttentionShape s = shape_of({1, 8, 8, 2, 2, 128, true});
+  DeviceArray<T> x(8 * 2 * 128);
+  FusedRope both{table.ptr, table.ptr, 32, RopeLayout::half, true};
+  both.q_start = start.ptr;
+  both.inv_freq = nullptr;
+  CHECK_THROWS_AS(flash_attention<T>(x.ptr, x.ptr, x.ptr, x.ptr, nullptr, 1, s, both), ropex::Error);
+  FusedRope no_freq;
+  no_freq.half = 32;
+  no_freq.k_start = start.ptr;
+  CHECK_THROWS_AS(flash_attention<T>(x.ptr, x.ptr, x.ptr, x.ptr, nullptr, 1, s, no_freq), ropex::Error);
 }
 
 TEST_CASE_TEMPLATE("sm90 flash prefill: odd sizes, every GQA ratio, cache offsets, causal and not", T, __nv_bfloat16,

@@ -330,6 +330,36 @@ __global__ void rope_table_kernel(float2* __restrict__ table, const int64_t* __r
   table[idx] = rope_cos_sin(positions[t], inv_freq[i], attention_factor);
 }
 
+/// cos/sin table for positions that run on within each sequence: row t of sequence b = t / n_per_seq
+/// is position starts[b] + t % n_per_seq.
+__global__ void rope_table_runs_kernel(float2* __restrict__ table, const int64_t* __restrict__ starts, int64_t n_per_seq,
+                                       int64_t n_rows, const double* __restrict__ inv_freq, int half,
+                                       float attention_factor) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_rows * half) return;
+  const int64_t t = idx / half;
+  const int i = static_cast<int>(idx - t * half);
+  table[idx] = rope_cos_sin(starts[t / n_per_seq] + t % n_per_seq, inv_freq[i], attention_factor);
+}
+
+/// The 16-row anchors of runs of positions (RopeAnchors): anchors[b][a][i] = af * (cos, sin) of
+/// (starts[b] + 16 a) * inv_freq[i] for a < n_anchors; when `steps` is set, also steps[r][i] =
+/// (cos, sin)(r * inv_freq[i]) for r < 16 (no attention factor).
+__global__ void rope_anchor_kernel(float2* __restrict__ anchors, const int64_t* __restrict__ starts, int64_t n_anchors,
+                                   int batch, float2* __restrict__ steps, const double* __restrict__ inv_freq, int half,
+                                   float attention_factor) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t n = batch * n_anchors * half;
+  if (idx < n) {
+    const int64_t row = idx / half;
+    const int i = static_cast<int>(idx - row * half);
+    anchors[idx] = rope_cos_sin(starts[row / n_anchors] + 16 * (row % n_anchors), inv_freq[i], attention_factor);
+  } else if (steps && idx < n + 16 * half) {
+    const int r = static_cast<int>((idx - n) / half), i = static_cast<int>((idx - n) % half);
+    steps[idx - n] = rope_cos_sin(r, inv_freq[i], 1.f);
+  }
+}
+
 }  // namespace detail
 
 /// A strided [tokens, heads, head_dim] tensor on the device (strides in elements).
@@ -452,6 +482,35 @@ inline void rope_cos_sin_table(float2* table, const int64_t* positions, int64_t 
   detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
       table, positions, n_tokens, freq.inv_freq(), freq.half(), freq.attention_factor());
   check_launch("rope_table_kernel");
+}
+
+/// rope_cos_sin_table for positions that run on within each sequence: row t (of batch * n_per_seq)
+/// is position starts[t / n_per_seq] + t % n_per_seq (starts: device, [batch]). inv_freq: device
+/// [half] (RopeFrequencies::inv_freq()).
+inline void rope_cos_sin_table_runs(float2* table, const int64_t* starts, int batch, int64_t n_per_seq,
+                                    const double* inv_freq, int half, float attention_factor,
+                                    cudaStream_t stream = nullptr) {
+  const int64_t n = static_cast<int64_t>(batch) * n_per_seq * half;
+  if (n == 0) return;
+  detail::rope_table_runs_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      table, starts, n_per_seq, static_cast<int64_t>(batch) * n_per_seq, inv_freq, half, attention_factor);
+  check_launch("rope_table_runs_kernel");
+}
+
+/// The cos/sin of a run of positions (start, start + 1, ...) as 16-row anchors and 16 steps, for
+/// kernels that make a tile's cos/sin in shared memory instead of reading a per-token table (1/16
+/// of its bytes): cos/sin(start + 16 a + r) = anchors[a] (x) steps[r], a complex product (angle
+/// addition), r < 16. Both are formed from positions reduced in double (rope_angle), so the product
+/// is within a few float roundings of the direct value at any position.
+///   anchors [batch][n_anchors][half] = af * (cos, sin)((starts[b] + 16 a) * inv_freq[i])
+///   steps   [16][half]               = (cos, sin)(r * inv_freq[i])     (nullptr: not written)
+inline void rope_anchors(float2* anchors, const int64_t* starts, int batch, int64_t n_anchors, float2* steps,
+                         const double* inv_freq, int half, float attention_factor, cudaStream_t stream = nullptr) {
+  const int64_t n = static_cast<int64_t>(batch) * n_anchors * half + (steps ? 16 * half : 0);
+  if (n == 0) return;
+  detail::rope_anchor_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      anchors, starts, n_anchors, batch, steps, inv_freq, half, attention_factor);
+  check_launch("rope_anchor_kernel");
 }
 
 }  // namespace ropex::cuda
