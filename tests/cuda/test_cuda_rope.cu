@@ -190,6 +190,53 @@ TEST_CASE("cuda rope_cos_sin_table matches rope_table (angles reduced in double 
   CHECK(max_err <= 1e-6);
 }
 
+TEST_CASE("cuda rope_cos_sin_table_runs and rope_anchors match rope_table at start + i (near 2M)") {
+  double af = 1;
+  const auto inv = yarn_inv_freq(128, &af);
+  const int half = static_cast<int>(inv.size()), batch = 3;
+  const int64_t n = 77;  // not a multiple of 16
+  const std::vector<int64_t> starts = {0, 1'999'937, 12'345};
+  std::vector<int64_t> pos;
+  for (int b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < n; ++i) pos.push_back(starts[static_cast<size_t>(b)] + i);
+  const auto ref = rope_table<double>(inv, pos, af);
+  RopeFrequencies freq(inv, af);
+  DeviceArray<int64_t> dstarts(starts);
+  auto max_error = [&](auto&& value) {  // value(t, i) = (cos, sin) the device gave for row t, pair i
+    double m = 0;
+    for (size_t t = 0; t < pos.size(); ++t)
+      for (int i = 0; i < half; ++i) {
+        const float2 g = value(t, i);
+        const size_t k = t * static_cast<size_t>(half) + static_cast<size_t>(i);
+        const double e = std::max(std::abs(g.x - ref.cos[k]), std::abs(g.y - ref.sin[k]));
+        m = std::isfinite(e) ? std::max(m, e) : INFINITY;
+      }
+    return m;
+  };
+  DeviceArray<float2> table(pos.size() * static_cast<size_t>(half));
+  table.poison();
+  rope_cos_sin_table_runs(table.ptr, dstarts.ptr, batch, n, freq.inv_freq(), half, freq.attention_factor());
+  const auto got = table.download();
+  const double e_table = max_error([&](size_t t, int i) { return got[t * static_cast<size_t>(half) + static_cast<size_t>(i)]; });
+  INFO("table from starts: max error " << e_table);
+  CHECK(e_table <= 1e-6);
+  // Anchors x steps (angle addition, as the Hopper kernel forms a tile's cos/sin).
+  const int64_t na = (n + 15) / 16;
+  DeviceArray<float2> anchors(static_cast<size_t>(batch * na * half)), steps(static_cast<size_t>(16 * half));
+  anchors.poison();
+  steps.poison();
+  rope_anchors(anchors.ptr, dstarts.ptr, batch, na, steps.ptr, freq.inv_freq(), half, freq.attention_factor());
+  const auto a = anchors.download(), st = steps.download();
+  const double e_anchor = max_error([&](size_t t, int i) {
+    const size_t b = t / static_cast<size_t>(n), r = t % static_cast<size_t>(n);
+    const float2 x = a[(b * static_cast<size_t>(na) + r / 16) * static_cast<size_t>(half) + static_cast<size_t>(i)];
+    const float2 y = st[(r % 16) * static_cast<size_t>(half) + static_cast<size_t>(i)];
+    return make_float2(x.x * y.x - x.y * y.y, x.y * y.x + x.x * y.y);
+  });
+  INFO("anchors x steps: max error " << e_anchor);
+  CHECK(e_anchor <= 2e-6);
+}
+
 TEST_CASE("FastDiv divides exactly (the RoPE kernel's index math)") {
   std::mt19937 rng(7);
   std::vector<uint32_t> divisors = {1, 2, 3, 5, 7, 8, 48, 64, 96, 100, 127, 640, 1000, 4095, 65537, 1000003,
