@@ -30,6 +30,24 @@ void check(const Case& c, FlashKernel kernel = FlashKernel::sm90) {
   }, kernel == FlashKernel::sm90 ? "flash sm90" : "flash fa2");
 }
 
+/// Keeps un-rotated copies of in.q / in.k (for the fused kernel), then rotates in.q / in.k by
+/// rope_inplace at per-token positions qpos / kpos (for the oracle).
+template <class T>
+struct Unrotated {
+  DeviceArray<T> q, k;
+  Unrotated(Inputs<T>& in, const Case& c, const std::vector<int64_t>& qpos, const std::vector<int64_t>& kpos,
+            const RopeFrequencies& freq, RopeLayout layout, bool rot_q, bool rot_k)
+      : q(in.q.n), k(in.k.n) {
+    ROPEX_CUDA_CHECK(cudaMemcpy(q.ptr, in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToDevice));
+    ROPEX_CUDA_CHECK(cudaMemcpy(k.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
+    DeviceArray<int64_t> dq(qpos), dk(kpos);
+    if (rot_q)
+      rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>{}, c.batch * c.nq, c.d, dq.ptr, freq, layout);
+    if (rot_k)
+      rope_inplace(DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d), DeviceHeads<T>{}, c.batch * c.nk, c.d, dk.ptr, freq, layout);
+  }
+};
+
 /// The sm90 kernel with RoPE in the kernel (q/k un-rotated in memory, rotated as their tiles land)
 /// against the oracle on inputs rotated by rope_inplace first. Queries and keys have their own
 /// tables (a 1M-token position shift for both, keys strided), so a swapped table would show.
@@ -48,19 +66,13 @@ void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool r
   DeviceArray<float2> qt(qpos.size() * static_cast<size_t>(half)), kt(kpos.size() * static_cast<size_t>(half));
   rope_cos_sin_table(qt.ptr, dq.ptr, static_cast<int64_t>(qpos.size()), freq);
   rope_cos_sin_table(kt.ptr, dk.ptr, static_cast<int64_t>(kpos.size()), freq);
-  DeviceArray<T> q0(in.q.n), k0(in.k.n);  // un-rotated, for the fused kernel
-  ROPEX_CUDA_CHECK(cudaMemcpy(q0.ptr, in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToDevice));
-  ROPEX_CUDA_CHECK(cudaMemcpy(k0.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
-  if (rot_q)
-    rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>{}, c.batch * c.nq, c.d, dq.ptr, freq, layout);
-  if (rot_k)
-    rope_inplace(DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d), DeviceHeads<T>{}, c.batch * c.nk, c.d, dk.ptr, freq, layout);
+  const Unrotated<T> raw(in, c, qpos, kpos, freq, layout, rot_q, rot_k);
   FlashTiling t;
   t.kernel = FlashKernel::sm90;
   // in_kernel = false on this kernel: K rotated once into scratch, Q in the kernel.
   const FusedRope rope{rot_q ? qt.ptr : nullptr, rot_k ? kt.ptr : nullptr, half, layout, in_kernel};
   check_against_oracle<T>(c, in, [&](T* o, float* lse) {
-    flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
+    flash_attention<T>(raw.q.ptr, raw.k.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
   }, in_kernel ? "flash sm90 + rope in kernel" : "flash sm90 + q rope in kernel, k once");
 }
 
@@ -88,19 +100,13 @@ void check_rope_starts(const Case& c, RopeLayout layout, int rotary, bool rot_q,
     for (int64_t i = 0; i < c.nq; ++i) qpos.push_back(qs[static_cast<size_t>(b)] + i);
     for (int64_t i = 0; i < c.nk; ++i) kpos.push_back(ks[static_cast<size_t>(b)] + i);
   }
-  DeviceArray<int64_t> dqs(qs), dks(ks), dq(qpos), dk(kpos);
-  DeviceArray<T> q0(in.q.n), k0(in.k.n);  // un-rotated, for the fused kernel
-  ROPEX_CUDA_CHECK(cudaMemcpy(q0.ptr, in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToDevice));
-  ROPEX_CUDA_CHECK(cudaMemcpy(k0.ptr, in.k.ptr, in.k.n * sizeof(T), cudaMemcpyDeviceToDevice));
-  if (rot_q)
-    rope_inplace(DeviceHeads<T>::contiguous(in.q.ptr, c.hq, c.d), DeviceHeads<T>{}, c.batch * c.nq, c.d, dq.ptr, freq, layout);
-  if (rot_k)
-    rope_inplace(DeviceHeads<T>::contiguous(in.k.ptr, c.hkv, c.d), DeviceHeads<T>{}, c.batch * c.nk, c.d, dk.ptr, freq, layout);
+  DeviceArray<int64_t> dqs(qs), dks(ks);
+  const Unrotated<T> raw(in, c, qpos, kpos, freq, layout, rot_q, rot_k);
   FlashTiling t;
   t.kernel = kernel;
   const FusedRope rope = FusedRope::from_starts(freq, rot_q ? dqs.ptr : nullptr, rot_k ? dks.ptr : nullptr, layout, in_kernel);
   check_against_oracle<T>(c, in, [&](T* o, float* lse) {
-    flash_attention<T>(q0.ptr, k0.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
+    flash_attention<T>(raw.q.ptr, raw.k.ptr, in.v.ptr, o, lse, c.batch, shape_of(c), rope, t);
   }, in_kernel ? "flash + rope from starts, in kernel" : "flash + rope from starts, tables");
 }
 

@@ -242,29 +242,16 @@ __device__ __forceinline__ void rotate_run_rows(unsigned char* tile, uint32_t cb
 #pragma unroll 2
   for (int i = 0; i < N; ++i) {
     const int r = r0 + D * i;
+    struct {
+      Piece a, b;
+    } v;
     Piece* xa = at(p, r);
-    Piece a = *xa;
-    if constexpr (L == RopeLayout::half) {
-      Piece* xb = at(pb, r);
-      Piece b = *xb;
-#pragma unroll
-      for (int e = 0; e < P; ++e) {
-        float x = to_float(a.v[e]), y = to_float(b.v[e]);
-        rotate_pair(x, y, cur[e].x, cur[e].y);
-        a.v[e] = from_float<T>(x);
-        b.v[e] = from_float<T>(y);
-      }
-      *xb = b;
-    } else {
-#pragma unroll
-      for (int e = 0; e < P; ++e) {
-        float x = to_float(a.v[2 * e]), y = to_float(a.v[2 * e + 1]);
-        rotate_pair(x, y, cur[e].x, cur[e].y);
-        a.v[2 * e] = from_float<T>(x);
-        a.v[2 * e + 1] = from_float<T>(y);
-      }
-    }
-    *xa = a;
+    Piece* xb = at(pb, r);
+    v.a = *xa;
+    if constexpr (L == RopeLayout::half) v.b = *xb;
+    cuda::detail::rotate_chunk_values(v, L, [&](int e) { return cur[e]; });
+    *xa = v.a;
+    if constexpr (L == RopeLayout::half) *xb = v.b;
 #pragma unroll
     for (int e = 0; e < P; ++e) cur[e] = times(cur[e], step[e]);
   }

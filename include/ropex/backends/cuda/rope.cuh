@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace ropex::cuda {
@@ -91,10 +92,12 @@ __device__ __forceinline__ int first_pair(int chunk, RopeLayout layout) {
 }
 
 /// Rotates a chunk in registers; cs(e) = cos/sin (float2) of the chunk's e-th pair (pair first_pair + e).
+/// Chunk: Chunk16<T>, or any {a, b} of element arrays `v` (the Hopper prefill kernel's 8-byte pieces).
 /// Shared by the RoPE kernels and the Hopper prefill kernel's in-shared-memory rotation.
-template <class T, class CosSin>
-__device__ __forceinline__ void rotate_chunk_values(Chunk16<T>& d, RopeLayout layout, CosSin cs) {
-  constexpr int VEC = kVec<T>;
+template <class Chunk, class CosSin>
+__device__ __forceinline__ void rotate_chunk_values(Chunk& d, RopeLayout layout, CosSin cs) {
+  using T = std::remove_cv_t<std::remove_reference_t<decltype(d.a.v[0])>>;
+  constexpr int VEC = sizeof(d.a.v) / sizeof(d.a.v[0]);
   if (layout == RopeLayout::half) {
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
@@ -319,27 +322,27 @@ __global__ void __launch_bounds__(256) rope_single_pass_kernel(RopeTensor q, Rop
   }
 }
 
-/// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(positions[t] * inv_freq[i]).
-__global__ void rope_table_kernel(float2* __restrict__ table, const int64_t* __restrict__ positions,
-                                  int64_t n_tokens, const double* __restrict__ inv_freq, int half,
-                                  float attention_factor) {
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n_tokens * half) return;
-  const int64_t t = idx / half;
-  const int i = static_cast<int>(idx - t * half);
-  table[idx] = rope_cos_sin(positions[t], inv_freq[i], attention_factor);
-}
+/// Where a table row's position comes from: one per token, or runs (row t of sequence b = t / n
+/// is position starts[b] + t % n).
+struct PerTokenPositions {
+  const int64_t* positions;
+  __device__ int64_t operator()(int64_t t) const { return positions[t]; }
+};
+struct RunPositions {
+  const int64_t* starts;
+  int64_t n;
+  __device__ int64_t operator()(int64_t t) const { return starts[t / n] + t % n; }
+};
 
-/// cos/sin table for positions that run on within each sequence: row t of sequence b = t / n_per_seq
-/// is position starts[b] + t % n_per_seq.
-__global__ void rope_table_runs_kernel(float2* __restrict__ table, const int64_t* __restrict__ starts, int64_t n_per_seq,
-                                       int64_t n_rows, const double* __restrict__ inv_freq, int half,
-                                       float attention_factor) {
+/// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(position(t) * inv_freq[i]).
+template <class Position>
+__global__ void rope_table_kernel(float2* __restrict__ table, Position position, int64_t n_rows,
+                                  const double* __restrict__ inv_freq, int half, float attention_factor) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n_rows * half) return;
   const int64_t t = idx / half;
   const int i = static_cast<int>(idx - t * half);
-  table[idx] = rope_cos_sin(starts[t / n_per_seq] + t % n_per_seq, inv_freq[i], attention_factor);
+  table[idx] = rope_cos_sin(position(t), inv_freq[i], attention_factor);
 }
 
 /// The 16-row anchors of runs of positions (RopeAnchors): anchors[b][a][i] = af * (cos, sin) of
@@ -480,7 +483,7 @@ inline void rope_cos_sin_table(float2* table, const int64_t* positions, int64_t 
   const int64_t n = n_tokens * freq.half();
   if (n == 0) return;
   detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
-      table, positions, n_tokens, freq.inv_freq(), freq.half(), freq.attention_factor());
+      table, detail::PerTokenPositions{positions}, n_tokens, freq.inv_freq(), freq.half(), freq.attention_factor());
   check_launch("rope_table_kernel");
 }
 
@@ -492,9 +495,10 @@ inline void rope_cos_sin_table_runs(float2* table, const int64_t* starts, int ba
                                     cudaStream_t stream = nullptr) {
   const int64_t n = static_cast<int64_t>(batch) * n_per_seq * half;
   if (n == 0) return;
-  detail::rope_table_runs_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
-      table, starts, n_per_seq, static_cast<int64_t>(batch) * n_per_seq, inv_freq, half, attention_factor);
-  check_launch("rope_table_runs_kernel");
+  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      table, detail::RunPositions{starts, n_per_seq}, static_cast<int64_t>(batch) * n_per_seq, inv_freq, half,
+      attention_factor);
+  check_launch("rope_table_kernel");
 }
 
 /// The cos/sin of a run of positions (start, start + 1, ...) as 16-row anchors and 16 steps, for
