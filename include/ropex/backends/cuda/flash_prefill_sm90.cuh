@@ -12,6 +12,9 @@
 //     O += P V     wgmma with A = P from registers (the S accumulators re-packed to 16 bits) and
 //                  B = V straight from its [keys, dims] tile ("MN-major", the transpose bit)
 //   the consumers take turns issuing S = Q K^T (FA3 §3.2 ping-pong, named barriers 1 and 2)
+// With RoPE on K in the kernel (Sm90Rope below) the producer's 128 threads rotate each K tile in
+// shared memory instead, and the second consumer's first thread issues the copies after the first
+// two tiles.
 // Not used from FA3: overlapping the softmax of tile j+1 with O += P_j V_j inside a warpgroup
 // (§3.2): measured no faster here on an H200, -5..+3% with ping-pong, and it needs 64 more registers.
 //
