@@ -51,6 +51,7 @@ struct FusedRope {
   const int64_t* q_start = nullptr;
   const int64_t* k_start = nullptr;
   const double* inv_freq = nullptr;  // [half], device (RopeFrequencies::inv_freq())
+  const float2* steps = nullptr;     // [16][half], device (RopeFrequencies::steps())
   float attention_factor = 1.f;
 
   /// RoPE of runs of positions (q_start / k_start above) by `freq`.
@@ -63,6 +64,7 @@ struct FusedRope {
     r.q_start = q_start;
     r.k_start = k_start;
     r.inv_freq = freq.inv_freq();
+    r.steps = freq.steps();
     r.attention_factor = freq.attention_factor();
     return r;
   }
@@ -443,7 +445,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     throw make_error("cuda::flash_attention", "rope.half", "rotary dim must be a multiple of 4 and <= head_dim");
   if (rope.from_tables() && rope.from_starts())
     throw make_error("cuda::flash_attention", "rope.q_start", "give per-token tables or starts, not both");
-  if (rope.from_starts() && !rope.inv_freq) throw make_error("cuda::flash_attention", "rope.inv_freq", "starts need the frequencies");
+  if (rope.from_starts() && (!rope.inv_freq || !rope.steps))
+    throw make_error("cuda::flash_attention", "rope.inv_freq", "starts need the frequencies and steps (from_starts)");
   if (shape.n_queries == 0 || batch == 0) return;
   if (shape.n_keys == 0) throw make_error("cuda::flash_attention", "n_keys", "must be positive");
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };  // TMA
@@ -464,19 +467,18 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     };
     if (rope.in_kernel && sm90_takes(rope)) {  // anchors and steps, the tiles' cos/sin made in the kernel
       const int64_t naq = ceil_div(shape.n_queries, int64_t{16}), nak = ceil_div(shape.n_keys, int64_t{16});
-      float2* steps = scratch(16 * half);
       float2* qa = rope.q_start ? scratch(batch * naq * half) : nullptr;
       float2* ka = rope.k_start ? scratch(batch * nak * half) : nullptr;
-      if (qa) rope_anchors(qa, rope.q_start, batch, naq, steps, rope.inv_freq, half, rope.attention_factor, stream);
-      if (ka) rope_anchors(ka, rope.k_start, batch, nak, qa ? nullptr : steps, rope.inv_freq, half, rope.attention_factor, stream);
+      if (qa) rope_anchors(qa, rope.q_start, batch, naq, rope.inv_freq, half, rope.attention_factor, stream);
+      if (ka) rope_anchors(ka, rope.k_start, batch, nak, rope.inv_freq, half, rope.attention_factor, stream);
       sm90::Sm90Args<T> sa{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * kLog2e};
       sa.rope_half = half;
       sa.rope_layout = rope.layout;
       sa.q_anchors = qa;
       sa.k_anchors = ka;
-      sa.steps = steps;
+      sa.steps = rope.steps;
       sm90::launch_flash_sm90<T>(sa, batch, stream);
-      for (float2* p : {steps, qa, ka})
+      for (float2* p : {qa, ka})
         if (p) ROPEX_CUDA_CHECK(cudaFreeAsync(p, stream));
       return;
     }

@@ -259,26 +259,23 @@ __device__ __forceinline__ void rotate_run_rows(unsigned char* tile, uint32_t cb
     for (int e = 0; e < P; ++e) cur[e] = times(cur[e], step[e]);
   }
 }
-/// rotate_run_rows for this rotary half and layout, over a whole 128-row tile (ROWS = 128) or 64
-/// rows from row0 (ROWS = 64): false where it has no shape (rotary half 48), for the per-chunk path.
-template <class T, int ROWS>
-__device__ __forceinline__ bool rotate_runs(unsigned char* tile, uint32_t cb, const unsigned char* anchors,
-                                            const unsigned char* steps, int t, int row0, int half, RopeLayout layout) {
-  constexpr int DIV = 128 / ROWS;
-  if (layout == RopeLayout::half) {
-    switch (half) {
-      case 16: rotate_run_rows<T, RopeLayout::half, 4, 4 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-      case 32: rotate_run_rows<T, RopeLayout::half, 8, 8 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-      case 64: rotate_run_rows<T, RopeLayout::half, 16, 16 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-      default: return false;
-    }
+/// Calls f(layout, nc) with rotate_run_rows' layout and pieces a row (NC) as compile-time constants
+/// (std::integral_constant) for this rotary half and layout; false where it has no shape (rotary
+/// half 48: 12 or 24 pieces do not divide the 128 rows), for the per-chunk path.
+template <class F>
+__device__ __forceinline__ bool with_run_shape(RopeLayout layout, int half, F&& f) {
+  using HalfL = std::integral_constant<RopeLayout, RopeLayout::half>;
+  using InterL = std::integral_constant<RopeLayout, RopeLayout::interleaved>;
+  if (layout == RopeLayout::half) {  // 4 dims, 4 pairs a piece: half / 4 pieces
+    if (half == 16) return f(HalfL{}, std::integral_constant<int, 4>{}), true;
+    if (half == 32) return f(HalfL{}, std::integral_constant<int, 8>{}), true;
+    if (half == 64) return f(HalfL{}, std::integral_constant<int, 16>{}), true;
+  } else {  // 2 pairs a piece: half / 2 pieces
+    if (half == 16) return f(InterL{}, std::integral_constant<int, 8>{}), true;
+    if (half == 32) return f(InterL{}, std::integral_constant<int, 16>{}), true;
+    if (half == 64) return f(InterL{}, std::integral_constant<int, 32>{}), true;
   }
-  switch (half) {
-    case 16: rotate_run_rows<T, RopeLayout::interleaved, 8, 8 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-    case 32: rotate_run_rows<T, RopeLayout::interleaved, 16, 16 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-    case 64: rotate_run_rows<T, RopeLayout::interleaved, 32, 32 / DIV>(tile, cb, anchors, steps, t, row0, half); return true;
-    default: return false;
-  }
+  return false;
 }
 /// Makes this thread's shared-memory writes visible to the async proxy (wgmma reads the tile next).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -380,7 +377,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     issue_k(j);
     issue_v(j);
   };
-  if (rotates_k(ROPE) && wg == 0) {  // ---- producer rotating K: thread 0 issues, all 128 rotate K tiles ----
+  if (rotates_k(ROPE) && wg == 0) {  // ---- producer rotating K: all 128 threads rotate K tiles ----
     regs_dealloc<56>();
     const int half = a.rope_half;
     const int64_t krow0 = static_cast<int64_t>(b) * s.n_keys;  // Sm90Rope::k: this sequence's first table row
@@ -431,21 +428,13 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
       }
     };
     if constexpr (ROPE == Sm90Rope::anchors_k) {  // rows that run on: rotate_run_rows
-      auto runs = [&](auto layout, auto nc) {
+      const bool runs = with_run_shape(a.rope_layout, half, [&](auto layout, auto nc) {
         tile_loop([&](int st) {
           rotate_run_rows<T, decltype(layout)::value, decltype(nc)::value, decltype(nc)::value>(
               generic(sK + st * TILE), CB, generic(sKA + st * 4096), generic(sSteps), tid, 0, half);
         });
-      };
-      using HalfL = std::integral_constant<RopeLayout, RopeLayout::half>;
-      using InterL = std::integral_constant<RopeLayout, RopeLayout::interleaved>;
-      if (a.rope_layout == RopeLayout::half && half == 16) runs(HalfL{}, std::integral_constant<int, 4>{});
-      else if (a.rope_layout == RopeLayout::half && half == 32) runs(HalfL{}, std::integral_constant<int, 8>{});
-      else if (a.rope_layout == RopeLayout::half && half == 64) runs(HalfL{}, std::integral_constant<int, 16>{});
-      else if (a.rope_layout == RopeLayout::interleaved && half == 16) runs(InterL{}, std::integral_constant<int, 8>{});
-      else if (a.rope_layout == RopeLayout::interleaved && half == 32) runs(InterL{}, std::integral_constant<int, 16>{});
-      else if (a.rope_layout == RopeLayout::interleaved && half == 64) runs(InterL{}, std::integral_constant<int, 32>{});
-      else tile_loop(per_chunk);
+      });
+      if (!runs) tile_loop(per_chunk);
     } else {
       tile_loop(per_chunk);
     }
@@ -552,9 +541,12 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
       const int half = a.rope_half;
       const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
       const unsigned char* table = generic(sT);
-      bool done = false;  // anchors: rows that run on, rotate_runs
-      if constexpr (from_anchors(ROPE))
-        done = rotate_runs<T, 64>(generic(sQ), CB, generic(sQA), generic(sSteps), tid % 128, cw * 64, half, a.rope_layout);
+      bool done = false;  // anchors: rows that run on, rotate_run_rows
+      if constexpr (from_anchors(ROPE))  // 64 rows: half a tile's rows per thread
+        done = with_run_shape(a.rope_layout, half, [&](auto layout, auto nc) {
+          rotate_run_rows<T, decltype(layout)::value, decltype(nc)::value, decltype(nc)::value / 2>(
+              generic(sQ), CB, generic(sQA), generic(sSteps), tid % 128, cw * 64, half);
+        });
       for (int i = 0; i < 2 && !done; ++i) {
         const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
         if (m0 + r >= nq) continue;

@@ -25,37 +25,36 @@
 namespace ropex::cuda {
 
 /// inv_freq (one double per rotary pair) and the attention factor, copied to the device once per
-/// model / scaling variant. Build it from RopeScaling::inv_freq(rotary_dim, seq_len) and
-/// RopeScaling::attention_factor(seq_len).
+/// model / scaling variant, with the 16 steps of rope_anchors. Build it from
+/// RopeScaling::inv_freq(rotary_dim, seq_len) and RopeScaling::attention_factor(seq_len).
 class RopeFrequencies {
  public:
   RopeFrequencies() = default;
-  RopeFrequencies(std::span<const double> inv_freq, double attention_factor)
-      : half_(static_cast<int>(inv_freq.size())), attention_factor_(static_cast<float>(attention_factor)) {
-    if (inv_freq.empty()) throw make_error("cuda::RopeFrequencies", "inv_freq", "is empty");
-    ROPEX_CUDA_CHECK(cudaMalloc(&inv_freq_, inv_freq.size() * sizeof(double)));
-    ROPEX_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double),
-                                cudaMemcpyHostToDevice));
-  }
+  RopeFrequencies(std::span<const double> inv_freq, double attention_factor);  // after the table kernel
   RopeFrequencies(const RopeFrequencies&) = delete;
   RopeFrequencies& operator=(const RopeFrequencies&) = delete;
   RopeFrequencies(RopeFrequencies&& o) noexcept { swap(o); }
   RopeFrequencies& operator=(RopeFrequencies&& o) noexcept { swap(o); return *this; }
   ~RopeFrequencies() {
     if (inv_freq_) cudaFree(inv_freq_);
+    if (steps_) cudaFree(steps_);
   }
 
   const double* inv_freq() const { return inv_freq_; }  // device pointer, [half]
+  /// (cos, sin)(r * inv_freq[i]) at [r][i], r < 16, no attention factor: rope_anchors' steps (device).
+  const float2* steps() const { return steps_; }
   int half() const { return half_; }                    // rotary_dim / 2
   float attention_factor() const { return attention_factor_; }
 
  private:
   void swap(RopeFrequencies& o) noexcept {
     std::swap(inv_freq_, o.inv_freq_);
+    std::swap(steps_, o.steps_);
     std::swap(half_, o.half_);
     std::swap(attention_factor_, o.attention_factor_);
   }
   double* inv_freq_ = nullptr;
+  float2* steps_ = nullptr;
   int half_ = 0;
   float attention_factor_ = 1.f;
 };
@@ -331,7 +330,11 @@ struct PerTokenPositions {
 struct RunPositions {
   const int64_t* starts;
   int64_t n;
-  __device__ int64_t operator()(int64_t t) const { return starts[t / n] + t % n; }
+  int64_t stride = 1;  // 16: rope_anchors' every 16th position
+  __device__ int64_t operator()(int64_t t) const { return starts[t / n] + stride * (t % n); }
+};
+struct FirstPositions {  // row t is position t
+  __device__ int64_t operator()(int64_t t) const { return t; }
 };
 
 /// cos/sin table for fused RoPE: table[t * half + i] = af * (cos, sin)(position(t) * inv_freq[i]).
@@ -343,24 +346,6 @@ __global__ void rope_table_kernel(float2* __restrict__ table, Position position,
   const int64_t t = idx / half;
   const int i = static_cast<int>(idx - t * half);
   table[idx] = rope_cos_sin(position(t), inv_freq[i], attention_factor);
-}
-
-/// The 16-row anchors of runs of positions (RopeAnchors): anchors[b][a][i] = af * (cos, sin) of
-/// (starts[b] + 16 a) * inv_freq[i] for a < n_anchors; when `steps` is set, also steps[r][i] =
-/// (cos, sin)(r * inv_freq[i]) for r < 16 (no attention factor).
-__global__ void rope_anchor_kernel(float2* __restrict__ anchors, const int64_t* __restrict__ starts, int64_t n_anchors,
-                                   int batch, float2* __restrict__ steps, const double* __restrict__ inv_freq, int half,
-                                   float attention_factor) {
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t n = batch * n_anchors * half;
-  if (idx < n) {
-    const int64_t row = idx / half;
-    const int i = static_cast<int>(idx - row * half);
-    anchors[idx] = rope_cos_sin(starts[row / n_anchors] + 16 * (row % n_anchors), inv_freq[i], attention_factor);
-  } else if (steps && idx < n + 16 * half) {
-    const int r = static_cast<int>((idx - n) / half), i = static_cast<int>((idx - n) % half);
-    steps[idx - n] = rope_cos_sin(r, inv_freq[i], 1.f);
-  }
 }
 
 }  // namespace detail
@@ -501,20 +486,30 @@ inline void rope_cos_sin_table_runs(float2* table, const int64_t* starts, int ba
   check_launch("rope_table_kernel");
 }
 
-/// The cos/sin of a run of positions (start, start + 1, ...) as 16-row anchors and 16 steps, for
-/// kernels that make a tile's cos/sin in shared memory instead of reading a per-token table (1/16
-/// of its bytes): cos/sin(start + 16 a + r) = anchors[a] (x) steps[r], a complex product (angle
-/// addition), r < 16. Both are formed from positions reduced in double (rope_angle), so the product
-/// is within a few float roundings of the direct value at any position.
+/// The cos/sin of a run of positions (start, start + 1, ...) as 16-row anchors, for kernels that
+/// make a tile's cos/sin in shared memory instead of reading a per-token table (1/16 of its bytes):
+/// cos/sin(start + 16 a + r) = anchors[a] (x) steps[r], a complex product (angle addition), r < 16,
+/// with RopeFrequencies::steps(). Both are formed from positions reduced in double (rope_angle), so
+/// the product is within a few float roundings of the direct value at any position.
 ///   anchors [batch][n_anchors][half] = af * (cos, sin)((starts[b] + 16 a) * inv_freq[i])
-///   steps   [16][half]               = (cos, sin)(r * inv_freq[i])     (nullptr: not written)
-inline void rope_anchors(float2* anchors, const int64_t* starts, int batch, int64_t n_anchors, float2* steps,
-                         const double* inv_freq, int half, float attention_factor, cudaStream_t stream = nullptr) {
-  const int64_t n = static_cast<int64_t>(batch) * n_anchors * half + (steps ? 16 * half : 0);
+inline void rope_anchors(float2* anchors, const int64_t* starts, int batch, int64_t n_anchors, const double* inv_freq,
+                         int half, float attention_factor, cudaStream_t stream = nullptr) {
+  const int64_t rows = static_cast<int64_t>(batch) * n_anchors, n = rows * half;
   if (n == 0) return;
-  detail::rope_anchor_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
-      anchors, starts, n_anchors, batch, steps, inv_freq, half, attention_factor);
-  check_launch("rope_anchor_kernel");
+  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      anchors, detail::RunPositions{starts, n_anchors, 16}, rows, inv_freq, half, attention_factor);
+  check_launch("rope_table_kernel");
+}
+
+inline RopeFrequencies::RopeFrequencies(std::span<const double> inv_freq, double attention_factor)
+    : half_(static_cast<int>(inv_freq.size())), attention_factor_(static_cast<float>(attention_factor)) {
+  if (inv_freq.empty()) throw make_error("cuda::RopeFrequencies", "inv_freq", "is empty");
+  ROPEX_CUDA_CHECK(cudaMalloc(&inv_freq_, inv_freq.size() * sizeof(double)));
+  ROPEX_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
+  ROPEX_CUDA_CHECK(cudaMalloc(&steps_, 16 * inv_freq.size() * sizeof(float2)));
+  detail::rope_table_kernel<<<static_cast<unsigned>(ceil_div(int64_t{16} * half_, int64_t{256})), 256>>>(
+      steps_, detail::FirstPositions{}, 16, inv_freq_, half_, 1.f);
+  check_launch("rope_table_kernel");
 }
 
 }  // namespace ropex::cuda
