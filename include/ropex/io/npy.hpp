@@ -162,8 +162,10 @@ inline NpyHeader parse_npy_header(std::span<const std::byte> file, std::string_v
   auto one_of = [](std::string_view set, char c) { return set.find(c) != std::string_view::npos; };
   if (h.descr.size() == 3 && one_of("<>|=", h.descr[0]) && one_of("fiu", h.descr[1]) && one_of("1248", h.descr[2]))
     item = size_t(h.descr[2] - '0');
-  size_t bytes;
-  if (item > 0 && !__builtin_mul_overflow(numel, item, &bytes) && bytes != file.size() - h.data_offset)
+  size_t bytes = 0;
+  if (item > 0 && __builtin_mul_overflow(numel, item, &bytes))
+    throw make_error(source, "shape", "needs more bytes than a size_t can count");
+  if (item > 0 && bytes != file.size() - h.data_offset)
     throw make_error(source, "npy data",
                      "shape needs " + std::to_string(bytes) + " bytes of '" + h.descr + "' but the file has " +
                          std::to_string(file.size() - h.data_offset) + (bytes > file.size() - h.data_offset ? " (truncated)" : ""));
