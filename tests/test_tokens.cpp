@@ -127,6 +127,12 @@ TEST_CASE("read_tokens refuses malformed files with file + field") {
     CHECK_HAS(m, "npy data");
     CHECK_HAS(m, "truncated");
   }
+  SUBCASE("a shape whose byte count overflows size_t (found by fuzz_tokens)") {
+    write_npy_by_hand(p, "{'descr': '<i4', 'fortran_order': False, 'shape': (5755555505550555555,), }", v.data(), 32);
+    auto m = msg();
+    CHECK_HAS(m, f);
+    CHECK_HAS(m, "shape");
+  }
   SUBCASE("header length past EOF") {
     std::ofstream out(p, std::ios::binary);
     out.write("\x93NUMPY\x01\x00\xff\x7f{}", 12);
