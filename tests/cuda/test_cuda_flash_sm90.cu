@@ -130,6 +130,9 @@ TEST_CASE_TEMPLATE("sm90 flash prefill with RoPE in the kernel (or Q in it, K on
     check_rope<T>({2, 255, 255, 4, 4, 128, true}, layout, 128, true, false, false);
   }
   if (!quick()) check_rope<T>({1, 4097, 4097, 4, 1, 128, true}, RopeLayout::half, 128, true, true);
+  // Far more query blocks than SMs: each persistent block runs several items (Q rotated from its
+  // table in the kernel, K once through scratch), across sequences and heads.
+  for (bool causal : {false, true}) check_rope<T>({3, 1000, 1000, 32, 8, 128, causal}, RopeLayout::half, 128, true, true, false);
   // Rotary dims the kernel's table boxes cannot take are refused when the kernel is forced.
   FlashTiling t;
   t.kernel = FlashKernel::sm90;
@@ -161,6 +164,8 @@ TEST_CASE_TEMPLATE("flash prefill with RoPE from starts: anchors in the sm90 ker
     check_rope_starts<T>({2, 300, 300, 4, 2, 128, true}, layout, 64, true, true, true, FlashKernel::fa2);
   }
   if (!quick()) check_rope_starts<T>({1, 4097, 4097, 4, 1, 128, true}, RopeLayout::half, 128, true, true);
+  // Several items a persistent block, Q from its anchors in the kernel (two Q buffers).
+  for (bool causal : {false, true}) check_rope_starts<T>({3, 1000, 1000, 32, 8, 128, causal}, RopeLayout::interleaved, 128, true, false);
   // Tables and starts together, or starts without frequencies, are refused.
   DeviceArray<float2> table(64);
   DeviceArray<int64_t> start(std::vector<int64_t>{0});
@@ -193,6 +198,8 @@ TEST_CASE_TEMPLATE("sm90 flash prefill: odd sizes, every GQA ratio, cache offset
     for (int hkv : {1, 2, 4, 8}) check<T>({1, 129, 129, 8, hkv, 128, causal});  // GQA 8, 4, 2, 1
     check<T>({1, 65, 65, 6, 2, 128, causal});     // ratio 3
   }
+  // More work items (query blocks x heads x sequences) than SMs: each persistent block runs several.
+  for (bool causal : {false, true}) check<T>({3, 1000, 1000, 32, 8, 128, causal});
   if (!quick()) {
     check<T>({1, 4097, 4097, 4, 1, 128, true});
     check<T>({1, 4097, 4097, 2, 2, 128, false});

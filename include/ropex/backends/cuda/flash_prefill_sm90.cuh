@@ -12,9 +12,13 @@
 //     O += P V     wgmma with A = P from registers (the S accumulators re-packed to 16 bits) and
 //                  B = V straight from its [keys, dims] tile ("MN-major", the transpose bit)
 //   the consumers take turns issuing S = Q K^T (FA3 §3.2 ping-pong, named barriers 1 and 2)
+// Persistent (FA3 §3.1 also): one block an SM takes work items (query block, head, sequence) from
+// a counter; Q is double-buffered and the next item's Q and first K/V tiles are copied in while the
+// consumers finish this one, so no block pays its pipeline fill and epilogue alone (+9-22% over a
+// block per item on an H100). With Q RoPE the producer's warps 1-3 rotate each item's Q as it lands.
 // With RoPE on K in the kernel (Sm90Rope below) the producer's 128 threads rotate each K tile in
-// shared memory instead, and the second consumer's first thread issues the copies after the first
-// two tiles.
+// shared memory instead, blocks take one item each, and the second consumer's first thread issues
+// the copies after the first two tiles.
 // Not used from FA3: overlapping the softmax of tile j+1 with O += P_j V_j inside a warpgroup
 // (§3.2): measured no faster here on an H200, -5..+3% with ping-pong, and it needs 64 more registers.
 //
@@ -28,6 +32,8 @@
 #include <ropex/backends/cuda/tma.cuh>
 #include <ropex/rope/frequencies.hpp>
 
+#include <algorithm>
+#include <limits>
 #include <type_traits>
 
 namespace ropex::cuda::sm90 {
@@ -139,20 +145,78 @@ struct Sm90Args {
   const float2* q_anchors = nullptr;
   const float2* k_anchors = nullptr;
   const float2* steps = nullptr;
+  // Persistent modes: the work counter (0 at launch) and the number of items (sm90_items).
+  int* next_item = nullptr;
+  int n_items = 0;
 };
+
+/// RoPE in shared memory as tiles land. ROPE = Sm90Rope::q: the producer warpgroup's warps 1-3
+/// rotate each item's Q tile as it lands, with its rows of Q's table. Sm90Rope::k (Q optionally too): the
+/// producer warpgroup's 128 threads rotate each K tile with its cos/sin table rows (a TMA box into
+/// shared memory) and release it to the consumers on rot_k; they need 56 registers, so the consumers
+/// get 224 instead of 240. anchors_q / anchors_k: the same with cos/sin made from anchors and steps
+/// (Sm90Args), 4 KB a K tile instead of a 64 KB table box.
+enum class Sm90Rope { none, q, k, anchors_q, anchors_k };
+/// Whether the producer rotates K tiles / the cos/sin come from anchors.
+constexpr bool rotates_k(Sm90Rope r) { return r == Sm90Rope::k || r == Sm90Rope::anchors_k; }
+constexpr bool from_anchors(Sm90Rope r) { return r == Sm90Rope::anchors_q || r == Sm90Rope::anchors_k; }
+/// Persistent modes: a block takes work items (query blocks) one after another from a counter, and
+/// the producer copies in the next item's Q and first K/V tiles while the consumers finish the
+/// current one. The K-rotating modes keep one item a block (their copies are issued by a consumer).
+constexpr bool persistent(Sm90Rope r) { return !rotates_k(r); }
+/// Q buffers: two where the next item's Q lands during this one, one in one-item blocks.
+constexpr int q_buffers(Sm90Rope r) { return persistent(r) ? 2 : 1; }
+/// Whether the producer warpgroup's warps 1-3 rotate each item's Q as it lands (persistent modes
+/// with Q RoPE), so the consumers never wait on it: rotated by the consumers, each item's Q cost
+/// a proxy fence (MEMBAR.ALL.CTA in SASS) that waited on the last item's O stores, +9% at 16K.
+constexpr bool producer_rotates_q(Sm90Rope r) { return r == Sm90Rope::q || r == Sm90Rope::anchors_q; }
+/// Registers a thread (setmaxnreg), producer + 2 x consumer = 504 a thread slot: the producer keeps
+/// 24 to issue copies, 56 to rotate K tiles, 40 to rotate Q (56 left the persistent consumers 224,
+/// and they reloaded a spilled value every tile: +5% at seq 16K, against +1% with 40).
+constexpr int producer_regs(Sm90Rope r) { return rotates_k(r) ? 56 : producer_rotates_q(r) ? 40 : 24; }
+constexpr int consumer_regs(Sm90Rope r) { return (504 - producer_regs(r)) / 2; }
 
 struct Sm90Config {
   static constexpr int HD = 128, BM = 128, BN = 128, NT = 384, STAGES = 2;
   static constexpr uint32_t TILE = 128 * HD * 2;
   static constexpr uint32_t TABLE = 128 * 64 * 8;  // the cos/sin rows of one K tile (rope_half <= 64)
-  // Anchor RoPE: Q's 8 anchor rows (4 KB), the 16 steps (8 KB), 8 anchor rows per K stage (4 KB).
-  static constexpr uint32_t Q_ANCHORS = 0, STEPS = 4096, K_ANCHORS = STEPS + 8192;
+  // Anchor RoPE: 8 anchor rows (4 KB) a Q buffer, the 16 steps (8 KB), 8 anchor rows per K stage (4 KB).
+  static constexpr uint32_t Q_ANCHORS = 0, STEPS = 2 * 4096, K_ANCHORS = STEPS + 8192;
   static constexpr uint32_t ANCHORS = K_ANCHORS + STAGES * 4096;
-  // Q, the K/V stages, barriers (bar_q, full_k, full_v, empty, full_t, rot_k, empty_k), the RoPE region.
-  static constexpr size_t smem_bytes = (1 + 2 * STAGES) * size_t(TILE) + 1024 + 8 * (2 + 5 * STAGES);
-  static constexpr size_t smem_bytes_rope = smem_bytes + TABLE;
-  static constexpr size_t smem_bytes_anchors = smem_bytes + ANCHORS;
+  // Barriers bar_q[2], q_empty[2], q_ready[2], full_k, full_v, empty [STAGES each], full_t, rot_k,
+  // empty_k [STAGES each], then the two Q buffers' work items (int).
+  static constexpr uint32_t BARRIERS = 8 * (7 + 5 * STAGES) + 8;
+  /// Q cos/sin in shared memory: anchors, or (Sm90Rope::k) one K tile's table box; Sm90Rope::q
+  /// reads Q's table rows from global memory.
+  static constexpr uint32_t region(Sm90Rope r) { return from_anchors(r) ? ANCHORS : r == Sm90Rope::k ? TABLE : 0; }
+  /// Q buffers, the K/V stages, 1 KB of alignment slack, the RoPE region and the barriers.
+  static constexpr size_t smem_bytes(Sm90Rope r) {
+    return (q_buffers(r) + 2 * STAGES) * size_t(TILE) + 1024 + region(r) + BARRIERS;
+  }
 };
+
+/// One work item of the kernel: query block m_block (rows m0..m0+127) of head h of sequence b.
+/// Items run m fastest, so a head's blocks run together and share its K/V in L2; causal blocks
+/// longest first.
+struct Sm90Item {
+  int b, h, kvh, n_tiles;
+  int64_t m0;
+};
+__host__ __device__ inline int64_t sm90_items(const attention::AttentionShape& s, int batch) {
+  return ceil_div(s.n_queries, int64_t{Sm90Config::BM}) * s.n_heads * batch;
+}
+__device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s, int w) {
+  const int nm = static_cast<int>(ceil_div(s.n_queries, int64_t{Sm90Config::BM})), nh = static_cast<int>(s.n_heads);
+  const int mi = w % nm, m_block = s.causal ? nm - 1 - mi : mi;
+  Sm90Item it;
+  it.h = (w / nm) % nh;
+  it.b = w / nm / nh;
+  it.kvh = it.h / static_cast<int>(s.group());
+  it.m0 = static_cast<int64_t>(m_block) * Sm90Config::BM;
+  const int64_t last_row = min(it.m0 + Sm90Config::BM, s.n_queries) - 1;
+  it.n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), int64_t{Sm90Config::BN}));
+  return it;
+}
 
 /// Whether the in-kernel RoPE of the sm90 kernel takes this rotary half-dim: whole 16-frequency
 /// rows of 128-byte table boxes, and 16-byte chunks of dims for both layouts.
@@ -284,16 +348,41 @@ __device__ __forceinline__ void named_bar_sync(int id, int threads) {
 }
 #endif
 
-/// RoPE in shared memory as tiles land. ROPE = Sm90Rope::q: each consumer warpgroup rotates its 64
-/// Q rows once, their cos/sin table rows copied in with Q. Sm90Rope::k (Q optionally too): the
-/// producer warpgroup's 128 threads rotate each K tile with its cos/sin table rows (a TMA box into
-/// shared memory) and release it to the consumers on rot_k; they need 56 registers, so the consumers
-/// get 224 instead of 240. anchors_q / anchors_k: the same with cos/sin made from anchors and steps
-/// (Sm90Args), 4 KB a K tile instead of a 64 KB table box.
-enum class Sm90Rope { none, q, k, anchors_q, anchors_k };
-/// Whether the producer rotates K tiles / the cos/sin come from anchors.
-constexpr bool rotates_k(Sm90Rope r) { return r == Sm90Rope::k || r == Sm90Rope::anchors_k; }
-constexpr bool from_anchors(Sm90Rope r) { return r == Sm90Rope::anchors_q || r == Sm90Rope::anchors_k; }
+#if defined(ROPEX_SM90_WGMMA)
+/// Rotates rows row0..row0+n_rows-1 of a Q tile in shared memory as it lands, with n_threads
+/// threads (this one t): a consumer warpgroup's 64 rows (K-rotating modes) or the whole tile by the
+/// producer's warps 1-3 (producer_rotates_q). cos/sin: Sm90Rope::q and k from Q's per-token table
+/// in global memory (q_table_rows: the tile's first row; rows past rows_left are not read); anchors
+/// from Q's anchors and the steps, by rows that run on (rotate_run_rows) where a warpgroup's 128
+/// threads take 64 rows, else per chunk. Inlined: ptxas keeps a function it calls to the register
+/// count of the kernel, not the caller's setmaxnreg (the producer's 56).
+template <class T, Sm90Rope ROPE>
+__device__ __forceinline__ void rotate_q_rows(unsigned char* q_tile, const unsigned char* q_anchors, const unsigned char* steps,
+                                           const float2* q_table_rows, int64_t rows_left, int t, int n_threads,
+                                           int row0, int n_rows, int half, RopeLayout layout) {
+  constexpr uint32_t CB = Sm90Config::TILE / 2;
+  if constexpr (from_anchors(ROPE)) {
+    if (n_threads == 128 && n_rows == 64) {
+      const bool done = with_run_shape(layout, half, [&](auto l, auto nc) {
+        rotate_run_rows<T, decltype(l)::value, decltype(nc)::value, decltype(nc)::value / 2>(q_tile, CB, q_anchors, steps, t, row0, half);
+      });
+      if (done) return;
+    }
+  }
+  // Per chunk: lanes take consecutive rows of one chunk, which the swizzle spreads over the banks.
+  const int n_chunks = layout == RopeLayout::half ? half / 8 : half / 4;
+  for (int idx = t; idx < n_rows * n_chunks; idx += n_threads) {
+    const int r = row0 + idx % n_rows, ch = idx / n_rows;
+    if (r >= rows_left) continue;
+    auto cs = [&](int f) {
+      if constexpr (from_anchors(ROPE)) return anchor_cos_sin4(q_anchors, steps, r, f);
+      else return *reinterpret_cast<const float4*>(q_table_rows + static_cast<int64_t>(r) * half + f);
+    };
+    rotate_tile_chunk<T>(q_tile, CB, r, ch, half, layout, cs);
+  }
+}
+#endif
+
 template <class T, Sm90Rope ROPE = Sm90Rope::none>
 __global__ void __launch_bounds__(Sm90Config::NT, 1)
     flash_forward_sm90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -302,30 +391,34 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
                                  Sm90Args<T> a) {
 #if defined(ROPEX_SM90_WGMMA)
   using C = Sm90Config;
-  constexpr int BM = C::BM, BN = C::BN, HD = C::HD, S = C::STAGES;
+  constexpr int BN = C::BN, HD = C::HD, S = C::STAGES, NQ = q_buffers(ROPE);
   constexpr uint32_t TILE = C::TILE, CB = TILE / 2;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = mma::smem_addr(smem_raw), sQ = (raw + 1023u) & ~1023u;
-  const uint32_t sK = sQ + TILE, sV = sK + S * TILE;  // [S stages] each
-  const uint32_t sT = sV + S * TILE;                  // ROPE: one K tile's cos/sin rows, or the anchors
-  constexpr uint32_t REGION = ROPE == Sm90Rope::none ? 0 : from_anchors(ROPE) ? C::ANCHORS : C::TABLE;
+  const uint32_t raw = mma::smem_addr(smem_raw), sQ = (raw + 1023u) & ~1023u;  // [NQ] Q buffers
+  const uint32_t sK = sQ + NQ * TILE, sV = sK + S * TILE;  // [S stages] each
+  const uint32_t sT = sV + S * TILE;                       // ROPE: one tile's cos/sin rows, or the anchors
+  constexpr uint32_t REGION = C::region(ROPE);
   const uint32_t sQA = sT + C::Q_ANCHORS, sSteps = sT + C::STEPS, sKA = sT + C::K_ANCHORS;  // ANCH
-  const uint32_t bar_q = sT + REGION, full_k = bar_q + 8, full_v = full_k + 8 * S, empty = full_v + 8 * S;
+  // Q landed / rotated by the producer (producer_rotates_q) / consumers done with a Q buffer [2];
+  // K, V landed and consumers done with a stage [S]
+  const uint32_t bar_q = sT + REGION, q_ready = bar_q + 16, q_empty = q_ready + 16, full_k = q_empty + 16;
+  const uint32_t full_v = full_k + 8 * S;
+  const uint32_t empty = full_v + 8 * S;
   // rotates_k(ROPE): table landed (Sm90Rope::k); K tile rotated [S]; consumers done with a K tile [S]
   const uint32_t full_t = empty + 8 * S, rot_k = full_t + 8, empty_k = rot_k + 8 * S;
   auto generic = [&](uint32_t addr) { return smem_raw + (addr - raw); };
+  int* item_slot = reinterpret_cast<int*>(generic(empty_k + 8 * S));  // [NQ]: the item in each Q buffer, -1: done
 
   const attention::AttentionShape& s = a.shape;
-  const int m_block = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest causal blocks first
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int kvh = h / static_cast<int>(s.group());
   const int tid = threadIdx.x, wg = tid / 128;
-  const int64_t m0 = static_cast<int64_t>(m_block) * BM, nq = s.n_queries;
-  const int64_t last_row = min(m0 + BM, nq) - 1;
-  const int n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), BN));
+  const int64_t nq = s.n_queries;
 
   if (tid == 0) {
-    mbar_init(bar_q, 1);
+    for (int i = 0; i < NQ; ++i) {
+      mbar_init(bar_q + 8 * i, 1);
+      if (producer_rotates_q(ROPE)) mbar_init(q_ready + 8 * i, 96);  // producer warps 1-3, after rotating
+      mbar_init(q_empty + 8 * i, 256);  // every consumer thread, after its item
+    }
     for (int i = 0; i < S; ++i) {
       mbar_init(full_k + 8 * i, 1);
       mbar_init(full_v + 8 * i, 1);
@@ -338,49 +431,47 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   }
   __syncthreads();
 
-  // Producer: Q, then K and V tile j into stage j % S once the consumers are done with tile j - S.
+  // Producer: an item's Q into Q buffer qb, then its K and V tile j into stage t % S (t counts the
+  // block's tiles over its items) once the consumers are done with tile t - S.
   // Box = 64 dims x 1 head x 128 tokens x 1 batch: one swizzled 64-column block of a tile.
-  // Sm90Rope::q: with the Q rows' cos/sin (tcs maps the Q table then) on the same barrier; ANCH:
-  // with Q's anchors (tcs maps them then) and the steps.
+  // ANCH: with Q's anchors (tcs maps them then) and, with the block's first Q, the steps.
   const int n_boxes = a.rope_half / 16;  // 16 frequencies (128 bytes) a box
-  auto issue_q = [&] {
+  auto issue_q = [&](const Sm90Item& it, int qb, bool first) {
     uint32_t extra = 0;
-    if constexpr (ROPE == Sm90Rope::q) extra = static_cast<uint32_t>(n_boxes) * 128 * 128;
-    if constexpr (from_anchors(ROPE)) extra = static_cast<uint32_t>(n_boxes) * ((a.q_anchors ? 1024 : 0) + 2048);
-    mbar_expect_tx(bar_q, TILE + extra);
-    for (int cb = 0; cb < 2; ++cb) load_4d(sQ + cb * CB, &tq, bar_q, 64 * cb, h, static_cast<int>(m0), b);
-    if constexpr (ROPE == Sm90Rope::q)
-      for (int bx = 0; bx < n_boxes; ++bx)
-        load_4d(sT + bx * 128 * 128, &tcs, bar_q, 32 * bx, static_cast<int>(b * s.n_queries + m0), 0, 0);
+    if constexpr (from_anchors(ROPE)) extra = static_cast<uint32_t>(n_boxes) * ((a.q_anchors ? 1024 : 0) + (first ? 2048 : 0));
+    const uint32_t bar = bar_q + 8 * qb;
+    mbar_expect_tx(bar, TILE + extra);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sQ + qb * TILE + cb * CB, &tq, bar, 64 * cb, it.h, static_cast<int>(it.m0), it.b);
     if constexpr (from_anchors(ROPE)) {
-      const int q_anchor_row = static_cast<int>(m0 / 16);
+      const int q_anchor_row = static_cast<int>(it.m0 / 16);
       for (int bx = 0; bx < n_boxes; ++bx) {
-        if (a.q_anchors != nullptr) load_4d(sQA + bx * 1024, &tcs, bar_q, 32 * bx, q_anchor_row, b, 0);
-        load_4d(sSteps + bx * 2048, &tsteps, bar_q, 32 * bx, 0, 0, 0);
+        if (a.q_anchors != nullptr) load_4d(sQA + qb * 4096 + bx * 1024, &tcs, bar, 32 * bx, q_anchor_row, it.b, 0);
+        if (first) load_4d(sSteps + bx * 2048, &tsteps, bar, 32 * bx, 0, 0, 0);
       }
     }
   };
-  auto issue_k = [&](int j) {  // Sm90Rope::anchors_k: with the tile's 8 anchor rows
-    const int st = j % S;
+  auto issue_k = [&](const Sm90Item& it, int j, uint32_t t) {  // Sm90Rope::anchors_k: with the tile's 8 anchor rows
+    const int st = t % S;
     mbar_expect_tx(full_k + 8 * st, TILE + (ROPE == Sm90Rope::anchors_k ? n_boxes * 1024 : 0));
-    for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, kvh, j * BN, b);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sK + st * TILE + cb * CB, &tk, full_k + 8 * st, 64 * cb, it.kvh, j * BN, it.b);
     if constexpr (ROPE == Sm90Rope::anchors_k)
-      for (int bx = 0; bx < n_boxes; ++bx) load_4d(sKA + st * 4096 + bx * 1024, &tka, full_k + 8 * st, 32 * bx, j * 8, b, 0);
+      for (int bx = 0; bx < n_boxes; ++bx) load_4d(sKA + st * 4096 + bx * 1024, &tka, full_k + 8 * st, 32 * bx, j * 8, it.b, 0);
   };
-  auto issue_v = [&](int j) {
-    const int st = j % S;
+  auto issue_v = [&](const Sm90Item& it, int j, uint32_t t) {
+    const int st = t % S;
     mbar_expect_tx(full_v + 8 * st, TILE);
-    for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, kvh, j * BN, b);
+    for (int cb = 0; cb < 2; ++cb) load_4d(sV + st * TILE + cb * CB, &tv, full_v + 8 * st, 64 * cb, it.kvh, j * BN, it.b);
   };
-  auto issue_kv = [&](int j) {
-    if (j >= S) mbar_wait(empty + 8 * (j % S), ((j / S) - 1) & 1);
-    issue_k(j);
-    issue_v(j);
+  auto issue_kv = [&](const Sm90Item& it, int j, uint32_t t) {
+    if (t >= S) mbar_wait(empty + 8 * (t % S), ((t / S) - 1) & 1);
+    issue_k(it, j, t);
+    issue_v(it, j, t);
   };
   if (rotates_k(ROPE) && wg == 0) {  // ---- producer rotating K: all 128 threads rotate K tiles ----
-    regs_dealloc<56>();
-    const int half = a.rope_half;
-    const int64_t krow0 = static_cast<int64_t>(b) * s.n_keys;  // Sm90Rope::k: this sequence's first table row
+    regs_dealloc<producer_regs(ROPE)>();
+    const Sm90Item it = sm90_item(s, blockIdx.x);  // one item a block in these modes
+    const int half = a.rope_half, n_tiles = it.n_tiles;
+    const int64_t krow0 = static_cast<int64_t>(it.b) * s.n_keys;  // Sm90Rope::k: this sequence's first table row
     auto issue_table = [&](int j) {  // 16 frequencies (128 bytes) a box, 128 rows
       mbar_expect_tx(full_t, static_cast<uint32_t>(half) * 1024);
       for (int bx = 0; bx < n_boxes; ++bx) load_4d(sT + bx * 128 * 128, &tcs, full_t, 32 * bx, static_cast<int>(krow0 + j * BN), 0, 0);
@@ -391,9 +482,10 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     // issued (and so waited on them) held its warp, and rotation fell behind the consumers
     // (+128-155% over no RoPE at seq 16K, against +0-1% when the rotation was skipped).
     if (tid == 0) {
-      issue_q();
+      item_slot[0] = blockIdx.x;
+      issue_q(it, 0, true);
       if constexpr (ROPE == Sm90Rope::k) issue_table(0);
-      for (int j = 0; j < min(n_tiles, S); ++j) issue_kv(j);
+      for (int j = 0; j < min(n_tiles, S); ++j) issue_kv(it, j, j);
     }
     // The tile loop, for one way of rotating a tile (rotate(st): stage st's K tile): one loop per
     // rotary shape, so each keeps only its own invariants live in the 56 registers.
@@ -441,25 +533,61 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     return;
   }
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
-    regs_dealloc<24>();
+    // Item i's Q goes into Q buffer i % 2 once the consumers are done with item i - 2, and is copied
+    // in S tiles into item i - 1 (item i - 2 is done by then), so the rotation below has most of an item.
+    auto start_item = [&](int i) {  // thread 0: the next item, or -1 (the consumers stop there)
+      const int qb = i % NQ;
+      if (i >= NQ) mbar_wait(q_empty + 8 * qb, ((i / NQ) - 1) & 1);
+      const int w = atomicAdd(a.next_item, 1);
+      item_slot[qb] = w < a.n_items ? w : -1;
+      if (w < a.n_items) issue_q(sm90_item(s, w), qb, i == 0);
+      else mbar_arrive(bar_q + 8 * qb);
+      return w < a.n_items;
+    };
+    regs_dealloc<producer_regs(ROPE)>();
+    if constexpr (producer_rotates_q(ROPE)) {
+      if (tid >= 32) {  // warps 1-3: rotate each item's Q as it lands, then release it on q_ready
+        for (int i = 0;; ++i) {
+          const int qb = i % NQ;
+          mbar_wait(bar_q + 8 * qb, (i / NQ) & 1);
+          const int w = item_slot[qb];
+          if (w >= 0) {
+            const Sm90Item it = sm90_item(s, w);
+            const float2* q_table_rows = nullptr;  // Sm90Rope::q: the tile's Q cos/sin rows, in global memory
+            if constexpr (ROPE == Sm90Rope::q) q_table_rows = a.q_table + (static_cast<int64_t>(it.b) * nq + it.m0) * a.rope_half;
+            rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), q_table_rows,
+                                   nq - it.m0, tid - 32, 96, 0, 128, a.rope_half, a.rope_layout);
+            fence_proxy_async();
+          }
+          mbar_arrive(q_ready + 8 * qb);
+          if (w < 0) return;
+        }
+      }
+    }
     if (tid != 0) return;
-    issue_q();
-    for (int j = 0; j < n_tiles; ++j) issue_kv(j);
+    uint32_t t = 0;  // tiles issued
+    bool more = start_item(0);
+    for (int i = 0; more; ++i) {
+      const Sm90Item it = sm90_item(s, item_slot[i % NQ]);
+      const int next_at = min(S, it.n_tiles - 1);  // copy in item i + 1's Q after this tile
+      for (int j = 0; j < it.n_tiles; ++j, ++t) {
+        issue_kv(it, j, t);
+        if (j == next_at) more = start_item(i + 1);
+      }
+    }
     return;
   }
 
   // ---- consumers: warpgroups 1 and 2, 64 query rows each ---------------------------------------
-  if constexpr (rotates_k(ROPE)) regs_alloc<224>();  // 56 + 2 x 224 = 504 registers a thread slot, as 24 + 2 x 240
-  else regs_alloc<240>();
+  regs_alloc<consumer_regs(ROPE)>();
   const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32;
   const int g = lane / 4, c4 = lane % 4;
   const int64_t q_ts = s.n_heads * HD;
-  const uint32_t q_rows = sQ + cw * 64 * 128;
-  const int64_t row_base = m0 + cw * 64 + warp * 16 + g;  // rows row_base and +8
+  // The current item's: first query row, this thread's rows (row_base and + 8), Q rows in shared memory
+  int64_t m0 = 0, row_base = 0;
+  uint32_t q_rows = sQ;
   float o[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  float row_max[2], row_sum[2];
 
   auto issue_s = [&](float(&sc)[64], uint32_t tK) {
 #pragma unroll
@@ -535,90 +663,88 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto my_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cw) : "memory"); };
   auto your_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cw) : "memory"); };
   if (cw == 1) your_turn();
-  mbar_wait(bar_q, 0);
-  if constexpr (ROPE != Sm90Rope::none) {
-    if (from_anchors(ROPE) ? a.q_anchors != nullptr : a.q_table != nullptr) {  // this warpgroup's 64 Q rows, once: rows cw*64 + 16*warp + 8i + lane%8, chunks lane/8 + 4n
-      const int half = a.rope_half;
-      const int n_chunks = a.rope_layout == RopeLayout::half ? half / 8 : half / 4;
-      const unsigned char* table = generic(sT);
-      bool done = false;  // anchors: rows that run on, rotate_run_rows
-      if constexpr (from_anchors(ROPE))  // 64 rows: half a tile's rows per thread
-        done = with_run_shape(a.rope_layout, half, [&](auto layout, auto nc) {
-          rotate_run_rows<T, decltype(layout)::value, decltype(nc)::value, decltype(nc)::value / 2>(
-              generic(sQ), CB, generic(sQA), generic(sSteps), tid % 128, cw * 64, half);
-        });
-      for (int i = 0; i < 2 && !done; ++i) {
-        const int r = cw * 64 + 16 * warp + 8 * i + lane % 8;
-        if (m0 + r >= nq) continue;
-        // Sm90Rope::q: the rows' cos/sin came in beside Q (the table tile); Sm90Rope::k: that tile
-        // holds K's, so from global memory; ANCH: from Q's anchors and the steps.
-        auto cs = [&](int f) {
-          if constexpr (ROPE == Sm90Rope::q) return table_cos_sin4(table, r, f);
-          else if constexpr (from_anchors(ROPE)) return anchor_cos_sin4(generic(sQA), generic(sSteps), r, f);
-          else return *reinterpret_cast<const float4*>(a.q_table + (static_cast<int64_t>(b) * nq + m0 + r) * half + f);
-        };
-        for (int ch = lane / 8; ch < n_chunks; ch += 4) rotate_tile_chunk<T>(generic(sQ), CB, r, ch, half, a.rope_layout, cs);
+  uint32_t t = 0;  // tiles consumed, over the block's items
+  for (int item = 0;; ++item) {  // the block's item-th work item, in Q buffer qb
+    const int qb = item % NQ;
+    mbar_wait((producer_rotates_q(ROPE) ? q_ready : bar_q) + 8 * qb, (item / NQ) & 1);
+    const int w = item_slot[qb];
+    if (w < 0) break;
+    const Sm90Item it = sm90_item(s, w);
+    const int n_tiles = it.n_tiles;
+    m0 = it.m0;
+    row_base = m0 + cw * 64 + warp * 16 + g;
+    q_rows = sQ + qb * TILE + cw * 64 * 128;
+    if constexpr (rotates_k(ROPE)) {  // one item a block: the consumers rotate their 64 Q rows, once
+      if (from_anchors(ROPE) ? a.q_anchors != nullptr : a.q_table != nullptr) {
+        const float2* q_table_rows = nullptr;  // Sm90Rope::k: this tile's Q cos/sin rows, in global memory
+        if constexpr (ROPE == Sm90Rope::k) q_table_rows = a.q_table + (static_cast<int64_t>(it.b) * nq + m0) * a.rope_half;
+        rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), q_table_rows,
+                               nq - m0, tid % 128, 128, cw * 64, 64, a.rope_half, a.rope_layout);
+        fence_proxy_async();
+        named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
       }
-      fence_proxy_async();
-      named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
     }
-  }
+#pragma unroll
+    for (int e = 0; e < 64; ++e) o[e] = 0.f;
+    for (int hr = 0; hr < 2; ++hr) row_max[hr] = -INFINITY, row_sum[hr] = 0.f;
+    for (int j = 0; j < n_tiles; ++j, ++t) {
+      const int st = t % S;
+      const uint32_t phase = (t / S) & 1;
+      mbar_wait((rotates_k(ROPE) ? rot_k : full_k) + 8 * st, phase);
+      float sc[64], alpha[2];
+      my_turn();
+      wgmma_fence();
+      issue_s(sc, sK + st * TILE);
+      wgmma_commit();
+      your_turn();
+      wgmma_wait<0>();
+      fence_regs(sc);
+      if constexpr (rotates_k(ROPE)) {  // K tile j may be refilled: the second consumer copies in K tile j + S
+        mbar_arrive(empty_k + 8 * st);
+        if (tid == 256 && j + S < n_tiles) {
+          mbar_wait(empty_k + 8 * st, phase);
+          issue_k(it, j + S, t + S);
+        }
+      }
+      softmax(sc, j, alpha);
+      rescale_o(alpha);
+      pack_p(sc);
+      mbar_wait(full_v + 8 * st, phase);
+      fence_regs(o);
+      wgmma_fence();
+      issue_pv(sV + st * TILE);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(o);
+      mbar_arrive(empty + 8 * st);  // this thread's reads of stage st are done
+      if constexpr (rotates_k(ROPE))
+        if (tid == 256 && j + S < n_tiles) {
+          mbar_wait(empty + 8 * st, phase);
+          issue_v(it, j + S, t + S);
+        }
+    }
+    mbar_arrive(q_empty + 8 * qb);  // done with this Q buffer: the producer may copy in item + NQ
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int st = j % S;
-    const uint32_t phase = (j / S) & 1;
-    mbar_wait((rotates_k(ROPE) ? rot_k : full_k) + 8 * st, phase);
-    float sc[64], alpha[2];
-    my_turn();
-    wgmma_fence();
-    issue_s(sc, sK + st * TILE);
-    wgmma_commit();
-    your_turn();
-    wgmma_wait<0>();
-    fence_regs(sc);
-    if constexpr (rotates_k(ROPE)) {  // K tile j may be refilled: the second consumer copies in K tile j + S
-      mbar_arrive(empty_k + 8 * st);
-      if (tid == 256 && j + S < n_tiles) {
-        mbar_wait(empty_k + 8 * st, phase);
-        issue_k(j + S);
-      }
+    const float scale = a.scale_log2 * kLn2;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float l = row_sum[hr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int64_t row = row_base + 8 * hr;
+      if (row >= nq) continue;
+      T* orow = a.o + (it.b * nq + row) * q_ts + it.h * HD;
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n)
+        *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * c4) =
+            mma::pack2<T>(o[4 * n + 2 * hr] * inv, o[4 * n + 2 * hr + 1] * inv);
+      if (a.lse && c4 == 0)
+        a.lse[(static_cast<int64_t>(it.b) * s.n_heads + it.h) * nq + row] = l > 0.f ? row_max[hr] * scale + logf(l) : -INFINITY;
     }
-    softmax(sc, j, alpha);
-    rescale_o(alpha);
-    pack_p(sc);
-    mbar_wait(full_v + 8 * st, phase);
-    fence_regs(o);
-    wgmma_fence();
-    issue_pv(sV + st * TILE);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(o);
-    mbar_arrive(empty + 8 * st);  // this thread's reads of stage st are done
-    if constexpr (rotates_k(ROPE))
-      if (tid == 256 && j + S < n_tiles) {
-        mbar_wait(empty + 8 * st, phase);
-        issue_v(j + S);
-      }
+    if constexpr (!persistent(ROPE)) break;
   }
   if (cw == 0) my_turn();  // consumes consumer 1's head-start arrival
-
-  const float scale = a.scale_log2 * kLn2;
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float l = row_sum[hr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int64_t row = row_base + 8 * hr;
-    if (row >= nq) continue;
-    T* orow = a.o + (b * nq + row) * q_ts + h * HD;
-#pragma unroll
-    for (int n = 0; n < HD / 8; ++n)
-      *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * c4) =
-          mma::pack2<T>(o[4 * n + 2 * hr] * inv, o[4 * n + 2 * hr + 1] * inv);
-    if (a.lse && c4 == 0)
-      a.lse[(static_cast<int64_t>(b) * s.n_heads + h) * nq + row] = l > 0.f ? row_max[hr] * scale + logf(l) : -INFINITY;
-  }
 #elif defined(__CUDA_ARCH__)
   __trap();
 #endif
@@ -652,16 +778,16 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
                 : mode == Sm90Rope::k         ? flash_forward_sm90_kernel<T, Sm90Rope::k>
                 : mode == Sm90Rope::q         ? flash_forward_sm90_kernel<T, Sm90Rope::q>
                                               : flash_forward_sm90_kernel<T, Sm90Rope::none>;
-  const size_t smem = mode == Sm90Rope::none ? C::smem_bytes : anchors ? C::smem_bytes_anchors : C::smem_bytes_rope;
+  const size_t smem = C::smem_bytes(mode);
   static const bool configured = [] {  // once per type: > 48 KB of dynamic shared memory
-    auto set = [](auto f, size_t bytes) {
-      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    auto set = [](auto f, Sm90Rope m) {
+      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::smem_bytes(m))));
     };
-    set(flash_forward_sm90_kernel<T, Sm90Rope::none>, C::smem_bytes);
-    set(flash_forward_sm90_kernel<T, Sm90Rope::q>, C::smem_bytes_rope);
-    set(flash_forward_sm90_kernel<T, Sm90Rope::k>, C::smem_bytes_rope);
-    set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_q>, C::smem_bytes_anchors);
-    set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_k>, C::smem_bytes_anchors);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::none>, Sm90Rope::none);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::q>, Sm90Rope::q);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::k>, Sm90Rope::k);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_q>, Sm90Rope::anchors_q);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_k>, Sm90Rope::anchors_k);
     return true;
   }();
   (void)configured;
@@ -670,13 +796,7 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
   const CUtensorMap tk = head_tile_map(a.k, batch, s.n_keys, s.n_kv_heads);
   const CUtensorMap tv = head_tile_map(a.v, batch, s.n_keys, s.n_kv_heads);
   // The K table as [batch * n_keys rows][2 * half floats]: boxes of 16 frequencies x one K tile.
-  CUtensorMap tcs = tq;  // unused without RoPE
-  if (mode == Sm90Rope::q) {  // the Q table, [batch * n_queries rows][2 * half floats], one Q tile's rows a copy
-    const uint64_t row = 2 * static_cast<uint64_t>(a.rope_half);
-    tcs = tma::tensor_map(a.q_table, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
-                          tma::Tensor4d{{row, static_cast<uint64_t>(batch * s.n_queries), 1, 1}, {row * 4, 0, 0}},
-                          {32, static_cast<uint32_t>(C::BM), 1, 1});
-  }
+  CUtensorMap tcs = tq;  // unused without RoPE (Sm90Rope::q reads Q's table rows directly)
   if (a.k_table) {
     const uint64_t row = 2 * static_cast<uint64_t>(a.rope_half);
     tcs = tma::tensor_map(a.k_table, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
@@ -699,10 +819,23 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
     tsteps = tma::tensor_map(a.steps, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
                              tma::Tensor4d{{row, 16, 1, 1}, {row_bytes, row_bytes * 16, row_bytes * 16}}, {32, 16, 1, 1});
   }
-  dim3 grid(static_cast<unsigned>(ceil_div(s.n_queries, C::BM)), static_cast<unsigned>(s.n_heads),
-            static_cast<unsigned>(batch));
-  kernel<<<grid, C::NT, smem, stream>>>(tq, tk, tv, tcs, tka, tsteps, a);
+  const int64_t items = sm90_items(s, batch);
+  if (items > std::numeric_limits<int>::max())
+    throw make_error("cuda::sm90::launch_flash_sm90", "batch", "batch x heads x query blocks exceeds 2^31 work items");
+  Sm90Args<T> args = a;
+  args.n_items = static_cast<int>(items);
+  unsigned grid = static_cast<unsigned>(items);  // one item a block
+  if (persistent(mode)) {  // a block an SM, taking items from a counter that starts at 0
+    int dev = 0, sms = 0;
+    ROPEX_CUDA_CHECK(cudaGetDevice(&dev));
+    ROPEX_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    grid = static_cast<unsigned>(std::min<int64_t>(items, sms));
+    ROPEX_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&args.next_item), sizeof(int), stream));
+    ROPEX_CUDA_CHECK(cudaMemsetAsync(args.next_item, 0, sizeof(int), stream));
+  }
+  kernel<<<grid, C::NT, smem, stream>>>(tq, tk, tv, tcs, tka, tsteps, args);
   check_launch("flash_forward_sm90_kernel");
+  if (args.next_item) ROPEX_CUDA_CHECK(cudaFreeAsync(args.next_item, stream));
 }
 
 /// Whether this program carries the sm_90a kernel. CMake defines ROPEX_CUDA_SM90A for targets
