@@ -34,19 +34,20 @@ struct FusedRope {
   RopeLayout layout = RopeLayout::half;
   /// false (default): Q and K are rotated once, out of place into stream-ordered scratch, then the
   /// plain kernel runs; on the Hopper kernel only K is, and Q is rotated in the kernel as its tile
-  /// lands (each Q tile has one reader): -2% to +37% over no RoPE on an H100 at 16K tokens, the
-  /// most at seq 1K. true: every query block rotates its Q and every K tile in shared memory as
-  /// they land, no scratch, but each K tile is rotated once per query block: on sm90 (head_dim 128,
-  /// rotary half 16/32/48/64) the Hopper kernel's producer warpgroup rotates them (+52-85%),
-  /// elsewhere the FA2-style kernel (+200-252%).
+  /// lands (each Q tile has one reader; the producer's spare warps rotate the next work item's Q):
+  /// -4% to +59% over no RoPE on an H100 at 16K tokens (<= 5% at 6 of 20 sizes; the K pass is a
+  /// fixed ~0.1 ms, a third of causal seq-1K attention). true: every query block rotates its Q and
+  /// every K tile in shared memory as they land, no scratch, but each K tile is rotated once per
+  /// query block: on sm90 (head_dim 128, rotary half 16/32/48/64) the Hopper kernel's producer
+  /// warpgroup rotates them (+62-118%), elsewhere the FA2-style kernel (+200-252%).
   bool in_kernel = false;
   /// Or, instead of tables, positions that run on within each sequence: query i of sequence b at
   /// q_start[b] + i, key i at k_start[b] + i (device arrays [batch]; nullptr leaves that side
   /// un-rotated), as FlashAttention's rotary seqlen offsets, with the frequencies below. With
   /// in_kernel on sm90 (rotary half 16/32/64, and 48 per chunk) the Hopper kernel makes each tile's
   /// cos/sin itself from 16-row anchors (rope.cuh rope_anchors: 4 KB a K tile instead of a 64 KB
-  /// table box) and needs neither scratch nor a per-token table: +35-47% over no RoPE on an H100 at
-  /// 16K tokens, against +54-90% for in-kernel tables. Otherwise per-token tables are made from the
+  /// table box) and needs neither scratch nor a per-token table: +40-74% over no RoPE on an H100 at
+  /// 16K tokens, against +62-118% for in-kernel tables. Otherwise per-token tables are made from the
   /// starts and the table path runs (in_kernel = false is the faster default there).
   const int64_t* q_start = nullptr;
   const int64_t* k_start = nullptr;
