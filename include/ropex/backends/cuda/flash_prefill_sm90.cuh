@@ -14,8 +14,8 @@
 //   the consumers take turns issuing S = Q K^T (FA3 §3.2 ping-pong, named barriers 1 and 2)
 // Persistent (FA3 §3.1 also): one block an SM takes work items (query block, head, sequence) from
 // a counter; Q is double-buffered and the next item's Q and first K/V tiles are copied in while the
-// consumers finish this one, so no block pays its pipeline fill and epilogue alone (+9-22% over a
-// block per item on an H100). With Q RoPE the producer's warps 1-3 rotate each item's Q as it lands.
+// consumers finish this one, so no block pays its pipeline fill and epilogue alone (+1-17% over a
+// block per item on an H100, the most at seq 1K). With Q RoPE the producer's warps 1-3 rotate each item's Q as it lands.
 // With RoPE on K in the kernel (Sm90Rope below) the producer's 128 threads rotate each K tile in
 // shared memory instead, blocks take one item each, and the second consumer's first thread issues
 // the copies after the first two tiles.
@@ -202,11 +202,14 @@ struct Sm90Item {
   int b, h, kvh, n_tiles;
   int64_t m0;
 };
+__host__ __device__ inline int64_t sm90_query_blocks(const attention::AttentionShape& s) {
+  return ceil_div(s.n_queries, int64_t{Sm90Config::BM});
+}
 __host__ __device__ inline int64_t sm90_items(const attention::AttentionShape& s, int batch) {
-  return ceil_div(s.n_queries, int64_t{Sm90Config::BM}) * s.n_heads * batch;
+  return sm90_query_blocks(s) * s.n_heads * batch;
 }
 __device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s, int w) {
-  const int nm = static_cast<int>(ceil_div(s.n_queries, int64_t{Sm90Config::BM})), nh = static_cast<int>(s.n_heads);
+  const int nm = static_cast<int>(sm90_query_blocks(s)), nh = static_cast<int>(s.n_heads);
   const int mi = w % nm, m_block = s.causal ? nm - 1 - mi : mi;
   Sm90Item it;
   it.h = (w / nm) % nh;
@@ -349,18 +352,23 @@ __device__ __forceinline__ void named_bar_sync(int id, int threads) {
 #endif
 
 #if defined(ROPEX_SM90_WGMMA)
-/// Rotates rows row0..row0+n_rows-1 of a Q tile in shared memory as it lands, with n_threads
-/// threads (this one t): a consumer warpgroup's 64 rows (K-rotating modes) or the whole tile by the
-/// producer's warps 1-3 (producer_rotates_q). cos/sin: Sm90Rope::q and k from Q's per-token table
-/// in global memory (q_table_rows: the tile's first row; rows past rows_left are not read); anchors
-/// from Q's anchors and the steps, by rows that run on (rotate_run_rows) where a warpgroup's 128
+/// Rotates rows row0..row0+n_rows-1 of item `it`'s Q tile in shared memory as it lands, with
+/// n_threads threads (this one t): a consumer warpgroup's 64 rows (K-rotating modes) or the whole
+/// tile by the producer's warps 1-3 (producer_rotates_q). cos/sin: Sm90Rope::q and k from Q's
+/// per-token table in global memory (rows past the sequence are not read); anchors from Q's anchors
+/// and the steps in shared memory, by rows that run on (rotate_run_rows) where a warpgroup's 128
 /// threads take 64 rows, else per chunk. Inlined: ptxas keeps a function it calls to the register
-/// count of the kernel, not the caller's setmaxnreg (the producer's 56).
+/// count of the kernel, not the caller's setmaxnreg (the producer's 40).
 template <class T, Sm90Rope ROPE>
 __device__ __forceinline__ void rotate_q_rows(unsigned char* q_tile, const unsigned char* q_anchors, const unsigned char* steps,
-                                           const float2* q_table_rows, int64_t rows_left, int t, int n_threads,
-                                           int row0, int n_rows, int half, RopeLayout layout) {
+                                              const Sm90Args<T>& a, const Sm90Item& it, int t, int n_threads, int row0,
+                                              int n_rows) {
   constexpr uint32_t CB = Sm90Config::TILE / 2;
+  const int half = a.rope_half;
+  const RopeLayout layout = a.rope_layout;
+  const int64_t rows_left = a.shape.n_queries - it.m0;
+  const float2* q_table_rows = nullptr;  // the tile's first row of Q's table
+  if constexpr (!from_anchors(ROPE)) q_table_rows = a.q_table + (static_cast<int64_t>(it.b) * a.shape.n_queries + it.m0) * half;
   if constexpr (from_anchors(ROPE)) {
     if (n_threads == 128 && n_rows == 64) {
       const bool done = with_run_shape(layout, half, [&](auto l, auto nc) {
@@ -535,6 +543,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
     // Item i's Q goes into Q buffer i % 2 once the consumers are done with item i - 2, and is copied
     // in S tiles into item i - 1 (item i - 2 is done by then), so the rotation below has most of an item.
+    // The issuing thread decodes an item again from its slot rather than keep two decoded items:
+    // in its 24 registers that spilled.
     auto start_item = [&](int i) {  // thread 0: the next item, or -1 (the consumers stop there)
       const int qb = i % NQ;
       if (i >= NQ) mbar_wait(q_empty + 8 * qb, ((i / NQ) - 1) & 1);
@@ -552,11 +562,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
           mbar_wait(bar_q + 8 * qb, (i / NQ) & 1);
           const int w = item_slot[qb];
           if (w >= 0) {
-            const Sm90Item it = sm90_item(s, w);
-            const float2* q_table_rows = nullptr;  // Sm90Rope::q: the tile's Q cos/sin rows, in global memory
-            if constexpr (ROPE == Sm90Rope::q) q_table_rows = a.q_table + (static_cast<int64_t>(it.b) * nq + it.m0) * a.rope_half;
-            rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), q_table_rows,
-                                   nq - it.m0, tid - 32, 96, 0, 128, a.rope_half, a.rope_layout);
+            rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), a, sm90_item(s, w),
+                                   tid - 32, 96, 0, 128);
             fence_proxy_async();
           }
           mbar_arrive(q_ready + 8 * qb);
@@ -676,10 +683,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     q_rows = sQ + qb * TILE + cw * 64 * 128;
     if constexpr (rotates_k(ROPE)) {  // one item a block: the consumers rotate their 64 Q rows, once
       if (from_anchors(ROPE) ? a.q_anchors != nullptr : a.q_table != nullptr) {
-        const float2* q_table_rows = nullptr;  // Sm90Rope::k: this tile's Q cos/sin rows, in global memory
-        if constexpr (ROPE == Sm90Rope::k) q_table_rows = a.q_table + (static_cast<int64_t>(it.b) * nq + m0) * a.rope_half;
-        rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), q_table_rows,
-                               nq - m0, tid % 128, 128, cw * 64, 64, a.rope_half, a.rope_layout);
+        rotate_q_rows<T, ROPE>(generic(sQ + qb * TILE), generic(sQA + qb * 4096), generic(sSteps), a, it, tid % 128, 128,
+                               cw * 64, 64);
         fence_proxy_async();
         named_bar_sync(4 + cw, 128);  // the warpgroup's rows are rotated before its first wgmma
       }
