@@ -15,7 +15,8 @@
 // Persistent (FA3 §3.1 also): one block an SM takes work items (query block, head, sequence) from
 // a counter; Q is double-buffered and the next item's Q and first K/V tiles are copied in while the
 // consumers finish this one, so no block pays its pipeline fill and epilogue alone (+1-17% over a
-// block per item on an H100, the most at seq 1K). With Q RoPE the producer's warps 1-3 rotate each item's Q as it lands.
+// block per item on an H100, the most at seq 1K). With Q RoPE the producer's warps 1-3 rotate
+// each item's Q as it lands.
 // With RoPE on K in the kernel (Sm90Rope below) the producer's 128 threads rotate each K tile in
 // shared memory instead, blocks take one item each, and the second consumer's first thread issues
 // the copies after the first two tiles.
@@ -542,7 +543,8 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   }
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
     // Item i's Q goes into Q buffer i % 2 once the consumers are done with item i - 2, and is copied
-    // in S tiles into item i - 1 (item i - 2 is done by then), so the rotation below has most of an item.
+    // in S tiles into item i - 1 (item i - 2 is done by then), so the rotation below has most of an
+    // item (three buffers, for two items of lead, were no faster: docs/benchmarks.md, ninth session).
     // The issuing thread decodes an item again from its slot rather than keep two decoded items:
     // in its 24 registers that spilled.
     auto start_item = [&](int i) {  // thread 0: the next item, or -1 (the consumers stop there)
