@@ -170,9 +170,10 @@ constexpr int q_buffers(Sm90Rope r) { return persistent(r) ? 2 : 1; }
 /// Whether the producer warpgroup's warps 1-3 rotate each item's Q as it lands (persistent modes
 /// with Q RoPE), ahead of the consumers' use: rotated by the consumers, each item's Q cost
 /// a proxy fence (MEMBAR.ALL.CTA in SASS) that waited on the last item's O stores, +9% at 16K.
-/// The limit: the 3 warps take about an item's time to rotate one Q tile at causal seq 1K (each
-/// 16-byte chunk waits on an L2 and a shared-memory round trip; 40 registers hold one chunk), so
-/// short items wait on it: ~+30% there, 0-10% from 4K (docs/benchmarks.md, tenth session).
+/// The limit: the 3 warps take about an item's time to rotate one Q tile at causal seq 1K. Under the
+/// consumers' wgmma each of their loads (L2 or shared) waits ~1K cycles, and 40 registers hold one
+/// 16-byte chunk, so a thread's chunks go one by one: ~+30% there, 0-10% from 4K (docs/benchmarks.md,
+/// tenth session).
 constexpr bool producer_rotates_q(Sm90Rope r) { return r == Sm90Rope::q || r == Sm90Rope::anchors_q; }
 /// Registers a thread (setmaxnreg), producer + 2 x consumer = 504 a thread slot: the producer keeps
 /// 24 to issue copies, 56 to rotate K tiles, 40 to rotate Q (56 left the persistent consumers 224,
