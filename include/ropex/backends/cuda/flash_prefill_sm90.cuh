@@ -170,11 +170,11 @@ constexpr int q_buffers(Sm90Rope r) { return persistent(r) ? 2 : 1; }
 /// Whether the producer warpgroup's warps 1-3 rotate each item's Q as it lands (persistent modes
 /// with Q RoPE), ahead of the consumers' use: rotated by the consumers, each item's Q cost
 /// a proxy fence (MEMBAR.ALL.CTA in SASS) that waited on the last item's O stores, +9% at 16K.
-/// The limit: the 3 warps take about an item's time to rotate one Q tile at causal seq 1K. Under the
-/// consumers' wgmma each of their loads (L2 or shared) waits ~1K cycles, and 40 registers hold one
-/// 16-byte chunk, so a thread's chunks go one by one: ~+30% there, 0-10% from 4K (docs/benchmarks.md,
-/// tenth session). Computing cos/sin here instead of reading the table was slower (MUFU +31-40%,
-/// FMA polynomials +62-73%; eleventh session): these warps' instructions cost the consumers issue.
+/// The limit, measured: ~+30% at causal seq 1K, 0-10% from 4K. The 3 warps take about an item's time
+/// to rotate one Q tile there, and the cost tracks their instructions a pair (~14; they share issue
+/// slots with the consumers), not their loads: cos/sin computed instead of read was slower (MUFU
+/// +31-40%, FMA polynomials +62-73%), packed bf16 math (~7) halved it but is not exact
+/// (docs/benchmarks.md, tenth and eleventh sessions).
 constexpr bool producer_rotates_q(Sm90Rope r) { return r == Sm90Rope::q || r == Sm90Rope::anchors_q; }
 /// Registers a thread (setmaxnreg), producer + 2 x consumer = 504 a thread slot: the producer keeps
 /// 24 to issue copies, 56 to rotate K tiles, 40 to rotate Q (56 left the persistent consumers 224,
