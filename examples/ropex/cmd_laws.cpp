@@ -8,16 +8,17 @@
 
 #include <ropex/error.hpp>
 #include <ropex/presets.hpp>
+#include <ropex/rope/rotary_config.hpp>
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
 
 #include <ropex/io/json_file.hpp>
-#include <ropex/model/config.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -56,12 +57,16 @@ struct Inputs {  // resolved values + provenance
   bool has_base = false, has_tune = false;
   std::string model, config, scaling = "default";
   double factor = 1;
-  std::map<std::string, std::string> origin;  // law field -> "--flag" / "preset X" / "file: field"
+  std::vector<std::string> presets;           // --model, or the presets a config.json matched
+  std::map<std::string, std::string> origin;  // law field -> "flag --x" / "preset X (source)" / "file:key"
 };
 
 void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune) {
   f.o_model = s->add_option("--model", f.model, "built-in preset: " + ropex::model_preset_names());
-  f.o_config = s->add_option("--config", f.config, "Hugging Face config.json to read d, T_train and base from");
+  f.o_config = s->add_option("--config", f.config,
+                             "Hugging Face model directory or config.json: d and the base from the file, T_train "
+                             "and the pre-training base from the preset it matches (else give --train-len and "
+                             "--pretrain-base)");
   f.o_config->excludes(f.o_model);
   f.o_head_dim = s->add_option("--head-dim", f.head_dim, "rotary dimensions per head d (e.g. 128)");
   f.o_train_len = s->add_option("--train-len", f.train_len, "pre-training context T_train, tokens (e.g. 4096)");
@@ -72,30 +77,84 @@ void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune)
                                     "base of the pre-training stage (the paper: 10000)");
 }
 
-// Head dim of a HF config: "head_dim", else hidden_size / num_attention_heads; times
-// partial_rotary_factor (the law's d is the rotary part).
-void read_config(Inputs& in, const std::string& path) {
+std::string preset_origin(const ropex::ModelPreset& p) {
+  return "preset " + std::string(p.name) + " (" + std::string(p.source) + ")";
+}
+
+// A directory means its config.json.
+std::string config_path(const std::string& arg) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(arg)) return arg;
+  const fs::path file = fs::path(arg) / "config.json";
+  if (!fs::exists(file)) throw ropex::make_error(arg, "", "directory has no config.json");
+  return file.string();
+}
+
+// Integer field for preset matching; absent or not an integer -> -1 (never equal to a preset's).
+std::int64_t shape_int(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number()) return -1;
+  const double v = j[key].get<double>();
+  return v == std::floor(v) && v >= 0 && v < 9e15 ? static_cast<std::int64_t>(v) : -1;
+}
+
+// The presets whose released config.json has this shape and these rope settings.
+std::vector<const ropex::ModelPreset*> match_presets(const nlohmann::json& j, const ropex::RotaryConfig& rc) {
+  const std::string model_type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>() : "";
+  const std::int64_t heads = shape_int(j, "num_attention_heads");
+  const std::int64_t kv = j.contains("num_key_value_heads") && !j["num_key_value_heads"].is_null()
+                              ? shape_int(j, "num_key_value_heads")
+                              : heads;  // HF default: no GQA
+  const std::string type = ropex::to_string(rc.rope.type);
+  std::vector<const ropex::ModelPreset*> out;
+  for (const auto& p : ropex::model_presets) {
+    if (!ropex::preset_matchable(p) || p.model_type != model_type) continue;
+    if (shape_int(j, "hidden_size") != p.hidden_size || heads != p.num_attention_heads ||
+        kv != p.num_key_value_heads || shape_int(j, "num_hidden_layers") != p.num_hidden_layers ||
+        shape_int(j, "vocab_size") != p.vocab_size)
+      continue;
+    if (rc.rotary_dim != p.head_dim || std::fabs(rc.base - p.base) > 1e-9 * p.base) continue;
+    if (type != p.scaling || (type != "default" && rc.rope.factor != p.factor)) continue;
+    if (rc.max_position_embeddings != p.max_position_embeddings) continue;
+    out.push_back(&p);
+  }
+  return out;
+}
+
+void read_config(Inputs& in, const InputFlags& f) {
+  const std::string path = config_path(f.config);
   const nlohmann::json j = ropex::read_json_file(path);
-  if (!j.is_object()) throw ropex::make_error(path, "", "expected a JSON object at the top level");
-  const ropex::RopeScaling rs = ropex::rope_scaling_from_config(j, path);
-  const int head_dim = static_cast<int>(ropex::model::head_dim_from_config(j, path));
-  const std::string head_origin =
-      path + (j.contains("head_dim") && !j["head_dim"].is_null() ? ": head_dim" : ": hidden_size/num_attention_heads");
-  in.head_dim = rs.rotary_dim(head_dim);
-  in.origin["head_dim"] = rs.partial_rotary_factor != 1.0 ? head_origin + " x partial_rotary_factor" : head_origin;
-  const std::int64_t T = rs.original_length();
-  if (T <= 0)
-    throw ropex::make_error(path, "max_position_embeddings",
-                            "missing (needed for T_train; or original_max_position_embeddings)");
-  in.train_len = static_cast<double>(T);
-  in.origin["train_len"] = path + (rs.original_max_position_embeddings > 0 ? ": original_max_position_embeddings"
-                                                                           : ": max_position_embeddings");
-  in.base = rs.base;
-  in.has_base = true;
-  in.origin["base"] = path + ": rope_theta";
-  in.scaling = ropex::to_string(rs.type);
-  in.factor = rs.factor;
+  const ropex::RotaryConfig rc = ropex::rotary_config_from_json(j, path);
   in.config = path;
+  in.head_dim = rc.rotary_dim;
+  in.origin["head_dim"] = rc.partial ? path + ":" + rc.rotary_dim_key + " (of head_dim " + std::to_string(rc.head_dim) +
+                                           " from " + rc.head_dim_key + ")"
+                                     : path + ":" + rc.head_dim_key;
+  in.base = rc.base;
+  in.has_base = true;
+  in.origin["base"] = rc.base_is_default ? rc.base_key + " in " + path : path + ":" + rc.base_key;
+  in.scaling = ropex::to_string(rc.rope.type);
+  in.factor = rc.rope.factor;
+
+  const auto found = match_presets(j, rc);
+  if (found.empty()) return;
+  // Several presets can share one released config (Qwen2 / Qwen2.5 7B); they must agree on the law's inputs.
+  const auto* p = found.front();
+  std::string origin, names;
+  for (const auto* q : found) {
+    if (q->train_len != p->train_len || q->pretrain_base != p->pretrain_base || q->tune_len != p->tune_len) {
+      if (*f.o_train_len && *f.o_pretrain_base && (!f.o_tune_len || *f.o_tune_len)) break;
+      for (const auto* r : found) names += (names.empty() ? "" : ", ") + std::string(r->name);
+      throw ropex::make_error(path, "", "matches presets " + names + " with different pre-training facts; choose one "
+                                        "with --model NAME, or give --train-len, --pretrain-base and --tune-len");
+    }
+    in.presets.emplace_back(q->name);
+    origin += (origin.empty() ? "" : " = ") + preset_origin(*q);
+  }
+  in.train_len = p->train_len;
+  in.pretrain_base = p->pretrain_base;
+  in.tune_len = p->tune_len;
+  in.has_tune = p->tune_len != p->train_len;
+  for (const char* k : {"train_len", "pretrain_base", "tune_len"}) in.origin[k] = origin;
 }
 
 Inputs resolve(const InputFlags& f, bool need_base) {
@@ -103,6 +162,7 @@ Inputs resolve(const InputFlags& f, bool need_base) {
   if (*f.o_model) {
     const ropex::ModelPreset& p = ropex::model_preset(f.model);
     in.model = std::string(p.name);
+    in.presets.emplace_back(p.name);
     in.head_dim = p.head_dim;
     in.train_len = p.train_len;
     in.base = p.base;
@@ -112,15 +172,14 @@ Inputs resolve(const InputFlags& f, bool need_base) {
     in.pretrain_base = p.pretrain_base;
     in.scaling = std::string(p.scaling);
     in.factor = p.factor;
-    for (const char* k : {"head_dim", "train_len", "base", "tune_len", "pretrain_base"})
-      in.origin[k] = "--model " + in.model;
+    for (const char* k : {"head_dim", "train_len", "base", "tune_len", "pretrain_base"}) in.origin[k] = preset_origin(p);
   } else if (*f.o_config) {
-    read_config(in, f.config);
+    read_config(in, f);
   }
   auto take = [&](CLI::Option* o, const char* field, auto& dst, auto value) {
     if (o && *o) {
       dst = value;
-      in.origin[field] = o->get_name();
+      in.origin[field] = "flag " + o->get_name();
     }
   };
   take(f.o_head_dim, "head_dim", in.head_dim, f.head_dim);
@@ -129,19 +188,29 @@ Inputs resolve(const InputFlags& f, bool need_base) {
   if (f.o_base && *f.o_base) {
     in.base = f.base;
     in.has_base = true;
-    in.origin["base"] = "--base";
+    in.origin["base"] = "flag --base";
   }
   if (f.o_tune_len && *f.o_tune_len) {
     in.tune_len = f.tune_len;
     in.has_tune = true;
-    in.origin["tune_len"] = "--tune-len";
+    in.origin["tune_len"] = "flag --tune-len";
+  }
+  if (!in.config.empty()) {
+    // A config.json records neither the pre-training context nor its base: without a preset they are the user's.
+    std::string missing;
+    if (!in.origin.count("train_len")) missing = "--train-len";
+    if (!in.origin.count("pretrain_base")) missing += (missing.empty() ? "" : ", ") + std::string("--pretrain-base");
+    if (!missing.empty())
+      throw ropex::cli::UsageError(missing + ": required: " + in.config +
+                                   " matches no built-in preset, and a config.json does not record the "
+                                   "pre-training context or base");
   }
   if (!in.origin.count("head_dim")) throw ropex::cli::UsageError("--head-dim: required (or --model / --config)");
   if (!in.origin.count("train_len")) throw ropex::cli::UsageError("--train-len: required (or --model / --config)");
   if (need_base && !in.has_base) throw ropex::cli::UsageError("--base: required (or --model / --config)");
   if (!in.has_tune) in.tune_len = in.train_len;
-  if (!in.origin.count("pretrain_base")) in.origin["pretrain_base"] = "--pretrain-base (default)";
-  if (!in.origin.count("tune_len")) in.origin["tune_len"] = "--tune-len (default: T_train)";
+  if (!in.origin.count("pretrain_base")) in.origin["pretrain_base"] = "default 10000 (the paper's; --pretrain-base)";
+  if (!in.origin.count("tune_len")) in.origin["tune_len"] = "default = train_len (no continued training; --tune-len)";
   return in;
 }
 
@@ -162,6 +231,26 @@ auto with_origin(const Inputs& in, F&& f) {
   }
 }
 
+// {"head_dim": {"value": 128, "origin": "config.json:head_dim"}, ...}: every law input and where it came from.
+ojson origins_json(const Inputs& in, bool with_base) {
+  ojson o;
+  auto one = [&](const char* k, double v) {
+    o[k] = {{"value", number(v)}, {"origin", in.origin.count(k) ? in.origin.at(k) : std::string("?")}};
+  };
+  one("head_dim", in.head_dim);
+  one("train_len", in.train_len);
+  one("pretrain_base", in.pretrain_base);
+  if (with_base && in.has_base) one("base", in.base);
+  one("tune_len", in.tune_len);
+  return o;
+}
+
+void preset_json(ojson& j, const Inputs& in) {
+  if (in.presets.empty()) return;
+  j["preset"] = in.presets.front();
+  if (in.presets.size() > 1) j["preset_matches"] = in.presets;
+}
+
 ojson inputs_json(const Inputs& in) {
   ojson j;
   j["head_dim"] = in.head_dim;
@@ -171,9 +260,28 @@ ojson inputs_json(const Inputs& in) {
   j["pretrain_base"] = number(in.pretrain_base);
   if (!in.model.empty()) j["model"] = in.model;
   if (!in.config.empty()) j["config"] = in.config;
+  preset_json(j, in);
   j["scaling"] = in.scaling;
   if (in.scaling != "default") j["factor"] = number(in.factor);
+  j["inputs"] = origins_json(in, true);
   return j;
+}
+
+// The text report's provenance lines: which preset, and where each input came from.
+void print_origins(const Inputs& in, bool with_base) {
+  if (!in.config.empty()) {
+    std::string names;
+    for (const auto& n : in.presets) names += (names.empty() ? "" : " / ") + n;
+    std::printf("  %-50s %s\n", "preset matched by config.json", names.empty() ? "none" : names.c_str());
+  }
+  auto line = [&](const char* label, const char* key, double v) {
+    std::printf("  %-50s %s <- %s\n", label, fmt(v).c_str(), in.origin.at(key).c_str());
+  };
+  line("input d (rotary dims)", "head_dim", in.head_dim);
+  line("input T_train", "train_len", in.train_len);
+  line("input pre-training base", "pretrain_base", in.pretrain_base);
+  if (with_base && in.has_base) line("input base", "base", in.base);
+  line("input T_tune", "tune_len", in.tune_len);
 }
 
 std::string tokens_human(double t) {
@@ -184,16 +292,33 @@ std::string tokens_human(double t) {
 
 // ---- predict ------------------------------------------------------------------------------------
 
+// When d_extra = d every pair completes a full period within T_train at the pre-training base: 16b's
+// 2*pi*beta^(d_extra/d) is then the period of a pair the head does not have, so the law gives no bound.
+bool no_bound_from_base(const Inputs& in, const ropex::ExtrapolationLimit& r) {
+  return r.critical_dimension == in.head_dim;
+}
+bool unbounded(const Inputs& in, const ropex::ExtrapolationLimit& r) {
+  return no_bound_from_base(in, r) && r.regime == ropex::Regime::larger_base;
+}
+std::string unbounded_reason(const Inputs& in) {
+  return "d_extra = d = " + std::to_string(in.head_dim) +
+         ": every rotary pair completes a full period within T_train at the pre-training base, so the "
+         "scaling law (16b) gives no extrapolation bound from the base";
+}
+
 ojson predict_json(const Inputs& in, const ropex::ExtrapolationLimit& r) {
   ojson j = inputs_json(in);
+  const bool none = unbounded(in, r);
   j["critical_dimension"] = r.critical_dimension;
   j["critical_base"] = r.critical_base;
-  j["extrapolation_limit"] = r.limit;
+  j["extrapolation_limit"] = none ? ojson(nullptr) : ojson(r.limit);
+  j["bounded"] = !none;
+  if (none) j["reason"] = unbounded_reason(in);
   j["regime"] = ropex::regime_name(r.regime);
   j["equation"] = ropex::regime_equation(r.regime);
-  j["hard_bound"] = r.hard_bound;
+  j["hard_bound"] = r.hard_bound && !none;
   if (r.updated_applies) j["updated_critical_dimension"] = r.updated_critical_dimension;
-  j["larger_base_limit"] = r.larger_base_limit;
+  j["larger_base_limit"] = no_bound_from_base(in, r) ? ojson(nullptr) : ojson(r.larger_base_limit);
   j["beta_1"] = r.thresholds.beta_1;
   j["beta_2"] = r.thresholds.beta_2;
   j["beta_3"] = r.thresholds.beta_3;
@@ -202,13 +327,16 @@ ojson predict_json(const Inputs& in, const ropex::ExtrapolationLimit& r) {
 
 const char* kCsvHeader =
     "base,extrapolation_limit,regime,hard_bound,critical_dimension,updated_critical_dimension,"
-    "critical_base,larger_base_limit,beta_1,beta_2,beta_3\n";
+    "critical_base,larger_base_limit,beta_1,beta_2,beta_3,bounded\n";
 
-void print_csv_row(double base, const ropex::ExtrapolationLimit& r) {
-  std::printf("%.10g,%.10g,%s,%d,%d,%s,%.10g,%.10g,%.10g,%.10g,%.10g\n", base, r.limit, ropex::regime_name(r.regime),
-              r.hard_bound ? 1 : 0, r.critical_dimension,
+// Unbounded rows leave extrapolation_limit (and larger_base_limit when d_extra = d) empty.
+void print_csv_row(const Inputs& in, double base, const ropex::ExtrapolationLimit& r) {
+  const bool none = unbounded(in, r);
+  std::printf("%.10g,%s,%s,%d,%d,%s,%.10g,%s,%.10g,%.10g,%.10g,%d\n", base, none ? "" : fmt(r.limit).c_str(),
+              ropex::regime_name(r.regime), r.hard_bound && !none ? 1 : 0, r.critical_dimension,
               r.updated_applies ? std::to_string(r.updated_critical_dimension).c_str() : "", r.critical_base,
-              r.larger_base_limit, r.thresholds.beta_1, r.thresholds.beta_2, r.thresholds.beta_3);
+              no_bound_from_base(in, r) ? "" : fmt(r.larger_base_limit).c_str(), r.thresholds.beta_1,
+              r.thresholds.beta_2, r.thresholds.beta_3, none ? 0 : 1);
 }
 
 void print_predict_table(const Inputs& in, const ropex::ExtrapolationLimit& r) {
@@ -216,18 +344,24 @@ void print_predict_table(const Inputs& in, const ropex::ExtrapolationLimit& r) {
   std::printf("ropex predict%s%s: d=%d, T_train=%s (pre-training base %s), base=%s, T_tune=%s\n", *what ? " " : "",
               what, in.head_dim, fmt(in.train_len).c_str(), fmt(in.pretrain_base).c_str(), fmt(in.base).c_str(),
               fmt(in.tune_len).c_str());
+  print_origins(in, true);
   if (in.scaling != "default")
     std::printf("  note: the model also uses '%s' scaling (factor %s); the law models the base only\n",
                 in.scaling.c_str(), fmt(in.factor).c_str());
+  const bool none = unbounded(in, r);
   std::printf("  %-50s %d\n", "critical dimension d_extra (eq. 13)", r.critical_dimension);
   std::printf("  %-50s %s\n", "critical base beta_0 (16a)", fmt(r.critical_base, "%.6g").c_str());
   std::printf("  %-50s %s (%s)%s\n", "regime", ropex::regime_name(r.regime), ropex::regime_equation(r.regime),
-              r.hard_bound ? ": hard bound" : ": no hard bound, degrades smoothly past T_tune");
+              none ? ": no bound from the base"
+                   : (r.hard_bound ? ": hard bound" : ": no hard bound, degrades smoothly past T_tune"));
   if (r.updated_applies)
     std::printf("  %-50s %d\n", "updated critical dimension d'_extra (16c)", r.updated_critical_dimension);
-  std::printf("  %-50s %s tokens (%s)\n", "extrapolation limit", fmt(r.limit, "%.1f").c_str(),
-              tokens_human(r.limit).c_str());
-  if (r.regime != ropex::Regime::larger_base)
+  if (none)
+    std::printf("  %-50s none: %s\n", "extrapolation limit", unbounded_reason(in).c_str());
+  else
+    std::printf("  %-50s %s tokens (%s)\n", "extrapolation limit", fmt(r.limit, "%.1f").c_str(),
+                tokens_human(r.limit).c_str());
+  if (r.regime != ropex::Regime::larger_base && !no_bound_from_base(in, r))
     std::printf("  %-50s %s tokens\n", "(16b alone would give 2*pi*beta^(d_extra/d))",
                 fmt(r.larger_base_limit, "%.1f").c_str());
   std::printf("  %-50s %s / %s / %s\n", "small-base thresholds beta_1/2/3 (16d)",
@@ -244,9 +378,10 @@ struct PredictOpts {
 void run_predict(PredictOpts& o) {
   if (o.list) {
     for (const auto& p : ropex::model_presets)
-      std::printf("%-13s d=%d T_train=%s base_pt=%s base=%s T_tune=%s scaling=%s  %s\n", std::string(p.name).c_str(),
-                  p.head_dim, fmt(p.train_len).c_str(), fmt(p.pretrain_base).c_str(), fmt(p.base).c_str(),
-                  fmt(p.tune_len).c_str(), std::string(p.scaling).c_str(), std::string(p.hf_id).c_str());
+      std::printf("%-17s d=%d T_train=%s base_pt=%s base=%s T_tune=%s scaling=%s  %s  [%s]\n",
+                  std::string(p.name).c_str(), p.head_dim, fmt(p.train_len).c_str(), fmt(p.pretrain_base).c_str(),
+                  fmt(p.base).c_str(), fmt(p.tune_len).c_str(), std::string(p.scaling).c_str(),
+                  std::string(p.hf_id).c_str(), std::string(p.source).c_str());
     return;
   }
   if (!o.sweep.empty()) {
@@ -266,7 +401,7 @@ void run_predict(PredictOpts& o) {
       const auto r = with_origin(in, [&] {
         return ropex::extrapolation_limit(in.head_dim, in.train_len, b, in.tune_len, in.pretrain_base);
       });
-      print_csv_row(b, r);
+      print_csv_row(in, b, r);
     }
     return;
   }
@@ -278,7 +413,7 @@ void run_predict(PredictOpts& o) {
     std::printf("%s\n", predict_json(in, r).dump(2).c_str());
   } else if (o.csv) {
     std::fputs(kCsvHeader, stdout);
-    print_csv_row(in.base, r);
+    print_csv_row(in, in.base, r);
   } else {
     print_predict_table(in, r);
   }
@@ -327,6 +462,8 @@ void run_base(BaseOpts& o) {
     j["pretrain_base"] = number(in.pretrain_base);
     if (!in.model.empty()) j["model"] = in.model;
     if (!in.config.empty()) j["config"] = in.config;
+    preset_json(j, in);
+    j["inputs"] = origins_json(in, false);
     j["target"] = number(r.target);
     j["critical_dimension"] = r.critical_dimension;
     j["base"] = r.base;
@@ -337,6 +474,7 @@ void run_base(BaseOpts& o) {
   std::printf("ropex base: target %s tokens, d=%d, T_train=%s (pre-training base %s), d_extra=%d\n",
               fmt(r.target).c_str(), in.head_dim, fmt(in.train_len).c_str(), fmt(in.pretrain_base).c_str(),
               r.critical_dimension);
+  print_origins(in, false);
   std::printf("  %-50s %s\n", "base (exact inverse of 16b: (T/2pi)^(d/d_extra))", fmt(r.base, "%.1f").c_str());
   std::printf("  %-50s %s\n", "base_ceiling_free (16a form, no ceil)", fmt(r.base_ceiling_free, "%.1f").c_str());
 }
@@ -397,6 +535,7 @@ void run_periods(PeriodOpts& o) {
   }
   std::printf("ropex periods: d=%d, base=%s, T_train=%s, T_tune=%s\n", d, fmt(in.base).c_str(),
               fmt(in.train_len).c_str(), fmt(in.tune_len).c_str());
+  print_origins(in, true);
   std::printf("%5s  %-11s %-14s %16s  %-8s %-8s\n", "pair", "dims(half)", "theta", "period", "T_train", "T_tune");
   for (const auto& p : rows) {
     const std::string dims = std::to_string(p.pair) + "," + std::to_string(p.pair + d / 2);

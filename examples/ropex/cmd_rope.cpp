@@ -3,7 +3,7 @@
 #include "cli.hpp"
 
 #include <ropex/io/json_file.hpp>
-#include <ropex/model/config.hpp>
+#include <ropex/rope/rotary_config.hpp>
 #include <ropex/rope/scaling.hpp>
 
 #include <nlohmann/json.hpp>
@@ -26,14 +26,32 @@ struct RopeOptions {
 
 void run_rope(const RopeOptions& o) {
   const nlohmann::json cfg = ropex::read_json_file(o.config);
-  ropex::RopeScaling rs = ropex::rope_scaling_from_config(cfg, o.config);
+  // Head dim, rotary dim and base from whichever keys the file uses (rotary_config.hpp), each with its key.
+  const ropex::RotaryConfig rc = ropex::rotary_config_from_json(cfg, o.config);
+  ropex::RopeScaling rs = rc.rope;
   std::optional<nlohmann::json> over;
   if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
   if (over || o.base) ropex::apply_rope_override(rs, o.base, over ? &*over : nullptr);
-  const int head_dim = o.head_dim > 0 ? o.head_dim : static_cast<int>(ropex::model::head_dim_from_config(cfg, o.config));
-  const int rotary = rs.rotary_dim(head_dim);
+  const int head_dim = o.head_dim > 0 ? o.head_dim : rc.head_dim;
+  std::string head_key = o.head_dim > 0 ? "flag --head-dim" : rc.head_dim_key;
+  int rotary = rc.rotary_dim;
+  std::string rotary_key = rc.rotary_dim_key;
+  if (o.head_dim > 0) {  // --head-dim replaces the head; a partial-rotary fraction applies to it
+    const double pct = cfg.contains("rotary_pct") && cfg["rotary_pct"].is_number() ? cfg["rotary_pct"].get<double>()
+                       : cfg.contains("partial_rotary_factor") && cfg["partial_rotary_factor"].is_number()
+                           ? cfg["partial_rotary_factor"].get<double>()
+                           : 0.0;
+    if (!rc.partial) {
+      rotary = head_dim;
+      rotary_key = head_key;
+    } else if (pct > 0) {
+      rotary = static_cast<int>(head_dim * pct);
+      rotary_key = rc.rotary_dim_key + " x flag --head-dim";
+    }
+  }
+  const std::string base_key = o.base ? "flag --rope-base" : rc.base_key;
   if (rotary <= 0 || rotary % 2)
-    throw ropex::make_error(o.config, "head_dim", "rotary dim " + std::to_string(rotary) + " must be even and > 0");
+    throw ropex::make_error(o.config, rotary_key, "rotary dim " + std::to_string(rotary) + " must be even and > 0");
   if (o.positions < 0) throw ropex::cli::UsageError("--positions: must be >= 0");
   const std::int64_t seq_len = o.positions;
   const auto inv = rs.inv_freq(rotary, seq_len);
@@ -45,7 +63,10 @@ void run_rope(const RopeOptions& o) {
     j["base"] = rs.base;
     j["factor"] = rs.factor;
     j["head_dim"] = head_dim;
+    j["head_dim_source"] = head_key;
     j["rotary_dim"] = rotary;
+    j["rotary_dim_source"] = rotary_key;
+    j["base_source"] = base_key;
     j["max_position_embeddings"] = rs.max_position_embeddings;
     j["original_max_position_embeddings"] = rs.original_length();
     j["seq_len"] = seq_len;
@@ -59,6 +80,8 @@ void run_rope(const RopeOptions& o) {
   }
   std::printf("%s: rope_type %s, base %.10g, factor %g, rotary_dim %d of head_dim %d\n", o.config.c_str(),
               ropex::to_string(rs.type), rs.base, rs.factor, rotary, head_dim);
+  std::printf("sources: rotary_dim <- %s, head_dim <- %s, base <- %s\n", rotary_key.c_str(), head_key.c_str(),
+              base_key.c_str());
   std::printf("sequence length %lld: attention_factor %.6f\n", static_cast<long long>(seq_len), att);
   std::printf("%5s %16s %16s %16s\n", "pair", "inv_freq", "default", "period");
   const auto def = [&] { ropex::RopeScaling d; d.base = rs.base; return d.inv_freq(rotary); }();
