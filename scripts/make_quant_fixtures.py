@@ -153,7 +153,8 @@ def write_model_reference(model):
     r = gguf.GGUFReader(model)
     listing = [{"name": t.name, "type": t.tensor_type.name, "ne": [int(x) for x in t.shape]} for t in r.tensors]
     with open(os.path.join(GGUF_DIR, "smollm2_tensors.json"), "w") as f:
-        f.write('{"model": %s, "tensors": [\n' % json.dumps(os.path.basename(model)))
+        arrays = {k: len(fl.data) for k, fl in r.fields.items() if fl.types and fl.types[0] == gguf.GGUFValueType.ARRAY}
+        f.write('{"model": %s, "array_lengths": %s, "tensors": [\n' % (json.dumps(os.path.basename(model)), json.dumps(arrays)))
         f.write(",\n".join(json.dumps(t) for t in listing))
         f.write("\n]}\n")
     by_name = {t.name: t for t in r.tensors}
