@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build-fuzz}
 SECONDS_PER=${FUZZ_SECONDS:-30}
-TARGETS=${FUZZ_TARGETS:-"safetensors config llama2c tokens"}
+TARGETS=${FUZZ_TARGETS:-"safetensors config llama2c tokens gguf"}
 CXX=${FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}
 [ -n "$CXX" ] || { echo "fuzz_smoke: clang++ not found" >&2; exit 1; }
 
@@ -20,7 +20,7 @@ cmake --build "$BUILD" -j"${JOBS:-2}" --target ropex_fuzz_all
 # ---- seed corpora (small valid and near-valid inputs; written fresh each run) ------------------
 SEEDS=$BUILD/seeds
 rm -rf "$SEEDS"
-mkdir -p "$SEEDS"/{safetensors,config,llama2c,tokens}
+mkdir -p "$SEEDS"/{safetensors,config,llama2c,tokens,gguf}
 if ! command -v python3 >/dev/null; then
   echo "fuzz_smoke: python3 not found, starting from the checked-in fixtures only" >&2
 else
@@ -82,6 +82,7 @@ PY
 fi
 # Checked-in fixtures as extra seeds, where small.
 cp tests/fixtures/safetensors/*.safetensors "$SEEDS/safetensors/" 2>/dev/null || true
+cp tests/fixtures/gguf/*.gguf "$SEEDS/gguf/" 2>/dev/null || true  # gguf-py output, one tensor per type
 find tests/fixtures -name '*config.json' -size -8k 2>/dev/null | head -20 | while read -r f; do
   cp "$f" "$SEEDS/config/$(echo "$f" | tr '/' '_')"; done
 

@@ -32,10 +32,11 @@ namespace ropex::quant {
 inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7fffu;
-  uint32_t normal = (em << 13) + (112u << 23);
-  normal += em >= 0x7c00u ? (112u << 23) : 0u;
+  // Selects written as masks: GCC turns ?: here into branches, which stop vectorization.
+  const uint32_t normal = (em << 13) + (112u << 23) + uint32_t(em >= 0x7c00u) * (112u << 23);
   const uint32_t sub = std::bit_cast<uint32_t>(float(int32_t(em)) * 0x1p-24f);
-  return std::bit_cast<float>(sign | (em < 0x0400u ? sub : normal));
+  const uint32_t is_sub = 0u - uint32_t(em < 0x0400u);
+  return std::bit_cast<float>(sign | (sub & is_sub) | (normal & ~is_sub));
 }
 
 /// The f16 stored little-endian at p.
@@ -46,8 +47,8 @@ inline float load_f16(const uint8_t* p) { return f16_to_f32(uint16_t(p[0] | (p[1
 inline void dequantize_block(const BlockQ4_0& b, float* y) {
   const float d = load_f16(b.d);
   for (int l = 0; l < 16; ++l) {
-    y[l] = d * float(int(b.qs[l] & 0x0f) - 8);
-    y[l + 16] = d * float(int(b.qs[l] >> 4) - 8);
+    y[l] = d * (float(b.qs[l] & 0x0f) - 8.0f);  // q - 8 is exact in float either way
+    y[l + 16] = d * (float(b.qs[l] >> 4) - 8.0f);
   }
 }
 
@@ -235,8 +236,13 @@ inline void dequantize(GgmlType type, const std::byte* src, int64_t n_elements, 
       if (n_elements) std::memcpy(dst, src, size_t(n_elements) * 4);
       return;
     case GgmlType::F16: {
-      const auto* p = reinterpret_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n_elements; ++i) dst[i] = f16_to_f32(uint16_t(p[2 * i] | (p[2 * i + 1] << 8)));
+      // Through a local chunk: a byte pointer may alias dst, which would stop the vectorizer.
+      uint16_t h[64];
+      for (int64_t i = 0; i < n_elements; i += 64) {
+        const int64_t k = n_elements - i < 64 ? n_elements - i : 64;
+        std::memcpy(h, src + 2 * i, size_t(k) * 2);
+        for (int64_t j = 0; j < k; ++j) dst[i + j] = f16_to_f32(h[j]);
+      }
       return;
     }
     case GgmlType::BF16: {  // the top half of a float32
