@@ -25,30 +25,21 @@ struct RopeOptions {
 };
 
 void run_rope(const RopeOptions& o) {
-  const nlohmann::json cfg = ropex::read_json_file(o.config);
+  nlohmann::json cfg = ropex::read_json_file(o.config);
+  if (o.head_dim > 0) {  // --head-dim replaces the file's head; a partial-rotary key still applies to it
+    if (o.head_dim % 2 != 0) throw ropex::cli::UsageError("--head-dim: must be even, got " + std::to_string(o.head_dim));
+    if (cfg.is_object()) cfg["head_dim"] = o.head_dim;
+  }
   // Head dim, rotary dim and base from whichever keys the file uses (rotary_config.hpp), each with its key.
   const ropex::RotaryConfig rc = ropex::rotary_config_from_json(cfg, o.config);
   ropex::RopeScaling rs = rc.rope;
   std::optional<nlohmann::json> over;
   if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
   if (over || o.base) ropex::apply_rope_override(rs, o.base, over ? &*over : nullptr);
-  const int head_dim = o.head_dim > 0 ? o.head_dim : rc.head_dim;
-  std::string head_key = o.head_dim > 0 ? "flag --head-dim" : rc.head_dim_key;
-  int rotary = rc.rotary_dim;
-  std::string rotary_key = rc.rotary_dim_key;
-  if (o.head_dim > 0) {  // --head-dim replaces the head; a partial-rotary fraction applies to it
-    const double pct = cfg.contains("rotary_pct") && cfg["rotary_pct"].is_number() ? cfg["rotary_pct"].get<double>()
-                       : cfg.contains("partial_rotary_factor") && cfg["partial_rotary_factor"].is_number()
-                           ? cfg["partial_rotary_factor"].get<double>()
-                           : 0.0;
-    if (!rc.partial) {
-      rotary = head_dim;
-      rotary_key = head_key;
-    } else if (pct > 0) {
-      rotary = static_cast<int>(head_dim * pct);
-      rotary_key = rc.rotary_dim_key + " x flag --head-dim";
-    }
-  }
+  const int head_dim = rc.head_dim;
+  const std::string head_key = o.head_dim > 0 ? "flag --head-dim" : rc.head_dim_key;
+  const int rotary = rc.rotary_dim;
+  const std::string rotary_key = rc.partial ? rc.rotary_dim_key : head_key;
   const std::string base_key = o.base ? "flag --rope-base" : rc.base_key;
   if (rotary <= 0 || rotary % 2)
     throw ropex::make_error(o.config, rotary_key, "rotary dim " + std::to_string(rotary) + " must be even and > 0");

@@ -155,6 +155,9 @@ inline RotaryConfig rotary_config_from_json(const nlohmann::json& cfg, std::stri
     r.rotary_dim_key = v.key;
     r.partial = true;
   }
+  if (!r.partial && (r.head_dim < 2 || r.head_dim % 2 != 0))
+    throw make_error(source, r.head_dim_key == "head_dim" ? std::string("head_dim") : "head_dim (" + r.head_dim_key + ")",
+                     "must be even and >= 2 for RoPE, got " + std::to_string(r.head_dim));
   if (r.rotary_dim < 2 || r.rotary_dim % 2 != 0)
     throw make_error(source, r.rotary_dim_key,
                      "rotary dimension must be even and >= 2, got " + std::to_string(r.rotary_dim));
