@@ -281,8 +281,9 @@ def fixtures():
         tok = Tokenizer.from_file(paths[fam])
         ids = {}
         for name, text in TEXTS.items():
-            ids[name] = {"text": text, "ids": tok.encode(text, add_special_tokens=False).ids,
-                         "ids_with_special": tok.encode(text, add_special_tokens=True).ids}
+            e = tok.encode(text, add_special_tokens=False).ids
+            ids[name] = {"text": text, "ids": e, "ids_with_special": tok.encode(text, add_special_tokens=True).ids,
+                         "decoded": tok.decode(e, skip_special_tokens=False)}
         sha = hashlib.sha256(open(paths[fam], "rb").read()).hexdigest()
         with open(os.path.join(FIX, fam + ".ids.json"), "w", encoding="utf-8") as f:
             json.dump({"family": fam, "tokenizer_json_sha256": sha,

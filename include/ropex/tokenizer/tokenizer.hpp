@@ -1,0 +1,137 @@
+// One tokenizer for a model directory, whichever file the checkpoint ships:
+//   tokenizer.json with model.type "BPE" and a ByteLevel pre-tokenizer  -> BpeTokenizer (bpe.hpp)
+//   otherwise tokenizer.model                                           -> SentencePiece (when built with it)
+// A tokenizer.json that is neither (WordPiece, Unigram, Metaspace BPE) with no tokenizer.model next to
+// it is loaded anyway, so the refusal names the field.
+#pragma once
+#include <ropex/error.hpp>
+#include <ropex/tokenizer/bpe.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+#include <sentencepiece_processor.h>
+#endif
+
+namespace ropex::tokenizer {
+
+class Tokenizer {
+ public:
+  enum class Kind { bpe, sentencepiece };
+
+  static Tokenizer from_model_dir(const std::filesystem::path& dir_or_file) {
+    std::filesystem::path dir = dir_or_file;
+    if (!std::filesystem::is_directory(dir)) dir = dir.parent_path();
+    const auto tj = dir / "tokenizer.json", spm = dir / "tokenizer.model";
+    const bool has_tj = std::filesystem::exists(tj), has_spm = std::filesystem::exists(spm);
+    if (has_tj && (!has_spm || is_byte_level_bpe(tj))) return from_tokenizer_json(tj);
+    if (has_spm) return from_sentencepiece(spm);
+    throw make_error(dir.string(), "", "no tokenizer.json or tokenizer.model in the model directory");
+  }
+
+  static Tokenizer from_tokenizer_json(const std::filesystem::path& path) {
+    Tokenizer t;
+    t.kind_ = Kind::bpe;
+    t.file_ = path;
+    t.bpe_ = std::make_shared<BpeTokenizer>(BpeTokenizer::from_file(path));
+    return t;
+  }
+
+  static Tokenizer from_sentencepiece(const std::filesystem::path& path) {
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+    Tokenizer t;
+    t.kind_ = Kind::sentencepiece;
+    t.file_ = path;
+    t.spm_ = std::make_shared<sentencepiece::SentencePieceProcessor>();
+    if (const auto st = t.spm_->Load(path.string()); !st.ok())
+      throw make_error(path.string(), "", "cannot load SentencePiece model: " + st.ToString());
+    return t;
+#else
+    throw make_error(path.string(), "",
+                     "this ropex was built without SentencePiece (install libsentencepiece-dev and reconfigure)");
+#endif
+  }
+
+  Kind kind() const { return kind_; }
+  /// The file the tokenizer was loaded from (tokenizer.json or tokenizer.model).
+  const std::filesystem::path& file() const { return file_; }
+
+  /// Text -> ids, without BOS; add_bos puts the tokenizer's own prefix first (BOS where it adds one).
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const {
+    if (bpe_) return bpe_->encode(text, add_special_tokens);
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+    std::vector<int> ids;
+    if (const auto st = spm_->Encode(std::string(text), &ids); !st.ok())
+      throw make_error(file_.string(), "", "tokenization failed: " + st.ToString());
+    std::vector<int32_t> out;
+    if (add_special_tokens && spm_->bos_id() >= 0) out.push_back(spm_->bos_id());
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+#else
+    return {};
+#endif
+  }
+
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const {
+    if (bpe_) return bpe_->decode(ids, skip_special);
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+    std::vector<int> v;
+    for (int32_t id : ids) {
+      if (id < 0 || id >= spm_->GetPieceSize())
+        throw make_error("ids", "", "id " + std::to_string(id) + " is not in the vocabulary of " + file_.string());
+      if (!(skip_special && spm_->IsControl(id))) v.push_back(id);
+    }
+    std::string out;
+    if (const auto st = spm_->Decode(v, &out); !st.ok()) throw make_error(file_.string(), "", "decode failed: " + st.ToString());
+    return out;
+#else
+    (void)skip_special;
+    return {};
+#endif
+  }
+
+  std::optional<int32_t> bos_id() const {
+    if (bpe_) return bpe_->bos_id();
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+    if (spm_->bos_id() >= 0) return spm_->bos_id();
+#endif
+    return std::nullopt;
+  }
+  /// End-of-sequence ids the tokenizer knows of (tokenizer_config.json's eos_token, SentencePiece's
+  /// eos); a model's config.json may list more.
+  std::vector<int32_t> eos_ids() const {
+    if (bpe_) return bpe_->eos_ids();
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+    if (spm_->eos_id() >= 0) return {spm_->eos_id()};
+#endif
+    return {};
+  }
+
+  const BpeTokenizer* bpe() const { return bpe_.get(); }
+
+ private:
+  // Cheap check before the full load: model.type BPE and a ByteLevel pre-tokenizer or decoder.
+  static bool is_byte_level_bpe(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return true;  // the full load reports what is wrong
+    const auto model_type = j.contains("model") && j["model"].is_object() ? j["model"].value("type", std::string()) : "";
+    const std::string dump = j.value("pre_tokenizer", nlohmann::json()).dump() + j.value("decoder", nlohmann::json()).dump();
+    return model_type == "BPE" && dump.find("\"ByteLevel\"") != std::string::npos;
+  }
+
+  Kind kind_ = Kind::bpe;
+  std::filesystem::path file_;
+  std::shared_ptr<const BpeTokenizer> bpe_;
+#if defined(ROPEX_HAS_SENTENCEPIECE)
+  std::shared_ptr<sentencepiece::SentencePieceProcessor> spm_;
+#endif
+};
+
+}  // namespace ropex::tokenizer
