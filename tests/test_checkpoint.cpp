@@ -137,7 +137,7 @@ TEST_CASE("LlamaConfig::from_json reads both rope formats, head_dim, GQA and def
     CHECK(c.rope.original_max_position_embeddings == 32);
   }
   SUBCASE("defaults: kv heads = heads, head_dim = hidden/heads, eps, tie, token ids") {
-    json j = {{"vocab_size", 32000}, {"hidden_size", 4096}, {"intermediate_size", 11008},
+    json j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 4096}, {"intermediate_size", 11008},
               {"num_hidden_layers", 32}, {"num_attention_heads", 32}};
     const auto c = LlamaConfig::from_json(j, "config.json");
     CHECK(c.num_key_value_heads == 32);
@@ -150,13 +150,14 @@ TEST_CASE("LlamaConfig::from_json reads both rope formats, head_dim, GQA and def
     CHECK(c.bos_token_id == 1);
     CHECK(c.eos_token_id == 2);
   }
-  SUBCASE("token ids: null keeps the default, a list gives its first") {
+  SUBCASE("token ids: null keeps the default, a list gives every id (eos_token_id: the first)") {
     json j = tiny_config();
     j["bos_token_id"] = nullptr;
     j["eos_token_id"] = {7, 9};
     const auto c = LlamaConfig::from_json(j, "config.json");
     CHECK(c.bos_token_id == 1);
     CHECK(c.eos_token_id == 7);
+    CHECK(c.eos_token_ids == std::vector<int64_t>{7, 9});
   }
   SUBCASE("partial_rotary_factor") {
     json j = tiny_config();
@@ -193,7 +194,7 @@ TEST_CASE("LlamaConfig::from_json refuses out-of-range values, naming file and f
       {"bos_token_id", 40, "bos_token_id"},
       {"eos_token_id", -1, "eos_token_id"},
       {"hidden_act", "gelu", "hidden_act"},
-      {"attention_bias", true, "attention_bias"},
+      {"attention_bias", "yes", "attention_bias: must be true or false"},
       {"rope_theta", "big", "rope_theta"},
       {"rope_scaling", {{"type", "warp"}, {"factor", 2.0}}, "rope_scaling.type"},
       {"partial_rotary_factor", 0.1, "partial_rotary_factor"},

@@ -44,12 +44,21 @@ struct AttentionShape {
   int64_t query_offset = 0;
   bool causal = true;
   double scale = 0;  // usually 1/sqrt(head_dim)
+  /// Sliding window (Mistral, Qwen2, Phi-3): with causal, query i sees only the `window` most
+  /// recent keys, itself included (HF: kv_idx > q_idx - sliding_window). 0 = no window.
+  int64_t window = 0;
   ROPEX_HD int64_t group() const { return n_heads / n_kv_heads; }
   /// Number of keys query i may see (causal: up to and including its own position).
   ROPEX_HD int64_t visible_keys(int64_t i) const {
     if (!causal) return n_keys;
     const int64_t v = query_offset + i + 1;
     return v < n_keys ? v : n_keys;
+  }
+  /// First key query i may see: keys [first_key(i), visible_keys(i)) are its window.
+  ROPEX_HD int64_t first_key(int64_t i) const {
+    if (!causal || window <= 0) return 0;
+    const int64_t f = query_offset + i + 1 - window;
+    return f > 0 ? f : 0;
   }
 };
 

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -30,14 +31,17 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
 };
 
-/// Every weight a LLaMA forward pass reads, with HF names and shapes (lm_head only when untied):
+/// Every weight a LLaMA-family forward pass reads, with HF names and shapes (lm_head only when untied):
 ///   embed_tokens [vocab, hidden]; per layer: input_layernorm [hidden], q_proj [heads*head_dim, hidden],
 ///   k_proj, v_proj [kv_heads*head_dim, hidden], o_proj [hidden, heads*head_dim],
 ///   post_attention_layernorm [hidden], gate_proj, up_proj [inter, hidden], down_proj [hidden, inter];
-///   norm [hidden]; lm_head [vocab, hidden].
+///   norm [hidden]; lm_head [vocab, hidden]. The family's flags add: q/k/v_proj.bias (qkv_bias),
+///   o_proj.bias (o_bias), gate/up/down_proj.bias (mlp_bias), q_norm / k_norm [head_dim] (qk_norm).
+///   Fused checkpoints (Phi-3) store qkv_proj [q+2kv, hidden] and gate_up_proj [2*inter, hidden]; the
+///   Checkpoint exposes their row blocks under the names above, so this list is the same.
 inline std::vector<ExpectedTensor> expected_tensors(const LlamaConfig& c) {
   const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim,
-                f = c.intermediate_size, v = c.vocab_size;
+                f = c.intermediate_size, v = c.vocab_size, hd = c.head_dim;
   std::vector<ExpectedTensor> e;
   e.push_back({"model.embed_tokens.weight", {v, h}});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -47,14 +51,40 @@ inline std::vector<ExpectedTensor> expected_tensors(const LlamaConfig& c) {
     e.push_back({p + "self_attn.k_proj.weight", {kv, h}});
     e.push_back({p + "self_attn.v_proj.weight", {kv, h}});
     e.push_back({p + "self_attn.o_proj.weight", {h, q}});
+    if (c.qkv_bias) {
+      e.push_back({p + "self_attn.q_proj.bias", {q}});
+      e.push_back({p + "self_attn.k_proj.bias", {kv}});
+      e.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.o_bias) e.push_back({p + "self_attn.o_proj.bias", {h}});
+    if (c.qk_norm) {
+      e.push_back({p + "self_attn.q_norm.weight", {hd}});
+      e.push_back({p + "self_attn.k_norm.weight", {hd}});
+    }
     e.push_back({p + "post_attention_layernorm.weight", {h}});
     e.push_back({p + "mlp.gate_proj.weight", {f, h}});
     e.push_back({p + "mlp.up_proj.weight", {f, h}});
     e.push_back({p + "mlp.down_proj.weight", {h, f}});
+    if (c.mlp_bias) {
+      e.push_back({p + "mlp.gate_proj.bias", {f}});
+      e.push_back({p + "mlp.up_proj.bias", {f}});
+      e.push_back({p + "mlp.down_proj.bias", {h}});
+    }
   }
   e.push_back({"model.norm.weight", {h}});
   if (!c.tie_word_embeddings) e.push_back({"lm_head.weight", {v, h}});
   return e;
+}
+
+/// Rows [row0, row0 + rows) of a 2-D tensor, as a view under another name (no copy).
+inline TensorView row_block(const TensorView& t, std::string name, int64_t row0, int64_t rows) {
+  TensorView b = t;
+  const size_t row_bytes = size_t(t.shape.at(1)) * dtype_size(t.dtype);
+  b.name = std::move(name);
+  b.shape = {rows, t.shape[1]};
+  b.data = t.data + size_t(row0) * row_bytes;
+  b.nbytes = size_t(rows) * row_bytes;
+  return b;
 }
 
 class Checkpoint {
@@ -82,6 +112,7 @@ class Checkpoint {
                        "expected a Hugging Face model directory (config.json + model.safetensors) or a "
                        "llama2.c .bin checkpoint");
     }
+    if (ck.config_.fused_qkv) ck.split_fused();
     ck.check_expected();
     return ck;
   }
@@ -137,21 +168,69 @@ class Checkpoint {
       for (const auto& t : s.tensors()) add(t, s.path().string());
   }
 
+  // Phi-3 stores q|k|v and gate|up as one matrix each: expose their row blocks under the LLaMA
+  // names (views into the same bytes). A fused tensor of the wrong shape is named as such.
+  void split_fused() {
+    const LlamaConfig& c = config_;
+    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim,
+                  f = c.intermediate_size;
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      auto fused = [&](const std::string& name, std::vector<int64_t> shape) -> const TensorView& {
+        auto it = tensors_.find(name);
+        if (it == tensors_.end())
+          throw make_error(weights_source_, "tensor '" + name + "'",
+                           "missing (model_type " + c.model_type + " stores fused projections; expected shape " +
+                               shape_string(shape) + ")");
+        if (it->second.shape != shape)
+          throw make_error(it->second.source, "tensor '" + name + "'",
+                           "shape " + shape_string(it->second.shape) + " does not match " + shape_string(shape) +
+                               " implied by the config");
+        return it->second;
+      };
+      const TensorView qkv = fused(p + "self_attn.qkv_proj.weight", {q + 2 * kv, h});
+      add(row_block(qkv, p + "self_attn.q_proj.weight", 0, q), qkv.source);
+      add(row_block(qkv, p + "self_attn.k_proj.weight", q, kv), qkv.source);
+      add(row_block(qkv, p + "self_attn.v_proj.weight", q + kv, kv), qkv.source);
+      const TensorView gu = fused(p + "mlp.gate_up_proj.weight", {2 * f, h});
+      add(row_block(gu, p + "mlp.gate_proj.weight", 0, f), gu.source);
+      add(row_block(gu, p + "mlp.up_proj.weight", f, f), gu.source);
+    }
+  }
+
   void add(TensorView t, const std::string& src) {
     const std::string name = t.name;
     if (!tensors_.emplace(name, std::move(t)).second) throw make_error(src, "tensor '" + name + "'", "appears twice");
   }
 
   void check_expected() const {
-    for (const auto& e : expected_tensors(config_)) {
+    const auto expected = expected_tensors(config_);
+    for (const auto& e : expected) {
       auto it = tensors_.find(e.name);
-      if (it == tensors_.end())
+      if (it == tensors_.end()) {
+        const bool fused_here = e.name.find("q_proj.weight") != std::string::npos &&
+                                has(e.name.substr(0, e.name.find("q_proj.weight")) + "qkv_proj.weight");
         throw make_error(weights_source_, "tensor '" + e.name + "'",
-                         "missing (expected shape " + shape_string(e.shape) + ")");
+                         fused_here ? "missing: the checkpoint stores a fused qkv_proj (Phi-3 layout) but model_type is \"" +
+                                          config_.model_type + "\""
+                                    : "missing (expected shape " + shape_string(e.shape) + ")");
+      }
       if (it->second.shape != e.shape)
         throw make_error(it->second.source, "tensor '" + e.name + "'",
                          "shape " + shape_string(it->second.shape) + " does not match " + shape_string(e.shape) +
                              " implied by the config");
+    }
+    // A weight the forward would not read means the config describes another architecture (a
+    // bias, a norm, a fused projection it does not know): refused, never dropped.
+    std::set<std::string, std::less<>> used;
+    for (const auto& e : expected) used.insert(e.name);
+    for (const auto& [name, t] : tensors_) {
+      if (used.count(name) || name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq")) continue;
+      if (config_.fused_qkv && (name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("mlp.gate_up_proj.weight")))
+        continue;
+      throw make_error(t.source, "tensor '" + name + "'",
+                       "not used by a model_type \"" + config_.model_type +
+                           "\" forward with this config (the config and the weights disagree)");
     }
     // A tied checkpoint may still carry lm_head (some exporters save it); it must then fit too.
     if (config_.tie_word_embeddings)

@@ -1,9 +1,12 @@
-// Llama<Backend>: the LLaMA / LLaMA-2 decoder (Touvron et al. 2023) over a Checkpoint's weights.
+// Llama<Backend>: the LLaMA decoder (Touvron et al. 2023) over a Checkpoint's weights, with the flags
+// its descendants add (LlamaConfig: q/k/v/o and MLP biases, Qwen3's per-head q/k norm, sliding-window
+// attention per layer; Phi-3's fused projections are split by the Checkpoint).
 // forward() is the whole transformer in one screen, top to bottom, like llama2.c's run.c; the
 // backend (ops<cpu>, ops<cuda>) supplies the math, the model supplies the order.
 //
 //   x = embed(tokens)
-//   for each layer:  x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+//   for each layer:  x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)) [+ biases,
+//                         q/k = headnorm(q/k) before rope, keys limited to the layer's window]
 //                    x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x))
 //   logits = lm_head · norm(x)
 //
@@ -31,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -60,15 +64,27 @@ class Llama {
     auto w = [&](const std::string& name) { return ops_.upload(ck_->tensor(name)); };
     auto vec = [&](const std::string& name) { return ops_.upload_vector(ck_->tensor(name)); };
     auto t = [&](const std::string& name) { return &ck_->tensor(name); };
+    auto opt_vec = [&](bool present, const std::string& name) {
+      return present ? std::optional<Vector>(vec(name)) : std::nullopt;
+    };
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       // q|k|v and gate|up uploaded together: back to back on the GPU (one product for one token).
       auto qkv = ops_.upload_stacked({t(p + "self_attn.q_proj.weight"), t(p + "self_attn.k_proj.weight"),
                                       t(p + "self_attn.v_proj.weight")});
       auto gate_up = ops_.upload_stacked({t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight")});
-      layers_.push_back(Layer{vec(p + "input_layernorm.weight"), qkv[0], qkv[1], qkv[2], w(p + "self_attn.o_proj.weight"),
-                              vec(p + "post_attention_layernorm.weight"), gate_up[0], gate_up[1],
-                              w(p + "mlp.down_proj.weight")});
+      Layer layer{vec(p + "input_layernorm.weight"), qkv[0], qkv[1], qkv[2], w(p + "self_attn.o_proj.weight"),
+                  vec(p + "post_attention_layernorm.weight"), gate_up[0], gate_up[1], w(p + "mlp.down_proj.weight")};
+      layer.bq = opt_vec(c.qkv_bias, p + "self_attn.q_proj.bias");
+      layer.bk = opt_vec(c.qkv_bias, p + "self_attn.k_proj.bias");
+      layer.bv = opt_vec(c.qkv_bias, p + "self_attn.v_proj.bias");
+      layer.bo = opt_vec(c.o_bias, p + "self_attn.o_proj.bias");
+      layer.q_norm = opt_vec(c.qk_norm, p + "self_attn.q_norm.weight");
+      layer.k_norm = opt_vec(c.qk_norm, p + "self_attn.k_norm.weight");
+      layer.b_gate = opt_vec(c.mlp_bias, p + "mlp.gate_proj.bias");
+      layer.b_up = opt_vec(c.mlp_bias, p + "mlp.up_proj.bias");
+      layer.b_down = opt_vec(c.mlp_bias, p + "mlp.down_proj.bias");
+      layers_.push_back(std::move(layer));
     }
     embed_.push_back(w("model.embed_tokens.weight"));
     if (!c.tie_word_embeddings) lm_head_.push_back(w("lm_head.weight"));
@@ -141,22 +157,31 @@ class Llama {
         const int64_t m = std::min(chunk_, n - t0);
         Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
         // ---- attention block
-        // q|k|v = norm(x) Wq|Wk|Wv^T  (xb: the normed rows)
+        // q|k|v = norm(x) Wq|Wk|Wv^T (+ bq|bk|bv)  (xb: the normed rows)
         ops_.norm_matmul(xb_.data(), xc, w.attn_norm.data(), m, dim, c.rms_norm_eps, {{w.wq, q}, {w.wk, k}, {w.wv, v}});
+        if (w.bq) ops_.add_bias(q, *w.bq, m, q_dim), ops_.add_bias(k, *w.bk, m, kv_dim), ops_.add_bias(v, *w.bv, m, kv_dim);
+        if (w.q_norm) {  // Qwen3: q, k = rmsnorm over each head's head_dim (rows of (m * heads, hd))
+          ops_.rmsnorm(q, q, w.q_norm->data(), m * n_heads, hd, c.rms_norm_eps);
+          ops_.rmsnorm(k, k, w.k_norm->data(), m * n_kv, hd, c.rms_norm_eps);
+        }
         ops_.rope(q, n_heads, k, n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
         cache.append(cl, k, v, m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
         attention::AttentionShape shape;
         shape.n_queries = m, shape.n_keys = past + t0 + m, shape.query_offset = past + t0, shape.causal = true;
+        shape.window = c.window(l);  // 0, or the sliding window of this layer
         shape.n_heads = n_heads, shape.n_kv_heads = n_kv, shape.head_dim = hd;
         shape.scale = 1.0 / std::sqrt(double(hd));
         ops_.attention(attention::token_major<const Scalar>(q, n_heads, hd),
                        attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
                        attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
-        ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T
+        ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T (+ bo)
+        if (w.bo) ops_.add_bias(xc, *w.bo, m, dim);
         // ---- MLP block (SwiGLU)
-        // gate|up = norm(x) Wgate|Wup^T;  x += (silu(gate) * up) Wdown^T
+        // gate|up = norm(x) Wgate|Wup^T (+ b);  x += (silu(gate) * up) Wdown^T (+ b)
         ops_.norm_matmul(xb_.data(), xc, w.ffn_norm.data(), m, dim, c.rms_norm_eps, {{w.w_gate, gate}, {w.w_up, up}});
+        if (w.b_gate) ops_.add_bias(gate, *w.b_gate, m, inter), ops_.add_bias(up, *w.b_up, m, inter);
         ops_.swiglu_matmul(w.w_down, gate, up, m, inter, xc, /*accumulate=*/true);
+        if (w.b_down) ops_.add_bias(xc, *w.b_down, m, dim);
       }
       ops_.end_layer(step);  // (GPU: launches what was recorded, every few layers)
       if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);
@@ -197,6 +222,8 @@ class Llama {
     Weight wq, wk, wv, wo;
     Vector ffn_norm;
     Weight w_gate, w_up, w_down;
+    // What a family adds (config flags qkv_bias, o_bias, qk_norm, mlp_bias); absent for LLaMA-2.
+    std::optional<Vector> bq, bk, bv, bo, q_norm, k_norm, b_gate, b_up, b_down;
   };
   const Weight& lm_head() const { return lm_head_.empty() ? embed_[0] : lm_head_[0]; }
 

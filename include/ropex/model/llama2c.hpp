@@ -175,7 +175,8 @@ inline Llama2cModel parse_llama2c(std::span<const std::byte> file, std::string_v
     }
   }
 
-  nlohmann::json cj = {{"vocab_size", vocab},
+  nlohmann::json cj = {{"model_type", "llama"},
+                       {"vocab_size", vocab},
                        {"hidden_size", h.dim},
                        {"intermediate_size", h.hidden_dim},
                        {"num_hidden_layers", h.n_layers},

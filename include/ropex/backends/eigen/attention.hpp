@@ -3,7 +3,8 @@
 // keep a running max/sum per query row (attention/online_softmax.hpp) and a [block, head_dim]
 // accumulator. Memory per thread is O(block x head_dim); no [seq, seq] score matrix ever exists.
 //
-//   work item (h, query block Qb):          for each key block Kb (up to the causal limit):
+//   work item (h, query block Qb):          for each key block Kb (inside the causal limit and
+//                                           the sliding window, when there is one):
 //     Qs = Qb * scale       [bq, d]           S  = Qs Kb^T            [bq, bk]   (-inf where j > i)
 //     acc = 0               [bq, d]           m' = max(m, rowmax S);  acc *= exp(m - m')
 //     state[r] = {-inf, 0}                    P  = exp(S - m');       l = l*exp(m-m') + rowsum P
@@ -132,7 +133,9 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
     std::fill(w.state.begin(), w.state.begin() + nr, attention::SoftmaxState<float>{});
 
     const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
-    for (int64_t j0 = 0; j0 < keys_end; j0 += bk) {
+    // A sliding window starts at the first row's first key: tiles wholly before it are never read.
+    const int64_t keys_begin = std::min(s.first_key(i0), keys_end);
+    for (int64_t j0 = keys_begin; j0 < keys_end; j0 += bk) {
       const int64_t nc = std::min(bk, keys_end - j0);
       if (blocked) {
         for (int64_t c = 0; c < nc; ++c) {  // Kt[t, c] = k_c[t]
@@ -148,6 +151,8 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
         float* sr = sc + r * bk;
         const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
         for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = -std::numeric_limits<float>::infinity();
+        const int64_t before = std::min(nc, s.first_key(i0 + r) - j0);  // keys left of the window
+        for (int64_t c = 0; c < before; ++c) sr[c] = -std::numeric_limits<float>::infinity();
         Eigen::Map<Eigen::ArrayXf> row(sr, nc);
         const float factor = attention::softmax_rescale(w.state[r], row.maxCoeff());
         if (w.state[r].max == -std::numeric_limits<float>::infinity()) {

@@ -114,6 +114,15 @@ struct ops<cpu> {
     for (size_t t = 0; t < tokens.size(); ++t)
       eigen_detail::to_float(table, size_t(tokens[t]) * size_t(dim), size_t(dim), x + int64_t(t) * dim);
   }
+  /// y[i, :] += bias for each of n rows of `cols` (projection biases: Qwen2's q/k/v, Llama's
+  /// attention_bias / mlp_bias).
+  static void add_bias(float* y, const Vector& bias, int64_t n, int64_t cols) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = y + i * cols;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) row[c] += bias[size_t(c)];
+    }
+  }
   /// The rotation angles of positions first .. first+n-1.
   static Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
     return rope_table(inv_freq, iota_positions(n, first), attention_factor);
