@@ -78,6 +78,37 @@ npy("i4.npy", "<i4", "(3,)", struct.pack("<3i", 1, 2, 3))
 npy("i8.npy", "<i8", "(2,)", struct.pack("<2q", 7, 9))
 npy("f4.npy", "<f4", "(2, 1)", struct.pack("<2f", 7, 9))
 open(os.path.join(out, "tokens", "text"), "w").write("1 2, 3\n4,5\n")
+# tokenizer: "<text>\n<tokenizer.json>", small byte-level BPE files in each supported shape
+def b2u():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b); cs.append(256 + n); n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+sym = b2u()
+vocab = {sym[b]: b for b in range(256)}
+vocab.update({"ab": 256, "abc": 257, "\u0120a": 258, "12": 259})
+merges = ["a b", "ab c", "\u0120 a", "1 2"]
+added = [{"id": 260, "content": "<|s|>", "special": True, "lstrip": False, "rstrip": False, "normalized": False, "single_word": False},
+         {"id": 261, "content": "<t>", "special": False, "lstrip": True, "rstrip": True, "normalized": True, "single_word": False}]
+l3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+bl = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+tmpl = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|s|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<|s|>": {"id": "<|s|>", "ids": [260], "tokens": ["<|s|>"]}}}
+shapes = {
+    "gpt2": (None, bl, {"type": "ByteLevel"}, False, merges),
+    "llama3": (None, {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": l3}, "behavior": "Isolated", "invert": False},
+                                                           {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+               {"type": "Sequence", "processors": [{"type": "ByteLevel"}, tmpl]}, True, [m.split(" ") for m in merges]),
+    "smollm": ({"type": "NFC"}, {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, bl]},
+               {"type": "RobertaProcessing", "cls": ["<|s|>", 260], "sep": ["<|s|>", 260]}, False, merges),
+}
+for name, (norm, pre, post, ign, mg) in shapes.items():
+    tj = {"version": "1.0", "added_tokens": added, "normalizer": norm, "pre_tokenizer": pre, "post_processor": post,
+          "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": vocab, "merges": mg, "ignore_merges": ign}}
+    text = "abc  abcab 123 caf\u00e9 e\u0301 <|s|>x <t> \u4f60\u597d \U0001f642\t\r"
+    open(os.path.join(out, "tokenizer", name), "w", encoding="utf-8").write(text + "\n" + json.dumps(tj, ensure_ascii=False))
 PY
 fi
 # Checked-in fixtures as extra seeds, where small.

@@ -28,4 +28,16 @@ copy include/nlohmann
 copy share/cmake/nlohmann_json
 copy include/doctest
 copy lib/cmake/doctest
+# PCRE2 and utf8proc for the byte-level BPE tokenizer (ropex tokenize / --prompt): header, library
+# and a .pc whose prefix is relative to itself, which CMake's pkg_check_modules finds through
+# CMAKE_PREFIX_PATH. Without them the GPU build still works and the BPE tokenizer refuses.
+arch=lib/x86_64-linux-gnu
+for lib in libpcre2-8 libutf8proc; do
+  [[ -e "/usr/$arch/pkgconfig/$lib.pc" ]] || { echo "stage_device_deps: $lib.pc not found (skipped)" >&2; continue; }
+  for f in /usr/$arch/$lib.so*; do copy "$arch/$(basename "$f")"; done
+  mkdir -p "$dst/$arch/pkgconfig"
+  sed 's|^prefix=.*|prefix=${pcfiledir}/../../..|' "/usr/$arch/pkgconfig/$lib.pc" > "$dst/$arch/pkgconfig/$lib.pc"
+done
+copy include/pcre2.h
+copy include/utf8proc.h
 du -sh "$dst"

@@ -265,3 +265,100 @@ TEST_CASE("ropex model commands: bad input exits non-zero with one clear line") 
   }
   for (const auto& f : {bad_ids, neg_ids, junk_ids}) fs::remove(f);
 }
+
+// ---- ropex tokenize / generate --prompt: the model directory's tokenizer (tokenizer/tokenizer.hpp)
+#include <ropex/tokenizer/tokenizer.hpp>
+
+TEST_CASE("ropex tokenize: ids equal HF tokenizers; --out then --ids gives the text back; bad input exits 2") {
+  Cleanup cleanup;
+  const fs::path fix = fs::path(ROPEX_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer";
+  for (const char* fam : {"llama3", "qwen2.5", "smollm2"}) {
+    CAPTURE(fam);
+    std::ifstream in(fix / (std::string(fam) + ".ids.json"));
+    const auto want = nlohmann::json::parse(in)["texts"]["multilingual"];
+    const fs::path text = ropex::test::temp_file("tok.txt", want["text"].get<std::string>());
+    auto r = run_cli("tokenize --model " + q((fix / fam).string()) + " --text " + q(text.string()) + " --json");
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["tokens"] == want["ids"]);
+    CHECK(j["tokenizer"].get<std::string>().find("tokenizer.json") != std::string::npos);
+    const auto npy = tmp_root() / (std::string(fam) + ".ids.npy");
+    fs::create_directories(tmp_root());
+    r = run_cli("tokenize --model " + q((fix / fam).string()) + " --text " + q(text.string()) + " --bos --out " + q(npy.string()));
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    CHECK(ropex::io::read_tokens(npy) == want["ids_with_special"].get<std::vector<int32_t>>());
+    r = run_cli("tokenize --model " + q((fix / fam).string()) + " --ids " + q(npy.string()) + " --skip-special");
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    CHECK(r.out == want["decoded"].get<std::string>());
+    fs::remove(text);
+  }
+  const fs::path bad = tmp_root() / "bad_tokenizer";
+  fs::create_directories(bad);
+  std::ofstream(bad / "tokenizer.json") << R"({"model": {"type": "Unigram", "vocab": []}})";
+  const std::string llama = q((fix / "llama3").string());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"tokenize --model " + q(bad.string()) + " --string x", "tokenizer.json: model.type: 'Unigram' is not supported"},
+      {"tokenize --model " + q(fix.string()) + " --string x", "no tokenizer.json or tokenizer.model"},
+      {"tokenize --model " + llama + " --string x --ids y.npy", "exactly one of"},
+      {"tokenize --model " + llama, "exactly one of"},
+      {"tokenize --model " + llama + " --text /nonexistent/t.txt", "--text: /nonexistent/t.txt: cannot open"},
+      {"tokenize --model " + llama + " --ids " + q((fix / "llama3.ids.json").string()), "llama3.ids.json"},
+  };
+  for (const auto& [args, msg] : cases) {
+    CAPTURE(args);
+    const auto r = run_cli(args);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(msg) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("ropex generate --prompt: text through the model's tokenizer, the continuation printed as text") {
+  Cleanup cleanup;
+  if (!fs::exists(kStories)) {
+    MESSAGE("skipped: " << kStories << " is absent");
+    return;
+  }
+  // stories260K (vocab 512) next to a byte-level BPE tokenizer.json whose ids all lie below 512
+  const fs::path dir = tmp_root() / "stories_bpe";
+  fs::create_directories(dir);
+  fs::copy_file(kStories, dir / "stories260K.bin", fs::copy_options::overwrite_existing);
+  nlohmann::json vocab = nlohmann::json::object();
+  const auto& table = ropex::tokenizer::ByteLevelTable::get();
+  for (int b = 0; b < 256; ++b) vocab[table.to_unicode[size_t(b)]] = b;
+  vocab["Ġt"] = 256;
+  vocab["he"] = 257;
+  vocab["Ġthe"] = 258;
+  const nlohmann::json tj = {
+      {"added_tokens", nlohmann::json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array({"Ġ t", "h e", "Ġt he"})}}}};
+  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  const auto model = q((dir / "stories260K.bin").string());
+  auto r = run_cli("generate --model " + model + " --prompt " + q("Once upon the time") + " --steps 6 --json");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto j = nlohmann::json::parse(r.out);
+  const auto tok = ropex::tokenizer::Tokenizer::from_model_dir(dir);
+  const auto ids = tok.encode("Once upon the time");
+  CHECK(std::find(ids.begin(), ids.end(), 258) != ids.end());  // " the" merged
+  // the same continuation as the ids given directly, with the model's BOS first (no BOS in this tokenizer)
+  std::string ids_text;
+  for (int32_t id : ids) ids_text += " " + std::to_string(id);
+  const fs::path pfile = ropex::test::temp_file("prompt_ids.txt", ids_text);
+  auto r2 = run_cli("generate --model " + model + " --prompt-tokens " + q(pfile.string()) + " --steps 6 --json");
+  REQUIRE_MESSAGE(r2.code == 0, r2.err);
+  const auto tokens = j.at("tokens").get<std::vector<int32_t>>();
+  CHECK(tokens == nlohmann::json::parse(r2.out).at("tokens").get<std::vector<int32_t>>());
+  const std::string decoded = tok.decode(tokens, true, false);
+  if (ropex::tokenizer::utf8::first_invalid(decoded) == std::string::npos)  // JSON carries U+FFFD for bad bytes
+    CHECK(j.at("text").get<std::string>() == decoded);
+  r = run_cli("generate --model " + model + " --prompt " + q("Once upon the time") + " --steps 6");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.out == decoded + "\n");  // plain output: the raw bytes
+  // --prompt and --prompt-tokens exclude each other
+  CHECK(run_cli("generate --model " + model + " --prompt x --prompt-tokens " + q(pfile.string()) + " --steps 1").code == 2);
+  fs::remove(pfile);
+}

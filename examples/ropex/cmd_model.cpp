@@ -9,12 +9,14 @@
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
+#include <ropex/tokenizer/tokenizer.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,9 +31,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-#if defined(ROPEX_HAS_SENTENCEPIECE)
-#include <sentencepiece_processor.h>
 #endif
 
 namespace {
@@ -116,7 +115,8 @@ void run_logits(const LogitsOptions& o) {
 // -------------------------------------------------------------------------------------- generate
 struct GenerateOptions {
   ModelOptions m;
-  std::string prompt;
+  std::string prompt;       // --prompt-tokens: a token file
+  std::string prompt_text;  // --prompt: text, through the model directory's tokenizer
   int64_t steps = 0;
   double temperature = 0;
   uint64_t seed = 0;
@@ -141,8 +141,22 @@ int32_t pick_token(const float* logits, int64_t vocab, double temperature, std::
 void run_generate(const GenerateOptions& o) {
   const Checkpoint ck = open_model(o.m);
   std::vector<int32_t> prompt;
+  std::optional<ropex::tokenizer::Tokenizer> tok;
   if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
-  if (prompt.empty()) prompt.push_back(int32_t(ck.config().bos_token_id));
+  if (!o.prompt_text.empty()) {
+    tok = ropex::tokenizer::Tokenizer::from_model_dir(ck.path());
+    prompt = tok->encode(o.prompt_text, /*add_special_tokens=*/true);  // BOS where the tokenizer adds one
+    const int64_t vocab = ck.config().vocab_size;
+    for (int32_t id : prompt)
+      if (id >= vocab)
+        throw ropex::make_error("--prompt", tok->file().string(),
+                                "token id " + std::to_string(id) + " is outside the model's vocabulary (" + std::to_string(vocab) + ")");
+  }
+  if (prompt.empty() && ck.config().bos_token_id >= 0) prompt.push_back(int32_t(ck.config().bos_token_id));
+  if (prompt.empty()) throw ropex::cli::UsageError("generate: the model has no bos_token_id; give --prompt or --prompt-tokens");
+  // Stop at any of the config's eos ids (eos_token_id may be a list: Llama-3 instruct ends turns with eot).
+  const auto& eos = ck.config().eos_token_ids;
+  const auto is_eos = [&](int32_t t) { return std::find(eos.begin(), eos.end(), int64_t(t)) != eos.end(); };
   const int64_t vocab = ck.config().vocab_size;
   std::mt19937_64 rng(o.seed);
   std::vector<int32_t> out;
@@ -150,7 +164,7 @@ void run_generate(const GenerateOptions& o) {
   if (o.m.device == "cuda") {
     out = ropex::cli::cuda_generate(
         ck, prompt, o.steps, [&](const float* lg) { return pick_token(lg, vocab, o.temperature, rng); },
-        [&](int32_t t) { return o.stop_at_eos && t == ck.config().eos_token_id; }, o.m.cuda);
+        [&](int32_t t) { return o.stop_at_eos && is_eos(t); }, o.m.cuda);
   } else {
     Llama<> model(ck);
     auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
@@ -160,14 +174,20 @@ void run_generate(const GenerateOptions& o) {
     for (int64_t step = 0; step < o.steps; ++step) {
       const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
       out.push_back(next);
-      if (o.stop_at_eos && next == ck.config().eos_token_id) break;
+      if (o.stop_at_eos && is_eos(next)) break;
       if (step + 1 == o.steps) break;
       hidden = model.forward(std::span(&next, 1), cache);
       model.logits(hidden.data(), 1, logits.data());
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (o.json) {
+  if (tok) {  // --prompt: the continuation as text (special tokens and ids the tokenizer lacks dropped)
+    const std::string text = tok->decode(out, /*skip_special=*/true, /*strict=*/false);
+    if (o.json)
+      std::cout << nlohmann::json{{"tokens", out}, {"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    else
+      std::cout << text << "\n";
+  } else if (o.json) {
     std::cout << nlohmann::json{{"tokens", out}}.dump() << "\n";
   } else {
     for (size_t i = 0; i < out.size(); ++i) std::cout << (i ? " " : "") << out[i];
@@ -185,34 +205,20 @@ struct PerplexityCliOptions {
   bool json = false, bos_windows = false;
 };
 
+// --text: the model directory's tokenizer (tokenizer.json byte-level BPE, else tokenizer.model),
+// with the config's BOS first, as a document starts in training.
 std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
-#if defined(ROPEX_HAS_SENTENCEPIECE)
-  std::filesystem::path model_dir = ck.path();
-  if (!std::filesystem::is_directory(model_dir)) model_dir = model_dir.parent_path();
-  const auto spm = model_dir / "tokenizer.model";
-  if (!std::filesystem::exists(spm))
-    throw ropex::make_error("--text", spm.string(), "no tokenizer.model next to the model (needed to tokenize text)");
-  sentencepiece::SentencePieceProcessor sp;
-  if (const auto st = sp.Load(spm.string()); !st.ok())
-    throw ropex::make_error(spm.string(), "", "cannot load SentencePiece model: " + st.ToString());
+  const auto tok = ropex::tokenizer::Tokenizer::from_model_dir(ck.path());
   std::ifstream in(text_path, std::ios::binary);
   if (!in) throw ropex::make_error("--text", text_path, "cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
-  std::vector<int> ids;
-  if (const auto st = sp.Encode(ss.str(), &ids); !st.ok())
-    throw ropex::make_error("--text", text_path, "tokenization failed: " + st.ToString());
   std::vector<int32_t> tokens;
-  tokens.reserve(ids.size() + 1);
-  tokens.push_back(int32_t(ck.config().bos_token_id));  // a document starts with BOS, as LLaMA saw in training
-  for (int id : ids) tokens.push_back(id);
+  if (ck.config().bos_token_id >= 0) tokens.push_back(int32_t(ck.config().bos_token_id));
+  const auto ids = tok.encode(ss.str());
+  tokens.insert(tokens.end(), ids.begin(), ids.end());
+  std::fprintf(stderr, "--text: %zu tokens (%s)\n", tokens.size(), tok.file().string().c_str());
   return tokens;
-#else
-  (void)text_path, (void)ck;
-  throw ropex::make_error("--text", "",
-                          "this ropex was built without SentencePiece (install libsentencepiece-dev and "
-                          "reconfigure), pass token ids with --tokens instead");
-#endif
 }
 
 void run_perplexity(const PerplexityCliOptions& o) {
@@ -285,12 +291,16 @@ ROPEX_SUBCOMMAND(51, [](CLI::App& app) {
   auto* s = app.add_subcommand("generate", "continue a prompt with the KV cache (greedy at --temperature 0)");
   add_model_options(s, o->m);
   s->add_option("--prompt-tokens", o->prompt, "prompt token ids (default: just BOS)");
+  s->add_option("--prompt", o->prompt_text,
+                "prompt text, tokenized with the model directory's tokenizer.json or tokenizer.model; "
+                "prints the continuation as text")
+      ->excludes("--prompt-tokens");
   s->add_option("--steps", o->steps, "tokens to generate")->required()->check(CLI::Range(int64_t(1), int64_t(1) << 24));
   s->add_option("--temperature", o->temperature, "0 = greedy (default), else sample softmax(logits/T)")
       ->check(CLI::Range(0.0, 1e6));
   s->add_option("--seed", o->seed, "sampling seed (default 0)");
-  s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits eos_token_id");
-  s->add_flag("--json", o->json, "print {\"tokens\": [...]} (generated ids only)");
+  s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits any of the config's eos_token_id");
+  s->add_flag("--json", o->json, "print {\"tokens\": [...]} (generated ids only; with --prompt also \"text\")");
   s->callback([o] { run_generate(*o); });
 });
 
@@ -299,7 +309,7 @@ ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
   auto* s = app.add_subcommand("perplexity", "long-context perplexity over windows, with the per-position loss curve");
   add_model_options(s, o->m);
   s->add_option("--tokens", o->tokens, "token ids file (.npy or text)");
-  s->add_option("--text", o->text, "text file, tokenized with the model directory's tokenizer.model (SentencePiece)");
+  s->add_option("--text", o->text, "text file, tokenized with the model directory's tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece)");
   s->add_option("--context", o->context, "window length N")->required()->check(CLI::Range(int64_t(2), int64_t(1) << 30));
   s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));

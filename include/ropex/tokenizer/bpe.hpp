@@ -287,8 +287,9 @@ class BpeTokenizer {
   }
 
   /// Ids -> text: added tokens as their content (special ones dropped if skip_special), the rest
-  /// through the ByteLevel decoder (code points back to bytes). Unknown ids are an error.
-  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const {
+  /// through the ByteLevel decoder (code points back to bytes). An id in neither is an error when
+  /// `strict`, else dropped (as HF's decode does; a model's padded vocab rows have no token).
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false, bool strict = true) const {
     const auto& table = ByteLevelTable::get();
     std::string out;
     for (int32_t id : ids) {
@@ -297,8 +298,10 @@ class BpeTokenizer {
         continue;
       }
       const auto t = id_to_token_.find(id);
-      if (t == id_to_token_.end())
+      if (t == id_to_token_.end()) {
+        if (!strict) continue;
         throw make_error("ids", "", "id " + std::to_string(id) + " is not in the vocabulary of " + source_);
+      }
       const std::string& tok = t->second;
       for (size_t i = 0; i < tok.size();) {
         const size_t n = std::max<size_t>(1, utf8::seq_len(tok, i));
@@ -562,6 +565,10 @@ class BpeTokenizer {
       }
     }
     if (!bos_id_ && !prefix_ids_.empty()) bos_id_ = prefix_ids_.front();
+    for (const auto* v : {&prefix_ids_, &suffix_ids_})
+      for (int32_t id : *v)
+        if (!added_by_id_.count(id) && !id_to_token_.count(id))
+          fail("post_processor", "adds id " + std::to_string(id) + ", which is neither in model.vocab nor in added_tokens");
   }
 
   void load_decoder(const nlohmann::json& j) {

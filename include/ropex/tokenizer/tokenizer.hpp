@@ -78,20 +78,23 @@ class Tokenizer {
 #endif
   }
 
-  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const {
-    if (bpe_) return bpe_->decode(ids, skip_special);
+  /// Ids -> text; an unknown id is an error when `strict`, else dropped.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false, bool strict = true) const {
+    if (bpe_) return bpe_->decode(ids, skip_special, strict);
 #if defined(ROPEX_HAS_SENTENCEPIECE)
     std::vector<int> v;
     for (int32_t id : ids) {
-      if (id < 0 || id >= spm_->GetPieceSize())
+      if (id < 0 || id >= spm_->GetPieceSize()) {
+        if (!strict) continue;
         throw make_error("ids", "", "id " + std::to_string(id) + " is not in the vocabulary of " + file_.string());
+      }
       if (!(skip_special && spm_->IsControl(id))) v.push_back(id);
     }
     std::string out;
     if (const auto st = spm_->Decode(v, &out); !st.ok()) throw make_error(file_.string(), "", "decode failed: " + st.ToString());
     return out;
 #else
-    (void)skip_special;
+    (void)skip_special, (void)strict;
     return {};
 #endif
   }
