@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build-fuzz}
 SECONDS_PER=${FUZZ_SECONDS:-30}
-TARGETS=${FUZZ_TARGETS:-"safetensors config llama2c tokens gguf"}
+TARGETS=${FUZZ_TARGETS:-"safetensors config llama2c tokens gguf tokenizer"}
 CXX=${FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}
 [ -n "$CXX" ] || { echo "fuzz_smoke: clang++ not found" >&2; exit 1; }
 
@@ -20,7 +20,7 @@ cmake --build "$BUILD" -j"${JOBS:-2}" --target ropex_fuzz_all
 # ---- seed corpora (small valid and near-valid inputs; written fresh each run) ------------------
 SEEDS=$BUILD/seeds
 rm -rf "$SEEDS"
-mkdir -p "$SEEDS"/{safetensors,config,llama2c,tokens,gguf}
+mkdir -p "$SEEDS"/{safetensors,config,llama2c,tokens,gguf,tokenizer}
 if ! command -v python3 >/dev/null; then
   echo "fuzz_smoke: python3 not found, starting from the checked-in fixtures only" >&2
 else
