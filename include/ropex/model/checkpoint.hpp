@@ -1,12 +1,16 @@
 // Checkpoint: a LLaMA model's config and weights, opened from disk without copying them.
 //   HF directory:  config.json + model.safetensors, or + model.safetensors.index.json and shards
 //   llama2.c file: *.bin (legacy or version-1 header)
+//   GGUF file:     *.gguf (llama.cpp; architectures llama, qwen2, qwen3, phi3; gguf_model.hpp),
+//                  quantized tensors kept in their ggml block type
 // Tensors are always exposed under Hugging Face LLaMA names; open() checks every tensor the
 // config implies is present with its expected shape, so the model can index weights blindly.
 #pragma once
 #include <ropex/error.hpp>
 #include <ropex/io/mapped_file.hpp>
 #include <ropex/model/config.hpp>
+#include <ropex/model/gguf.hpp>
+#include <ropex/model/gguf_model.hpp>
 #include <ropex/model/llama2c.hpp>
 #include <ropex/model/safetensors.hpp>
 #include <ropex/model/tensor.hpp>
@@ -17,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
@@ -76,10 +81,11 @@ inline std::vector<ExpectedTensor> expected_tensors(const LlamaConfig& c) {
   return e;
 }
 
-/// Rows [row0, row0 + rows) of a 2-D tensor, as a view under another name (no copy).
+/// Rows [row0, row0 + rows) of a 2-D tensor, as a view under another name (no copy). Any dtype:
+/// a row of a block type is whole blocks.
 inline TensorView row_block(const TensorView& t, std::string name, int64_t row0, int64_t rows) {
   TensorView b = t;
-  const size_t row_bytes = size_t(t.shape.at(1)) * dtype_size(t.dtype);
+  const size_t row_bytes = dtype_bytes(t.dtype, size_t(t.shape.at(1)));
   b.name = std::move(name);
   b.shape = {rows, t.shape[1]};
   b.data = t.data + size_t(row0) * row_bytes;
@@ -89,8 +95,9 @@ inline TensorView row_block(const TensorView& t, std::string name, int64_t row0,
 
 class Checkpoint {
  public:
-  /// Opens an HF model directory or a llama2.c .bin file. Throws ropex::Error naming the file and
-  /// field/tensor for anything malformed, missing, or of the wrong shape.
+  /// Opens an HF model directory, a llama2.c .bin file or a GGUF file (*.gguf, or any file that
+  /// starts with the GGUF magic). Throws ropex::Error naming the file and field/key/tensor for
+  /// anything malformed, missing, unsupported or of the wrong shape.
   static Checkpoint open(const std::filesystem::path& p) {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -100,6 +107,14 @@ class Checkpoint {
     ck.path_ = p;
     if (fs::is_directory(st)) {
       ck.open_hf_dir(p);
+    } else if (p.extension() == ".gguf" || starts_with_gguf_magic(p)) {
+      ck.gguf_ = std::make_unique<GgufFile>(GgufFile::open(p));
+      GgufModel m = gguf_model(*ck.gguf_);
+      ck.config_ = std::move(m.config);
+      ck.stored_name_ = std::move(m.gguf_name);
+      for (auto& t : m.tensors) ck.add(std::move(t), p.string());
+      ck.format_ = "gguf";
+      ck.weights_source_ = p.string();
     } else if (p.extension() == ".bin") {
       auto f = load_llama2c(p);
       ck.config_ = f.model.config;
@@ -109,8 +124,8 @@ class Checkpoint {
       ck.weights_source_ = p.string();
     } else {
       throw make_error(p.string(), "",
-                       "expected a Hugging Face model directory (config.json + model.safetensors) or a "
-                       "llama2.c .bin checkpoint");
+                       "expected a Hugging Face model directory (config.json + model.safetensors), a "
+                       "llama2.c .bin checkpoint or a GGUF .gguf file");
     }
     if (ck.config_.fused_qkv) ck.split_fused();
     ck.check_expected();
@@ -133,10 +148,42 @@ class Checkpoint {
   /// All tensors by name (including ones the model does not use).
   const std::map<std::string, TensorView, std::less<>>& tensors() const { return tensors_; }
   const std::filesystem::path& path() const { return path_; }
-  /// "safetensors" or "llama2.c".
+  /// "safetensors", "llama2.c" or "gguf".
   const std::string& format() const { return format_; }
 
+  /// The GGUF file behind a "gguf" checkpoint (its metadata holds the tokenizer:
+  /// tokenizer.ggml.model, .tokens, .merges, .token_type, ...), else nullptr.
+  const GgufFile* gguf() const { return gguf_.get(); }
+
+  /// Whether any tensor is stored in a ggml block type (Q4_0..Q6_K): such tensors decode on the
+  /// CPU a row at a time; a backend that uploads per-element dtypes must refuse them.
+  bool has_quantized() const {
+    for (const auto& [n, t] : tensors_)
+      if (is_quantized(t.dtype)) return true;
+    return false;
+  }
+
  private:
+  static bool starts_with_gguf_magic(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    char m[4] = {};
+    return in.read(m, 4) && std::string_view(m, 4) == "GGUF";
+  }
+
+  // How a tensor is named in a message: its HF name, and for a GGUF file the file's own name
+  // ("'blk.0.attn_q.weight' (model.layers.0.self_attn.q_proj.weight)").
+  std::string label(const std::string& hf) const {
+    if (format_ != "gguf") return "tensor '" + hf + "'";
+    auto it = stored_name_.find(hf);
+    const std::string g = it != stored_name_.end() ? it->second : gguf_tensor_name(hf, config_.fused_qkv);
+    return g.empty() ? "tensor '" + hf + "'" : "tensor '" + g + "' (" + hf + ")";
+  }
+  // " (ggml ne [in, out])" after an HF shape, for GGUF files, whose tools print ne.
+  std::string ne_note(const std::vector<int64_t>& shape) const {
+    if (format_ != "gguf") return "";
+    return " (ggml ne " + shape_string(std::vector<int64_t>(shape.rbegin(), shape.rend())) + ")";
+  }
+
   void open_hf_dir(const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
     const auto cfg_path = dir / "config.json";
@@ -179,16 +226,22 @@ class Checkpoint {
       auto fused = [&](const std::string& name, std::vector<int64_t> shape) -> const TensorView& {
         auto it = tensors_.find(name);
         if (it == tensors_.end())
-          throw make_error(weights_source_, "tensor '" + name + "'",
+          throw make_error(weights_source_, label(name),
                            "missing (model_type " + c.model_type + " stores fused projections; expected shape " +
-                               shape_string(shape) + ")");
+                               shape_string(shape) + ne_note(shape) + ")");
         if (it->second.shape != shape)
-          throw make_error(it->second.source, "tensor '" + name + "'",
-                           "shape " + shape_string(it->second.shape) + " does not match " + shape_string(shape) +
-                               " implied by the config");
+          throw make_error(it->second.source, label(name),
+                           "shape " + shape_string(it->second.shape) + ne_note(it->second.shape) + " does not match " +
+                               shape_string(shape) + ne_note(shape) + " implied by the config");
         return it->second;
       };
       const TensorView qkv = fused(p + "self_attn.qkv_proj.weight", {q + 2 * kv, h});
+      for (const char* n : {"q_proj", "k_proj", "v_proj"})
+        if (auto s = stored_name_.find(p + "self_attn.qkv_proj.weight"); s != stored_name_.end())
+          stored_name_[p + "self_attn." + n + ".weight"] = s->second;
+      for (const char* n : {"gate_proj", "up_proj"})
+        if (auto s = stored_name_.find(p + "mlp.gate_up_proj.weight"); s != stored_name_.end())
+          stored_name_[p + "mlp." + n + ".weight"] = s->second;
       add(row_block(qkv, p + "self_attn.q_proj.weight", 0, q), qkv.source);
       add(row_block(qkv, p + "self_attn.k_proj.weight", q, kv), qkv.source);
       add(row_block(qkv, p + "self_attn.v_proj.weight", q + kv, kv), qkv.source);
@@ -210,15 +263,15 @@ class Checkpoint {
       if (it == tensors_.end()) {
         const bool fused_here = e.name.find("q_proj.weight") != std::string::npos &&
                                 has(e.name.substr(0, e.name.find("q_proj.weight")) + "qkv_proj.weight");
-        throw make_error(weights_source_, "tensor '" + e.name + "'",
+        throw make_error(weights_source_, label(e.name),
                          fused_here ? "missing: the checkpoint stores a fused qkv_proj (Phi-3 layout) but model_type is \"" +
                                           config_.model_type + "\""
-                                    : "missing (expected shape " + shape_string(e.shape) + ")");
+                                    : "missing (expected shape " + shape_string(e.shape) + ne_note(e.shape) + ")");
       }
       if (it->second.shape != e.shape)
-        throw make_error(it->second.source, "tensor '" + e.name + "'",
-                         "shape " + shape_string(it->second.shape) + " does not match " + shape_string(e.shape) +
-                             " implied by the config");
+        throw make_error(it->second.source, label(e.name),
+                         "shape " + shape_string(it->second.shape) + ne_note(it->second.shape) + " does not match " +
+                             shape_string(e.shape) + ne_note(e.shape) + " implied by the config");
     }
     // A weight the forward would not read means the config describes another architecture (a
     // bias, a norm, a fused projection it does not know): refused, never dropped.
@@ -228,7 +281,7 @@ class Checkpoint {
       if (used.count(name) || name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq")) continue;
       if (config_.fused_qkv && (name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("mlp.gate_up_proj.weight")))
         continue;
-      throw make_error(t.source, "tensor '" + name + "'",
+      throw make_error(t.source, label(name),
                        "not used by a model_type \"" + config_.model_type +
                            "\" forward with this config (the config and the weights disagree)");
     }
@@ -248,6 +301,8 @@ class Checkpoint {
   LlamaConfig config_;
   std::vector<io::MappedFile> files_;
   std::vector<SafetensorsFile> shards_;
+  std::unique_ptr<GgufFile> gguf_;                                     // a "gguf" checkpoint's file
+  std::map<std::string, std::string, std::less<>> stored_name_;        // HF name -> GGUF tensor name
   std::map<std::string, TensorView, std::less<>> tensors_;
 };
 

@@ -1,7 +1,7 @@
 // ops<cpu>: the math a LLaMA layer needs, on the CPU with Eigen (+ OpenMP, + BLAS when Eigen was
 // built with EIGEN_USE_BLAS). Activations are float32 row-major [tokens, features]; weights stay in
-// their stored dtype (F32/F16/BF16 TensorViews into the mmapped checkpoint) and are converted to
-// float32 a block of rows at a time, just before they are multiplied.
+// their stored dtype (F32/F16/BF16 or a GGUF block type, TensorViews into the mmapped checkpoint)
+// and are converted to float32 a block of rows at a time, just before they are multiplied.
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
@@ -41,7 +41,14 @@ using ConstMapRows = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 
 // n elements of a stored tensor (from element `offset`) -> float, vectorizable loops for the
 // 16-bit types (bf16: the top half of a float; f16: rebias via one multiply, fix inf/NaN).
+// ggml block types (GGUF Q4_0..Q6_K) decode whole blocks with quant::dequantize: the callers
+// ask for whole rows (a matmul's weight rows, an embedding row), which GGUF keeps block-aligned;
+// a range that starts or ends inside a block is an error naming the tensor.
 inline void to_float(const model::TensorView& w, size_t offset, size_t n, float* dst) {
+  if (model::is_quantized(w.dtype)) {
+    w.to_float(dst, offset, n);  // bounds and block alignment checked there
+    return;
+  }
   const std::byte* p = w.data + offset * model::dtype_size(w.dtype);
   if (w.dtype == model::DType::f32) {
     std::memcpy(dst, p, n * 4);
