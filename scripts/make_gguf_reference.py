@@ -12,7 +12,7 @@ Writes into --out (default tests/fixtures/gguf_model/):
   <stem>.rows.npy     float32 [4, vocab] full logit rows at positions <stem>.json "rows"
   <stem>.json         what was run (versions, text, positions, file size and sha256)
 
-  pip install torch transformers gguf
+  pip install torch transformers gguf accelerate   # transformers needs accelerate for GGUF files
   scripts/fetch_models.sh
   python3 scripts/make_gguf_reference.py            # SmolLM2-135M-Instruct.Q4_1 on GPL-3
 """
