@@ -37,7 +37,7 @@ st("mixed", {"__metadata__": {"format": "pt"},
              "b": {"dtype": "BF16", "shape": [1, 2], "data_offsets": [6, 10]},
              "z": {"dtype": "F32", "shape": [0], "data_offsets": [10, 10]}}, bytes(range(10)))
 st("i8", {"q": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}}, b"\1\2\3\4")
-base = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+base = {"model_type": "llama", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
         "bos_token_id": 1, "eos_token_id": [2, 3], "head_dim": 4, "hidden_act": "silu"}
@@ -114,7 +114,8 @@ fi
 # Checked-in fixtures as extra seeds, where small.
 cp tests/fixtures/safetensors/*.safetensors "$SEEDS/safetensors/" 2>/dev/null || true
 cp tests/fixtures/gguf/*.gguf "$SEEDS/gguf/" 2>/dev/null || true  # gguf-py output, one tensor per type
-find tests/fixtures -name '*config.json' -size -8k 2>/dev/null | head -20 | while read -r f; do
+# every real and family config.json (mutated real configs reach the per-model_type key guard)
+find tests/fixtures -name '*config.json' -size -8k 2>/dev/null | sort | while read -r f; do
   cp "$f" "$SEEDS/config/$(echo "$f" | tr '/' '_')"; done
 
 status=0

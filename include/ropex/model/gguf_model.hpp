@@ -86,7 +86,9 @@ inline bool in(const auto& list, std::string_view k) { return std::find(list.beg
 inline void check(const GgufMetadata& md, std::string_view arch) {
   const std::string src = md.source();
   const std::string prefix = std::string(arch) + ".";
-  for (const auto& [key, value] : md.entries()) {
+  for (const auto& entry : md.entries()) {  // (clang 14 lambdas cannot capture structured bindings)
+    const auto& key = entry.first;
+    const auto& value = entry.second;
     const std::string field = "key '" + std::string(key) + "'";
     if (std::any_of(skippable_prefixes.begin(), skippable_prefixes.end(), [&](auto p) { return key.starts_with(p); }))
       continue;
