@@ -23,6 +23,7 @@ struct Case {
   int64_t nq, nk;
   int hq, hkv, d;
   bool causal;
+  int64_t window = 0;  // sliding window (causal only): query i sees its `window` most recent keys
 };
 
 template <class T>
@@ -39,6 +40,7 @@ inline AttentionShape shape_of(const Case& c) {
   s.n_queries = c.nq; s.n_keys = c.nk; s.n_heads = c.hq; s.n_kv_heads = c.hkv; s.head_dim = c.d;
   s.query_offset = c.nk - c.nq;  // new tokens at the end of the key sequence
   s.causal = c.causal;
+  s.window = c.window;
   s.scale = 1.0 / std::sqrt(static_cast<double>(c.d));
   return s;
 }
@@ -47,7 +49,7 @@ inline AttentionShape shape_of(const Case& c) {
 template <class T, class Fast>
 void check_against_oracle(const Case& c, const Inputs<T>& in, Fast fast, const char* what) {
   CAPTURE(what); CAPTURE(c.batch); CAPTURE(c.nq); CAPTURE(c.nk); CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d);
-  CAPTURE(c.causal); CAPTURE(sizeof(T));
+  CAPTURE(c.causal); CAPTURE(c.window); CAPTURE(sizeof(T));
   const AttentionShape s = shape_of(c);
   const size_t n_out = static_cast<size_t>(c.batch * c.nq * c.hq * c.d), n_lse = static_cast<size_t>(c.batch * c.hq * c.nq);
   const auto kv = KVView<T>::token_major(in.k.ptr, c.nk, c.hkv, c.d);

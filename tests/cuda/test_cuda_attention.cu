@@ -94,7 +94,8 @@ TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the or
   using T = __nv_bfloat16;
   for (RopeLayout layout : {RopeLayout::half, RopeLayout::interleaved}) {
     for (auto [d, rotary] : {std::pair{128, 128}, std::pair{128, 64}, std::pair{80, 80}, std::pair{80, 40}}) {
-      const Case c{2, 130, 130, 4, 2, d, true};  // full and partial rotary; rotary 40 takes the scalar path
+      for (int64_t window : {int64_t{0}, int64_t{50}}) {  // 50: the windowed kernel with its RoPE tiling
+      const Case c{2, 130, 130, 4, 2, d, true, window};  // full and partial rotary; rotary 40 takes the scalar path
       Inputs<T> in(c);
       const int half = rotary / 2;
       std::vector<double> inv(static_cast<size_t>(half));
@@ -124,6 +125,7 @@ TEST_CASE("flash prefill with fused RoPE matches rope_inplace followed by the or
       ROPEX_CUDA_CHECK(cudaMemcpy(a.data(), q0.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToHost));
       ROPEX_CUDA_CHECK(cudaMemcpy(b.data(), in.q.ptr, in.q.n * sizeof(T), cudaMemcpyDeviceToHost));
       CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) != 0);
+      }
     }
   }
 }
@@ -214,6 +216,47 @@ TEST_CASE_TEMPLATE("decode reads a head-major KV cache through strides (every ke
     check_decode_head_major<T>({1, 1, 2000, 16, 2, 128, true}, 2048, 0, DecodeKernel::tma_tensor_core);
     check_decode_head_major<T>({2, 3, 999, 16, 4, 64, true}, 1000, 0, DecodeKernel::tma_tensor_core);
   }
+}
+
+// Sliding windows (Mistral, Qwen2, Phi-3): window 1 (each query sees itself), smaller than a key
+// tile (64 here), equal to it, not a multiple of it, larger than the sequence; queries after a cache
+// (query_offset > 0), GQA, batches. The kernels skip the tiles / splits left of the window.
+const int64_t kWindows[] = {1, 17, 64, 100, 5000};
+
+TEST_CASE_TEMPLATE("sliding window: flash prefill (mma.sync kernel) vs the oracle", T, __nv_bfloat16, __half) {
+  FlashTiling fa2;
+  fa2.kernel = FlashKernel::fa2;
+  for (int64_t w : kWindows) {
+    check_flash<T>({1, 300, 300, 8, 2, 128, true, w}, fa2);   // GQA 4
+    check_flash<T>({2, 129, 129, 4, 4, 64, true, w}, fa2);    // batch 2, head_dim 64
+    check_flash<T>({1, 77, 500, 6, 3, 80, true, w}, fa2);     // 77 queries after a 423-token cache
+    check_flash<T>({1, 7, 300, 4, 1, 128, true, w}, fa2);     // 7 queries after 293 (one query block)
+  }
+  if (!quick()) check_flash<T>({1, 4097, 4097, 4, 1, 128, true, 1000}, fa2);
+  // A window on non-causal attention is refused (attention::validate's rule).
+  CHECK_THROWS_AS(flash_attention<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, shape_of({1, 4, 4, 2, 2, 64, false, 2})),
+                  ropex::Error);
+}
+
+TEST_CASE_TEMPLATE("sliding window: split-KV decode (every kernel, one and several tokens) vs the oracle", T, __nv_bfloat16,
+                   __half) {
+  std::vector<DecodeKernel> kernels = {DecodeKernel::automatic, DecodeKernel::cuda_core, DecodeKernel::tensor_core};
+  if (tma_decode_here<T>()) kernels.push_back(DecodeKernel::tma_tensor_core);
+  for (DecodeKernel kernel : kernels) {
+    for (int max_splits : {0, 1}) {
+      for (int64_t w : kWindows) {
+        check_decode<T>({1, 1, 4097, 8, 2, 128, true, w}, max_splits, kernel);
+        check_decode<T>({2, 5, 300, 32, 4, 64, true, w}, max_splits, kernel);  // 5 tokens, 40 rows
+      }
+      check_decode<T>({1, 3, 777, 8, 8, 128, true, 64}, max_splits, kernel);  // one row a KV head, 3 tokens
+    }
+    if (!quick()) check_decode<T>({1, 1, 100'003, 32, 8, 128, true, 4096}, 0, kernel);
+  }
+  DeviceArray<T> probe(16);
+  if (detail::bulk_decode_usable(KVView<T>{probe.ptr, 0, 128, 128}, KVView<T>{probe.ptr, 0, 128, 128}, 128))
+    for (int64_t w : kWindows)
+      for (int max_splits : {0, 1}) check_decode_head_major<T>({1, 1, 4097, 8, 8, 128, true, w}, 4100, max_splits, DecodeKernel::bulk_copy);
+  for (int64_t w : kWindows) check_decode_head_major<T>({2, 2, 500, 4, 4, 128, true, w}, 512, 0, DecodeKernel::automatic);
 }
 
 TEST_CASE("flash and decode reject bad shapes with ropex::Error") {

@@ -52,7 +52,8 @@ struct Unrotated {
 /// against the oracle on inputs rotated by rope_inplace first. Queries and keys have their own
 /// tables (a 1M-token position shift for both, keys strided), so a swapped table would show.
 template <class T>
-void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool rot_k, bool in_kernel = true) {
+void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool rot_k, bool in_kernel = true,
+                bool force_sm90 = true) {
   CAPTURE(static_cast<int>(layout)); CAPTURE(rotary); CAPTURE(rot_q); CAPTURE(rot_k); CAPTURE(in_kernel);
   Inputs<T> in(c);
   const int half = rotary / 2;
@@ -68,7 +69,7 @@ void check_rope(const Case& c, RopeLayout layout, int rotary, bool rot_q, bool r
   rope_cos_sin_table(kt.ptr, dk.ptr, static_cast<int64_t>(kpos.size()), freq);
   const Unrotated<T> raw(in, c, qpos, kpos, freq, layout, rot_q, rot_k);
   FlashTiling t;
-  t.kernel = FlashKernel::sm90;
+  t.kernel = force_sm90 ? FlashKernel::sm90 : FlashKernel::automatic;
   // in_kernel = false on this kernel: K rotated once into scratch, Q in the kernel.
   const FusedRope rope{rot_q ? qt.ptr : nullptr, rot_k ? kt.ptr : nullptr, half, layout, in_kernel};
   check_against_oracle<T>(c, in, [&](T* o, float* lse) {
@@ -204,6 +205,28 @@ TEST_CASE_TEMPLATE("sm90 flash prefill: odd sizes, every GQA ratio, cache offset
     check<T>({1, 4097, 4097, 4, 1, 128, true});
     check<T>({1, 4097, 4097, 2, 2, 128, false});
   }
+}
+
+TEST_CASE_TEMPLATE("sm90 flash prefill with a sliding window: windows vs the 128-key tile, offsets, GQA, Q RoPE", T,
+                   __nv_bfloat16, __half) {
+  if (!on_sm90()) {
+    MESSAGE("sm_90a kernel unavailable: sliding-window sm90 cases skipped");
+    return;
+  }
+  // 1, smaller than a tile, equal to it, not a multiple of it, past the sequence.
+  for (int64_t w : {1, 100, 128, 300, 2000}) {
+    check<T>({1, 1000, 1000, 8, 2, 128, true, w});   // GQA 4, 8 query blocks
+    check<T>({2, 300, 1000, 4, 4, 128, true, w});    // 300 queries after a 700-token cache
+    check<T>({1, 7, 300, 6, 3, 128, true, w});       // ratio 3, one partial block after 293
+  }
+  // Far more items than SMs (each persistent block runs several, different tile ranges), and the
+  // Q-RoPE-in-kernel mode (K once through scratch) with a window.
+  check<T>({3, 1000, 1000, 32, 8, 128, true, 257});
+  check_rope<T>({2, 300, 517, 4, 2, 128, true, 200}, RopeLayout::half, 128, true, true, false);
+  check_rope<T>({2, 255, 255, 4, 4, 128, true, 64}, RopeLayout::interleaved, 128, true, false);
+  // K rotated in the kernel is not a windowed mode here: the automatic path takes the fa2 kernel.
+  check_rope<T>({2, 200, 517, 4, 2, 128, true, 150}, RopeLayout::half, 64, true, true, true, false);
+  if (!quick()) check<T>({1, 4097, 4097, 4, 1, 128, true, 1000});
 }
 
 TEST_CASE("sm90 flash prefill: the default path runs it, and the forced fa2 kernel still agrees") {

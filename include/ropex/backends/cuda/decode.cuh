@@ -116,7 +116,18 @@ struct DecodeArgs {
   int splits, row_groups;
   int64_t keys_per_split;
   float scale_log2;  // scale * log2(e)
+  // Sliding window (shape.window): the splits cover keys [key_begin, n_keys) only, key_begin the
+  // first query's first key (0 without a window); a row sees key j when visible - 1 - j < span,
+  // unsigned (span = the window, or 2^63 - 1: every key below visible), one compare as before.
+  int64_t key_begin;
+  uint64_t span;
 };
+
+/// Whether a row that sees keys below `visible` sees key `key` (the causal limit and the window).
+__device__ __forceinline__ bool sees(int64_t key, int64_t visible, uint64_t span) {
+  return static_cast<uint64_t>(visible - 1 - key) < span;
+}
+inline constexpr uint64_t kAllKeys = ~uint64_t{0} >> 1;  // DecodeArgs::span without a window
 
 /// The L2 policy of K/V loads: evict first. Each byte is read once, and on an H200 the hint alone
 /// took decode from 3.3-3.7 to 3.8-4.2 TB/s at 32K-512K keys (same process, interleaved runs).
@@ -339,9 +350,11 @@ __device__ __forceinline__ void empty_rows(float (&m2)[ROWS], float (&l)[ROWS], 
 /// One lane's online softmax over U key slots it holds in registers (kr/vr; zero for keys it does
 /// not have): scores reduced over the LPK lanes of a row, running max in base 2, sum, output.
 /// key_of(u) = the key of slot u (recomputed, not kept: registers; 4-row blocks spilled).
-template <class T, int ROWS, int U, int LPK, class KeyOf>
+/// WINDOW: rows also drop keys left of their window (sees); without, the causal limit alone (the
+/// CUDA-core kernels are instantiated both ways: the window's test cost them 4-7% at 32K-128K keys).
+template <class T, int ROWS, int U, int LPK, bool WINDOW, class KeyOf>
 __device__ __forceinline__ void cuda_core_step(const int4 (&kr)[U], const int4 (&vr)[U], const float (&q)[ROWS][8],
-                                               KeyOf key_of, int64_t k_end, const int64_t (&visible)[ROWS],
+                                               KeyOf key_of, int64_t k_end, const int64_t (&visible)[ROWS], uint64_t span,
                                                float (&m2)[ROWS], float (&l)[ROWS], float (&acc)[ROWS][8]) {
   float sc[U][ROWS];
 #pragma unroll
@@ -355,7 +368,7 @@ __device__ __forceinline__ void cuda_core_step(const int4 (&kr)[U], const int4 (
       for (int e = 0; e < 8; ++e) d = fmaf(q[r][e], kf[e], d);
       d = sum_lanes<LPK>(d);
       const int64_t key = key_of(u);
-      sc[u][r] = key < k_end && key < visible[r] ? d : -INFINITY;
+      sc[u][r] = key < k_end && (WINDOW ? sees(key, visible[r], span) : key < visible[r]) ? d : -INFINITY;
     }
   }
 #pragma unroll
@@ -430,7 +443,7 @@ __device__ __forceinline__ void cuda_core_finish(const DecodeArgs<T>& a, bool wo
   finish_block<T, HD, ROWS, NW>(a, &sh_acc[0][0][0], &sh_st[0][0], rg, kvh, b, split);
 }
 
-template <class T, int HD, int ROWS, int NW, int U>
+template <class T, int HD, int ROWS, int NW, int U, bool WINDOW = false>
 __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
   pdl_launch_dependents();
@@ -444,7 +457,7 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
   const attention::AttentionShape& s = a.shape;
   const DecodeRows<T, ROWS> rows(a, rg);  // q is read after pdl_wait (the kernel before writes it)
 
-  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_begin = a.key_begin + static_cast<int64_t>(split) * a.keys_per_split;
   const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
   const T* kbase = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride + d0;
   const T* vbase = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride + d0;
@@ -487,7 +500,8 @@ __global__ void __launch_bounds__(NW * 32, ROWS == 4 ? 4 : 1) decode_kernel(Deco
       for (int u = 0; u < U; ++u) kr[u] = vr[u] = make_int4(0, 0, 0, 0);
       load_step(k0, k0, k_end);
     }
-    cuda_core_step<T, ROWS, U, LPK>(kr, vr, q, [&](int u) { return key_of(k0, u); }, k_end, rows.visible, m2, l, acc);
+    cuda_core_step<T, ROWS, U, LPK, WINDOW>(kr, vr, q, [&](int u) { return key_of(k0, u); }, k_end, rows.visible, a.span, m2, l,
+                                            acc);
   }
   cuda_core_finish<T, HD, ROWS, NW>(a, true, m2, l, acc, rg, kvh, b, split);
 }
@@ -530,7 +544,7 @@ struct DecodeBulkShape {  // one row a KV head: 8 warps x 4 key steps, 4 stages;
 };
 
 template <class T, int HD, int ROWS, int NW_ = DecodeBulkShape<ROWS>::NW, int U_ = DecodeBulkShape<ROWS>::U,
-          int S_ = DecodeBulkShape<ROWS>::S>
+          int S_ = DecodeBulkShape<ROWS>::S, bool WINDOW = false>
 __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<T> a) {
   static_assert(sizeof(T) == 2, "decode reads 16-bit KV");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -549,7 +563,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<
   const int ks = lane / LPK, d0 = (lane % LPK) * 8;
   init_stage_ring(full, empty, NW * 32);  // every computing thread releases a stage after its reads
   const DecodeRows<T, ROWS> rows(a, rg);
-  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_begin = a.key_begin + static_cast<int64_t>(split) * a.keys_per_split;
   const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
   const int n_stages = k_end > k_begin ? static_cast<int>(ceil_div(k_end - k_begin, KB)) : 0;
 
@@ -592,7 +606,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_bulk_kernel(DecodeArgs<
                             : make_int4(0, 0, 0, 0);
       }
       mma::mbar_arrive(mma::smem_addr(&empty[st]));  // this thread is done with the slot
-      cuda_core_step<T, ROWS, U, LPK>(kr, vr, q, key_of, k_end, rows.visible, m2, l, acc);
+      cuda_core_step<T, ROWS, U, LPK, WINDOW>(kr, vr, q, key_of, k_end, rows.visible, a.span, m2, l, acc);
     }
   }
   cuda_core_finish<T, HD, ROWS, NW>(a, warp < NW, m2, l, acc, rg, kvh, b, split);
@@ -679,7 +693,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_tma_kernel(const __grid
   const attention::AttentionShape& s = a.shape;
   const int group = static_cast<int>(s.group()), n_rows = static_cast<int>(s.n_queries) * group;
   const DecodeRows<T, ROWS> rows(a, rg);
-  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_begin = a.key_begin + static_cast<int64_t>(split) * a.keys_per_split;
   const int64_t k_end = min(k_begin + a.keys_per_split, rows.max_visible());
   const int n_stages = k_end > k_begin ? static_cast<int>(ceil_div(k_end - k_begin, KB)) : 0;
 
@@ -754,7 +768,7 @@ __global__ void __launch_bounds__((NW_ + 1) * 32) decode_tma_kernel(const __grid
         for (int e = 0; e < 4; ++e) {
           const int64_t key = k0 + 16 * u + g + 8 * (e / 2);
           const float v = sc[u][e] * a.scale_log2;
-          sc[u][e] = key < k_end && key < visible[e % 2] ? v : -INFINITY;
+          sc[u][e] = key < k_end && sees(key, visible[e % 2], a.span) ? v : -INFINITY;
           mx[e % 2] = fmaxf(mx[e % 2], sc[u][e]);
         }
 #pragma unroll
@@ -877,7 +891,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
 #pragma unroll
   for (int off = 1; off < 32; off *= 2) max_visible = max(max_visible, __shfl_xor_sync(0xffffffffu, max_visible, off));
 
-  const int64_t k_begin = static_cast<int64_t>(split) * a.keys_per_split;
+  const int64_t k_begin = a.key_begin + static_cast<int64_t>(split) * a.keys_per_split;
   const int64_t k_end = min(k_begin + a.keys_per_split, max_visible);
 
   float m2[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g, g+8: running max (base 2), lane's sum
@@ -942,7 +956,7 @@ __global__ void __launch_bounds__(NW * 32, 1) decode_mma_kernel(DecodeArgs<T> a)
       for (int e = 0; e < 4; ++e) {
         const int64_t key = k0 + 8 * jb + 2 * c + (e % 2);
         const float v = sc[jb][e] * a.scale_log2;
-        sc[jb][e] = key < k_end && key < visible[e / 2] ? v : -INFINITY;
+        sc[jb][e] = key < k_end && sees(key, visible[e / 2], a.span) ? v : -INFINITY;
         mx[e / 2] = fmaxf(mx[e / 2], sc[jb][e]);
       }
 #pragma unroll
@@ -1023,7 +1037,7 @@ void launch_split(Kernel kernel, int threads, size_t smem, int slots, int step, 
                   int kv_heads, int max_splits, DecodeWorkspace& ws, cudaStream_t stream, const char* name, bool pdl,
                   const Lead&... lead) {  // lead: kernel arguments before the DecodeArgs (tensor maps)
   a.row_groups = static_cast<int>(ceil_div(n_rows, ROWS));
-  const int64_t n_keys = a.shape.n_keys;
+  const int64_t n_keys = a.shape.n_keys - a.key_begin;  // the keys the splits cover
   const int64_t units = static_cast<int64_t>(batch) * kv_heads * a.row_groups;
   int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(slots / units, ceil_div(n_keys, step))));
   if (max_splits > 0) splits = std::min(splits, max_splits);
@@ -1045,6 +1059,12 @@ void launch_decode(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, int max
                    cudaStream_t stream, bool pdl) {
   constexpr int NW = 4, U = ROWS >= 8 ? 2 : 4;  // 8 rows: fewer keys in flight, to stay in registers
   constexpr int STEP = NW * (32 / (HD / 8)) * U;  // keys one block handles per loop iteration
+  if (a.span != kAllKeys) {
+    static const int slots = resident_blocks(decode_kernel<T, HD, ROWS, NW, U, true>, NW * 32);
+    launch_split<T, ROWS>(decode_kernel<T, HD, ROWS, NW, U, true>, NW * 32, 0, slots, STEP, a, n_rows, batch, kv_heads,
+                          max_splits, ws, stream, "decode_kernel", pdl);
+    return;
+  }
   static const int slots = resident_blocks(decode_kernel<T, HD, ROWS, NW, U>, NW * 32);
   launch_split<T, ROWS>(decode_kernel<T, HD, ROWS, NW, U>, NW * 32, 0, slots, STEP, a, n_rows, batch, kv_heads, max_splits, ws,
                         stream, "decode_kernel", pdl);
@@ -1072,13 +1092,17 @@ void launch_decode_bulk(DecodeArgs<T> a, int n_rows, int batch, int kv_heads, in
                         cudaStream_t stream, bool pdl) {
   using B = DecodeBulkShape<ROWS>;
   using C = DecodeBulkConfig<T, HD, B::NW, B::U, B::S>;
-  auto kernel = decode_bulk_kernel<T, HD, ROWS>;
-  static const int slots = [&] {  // once per instantiation: > 48 KB of dynamic shared memory
-    ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::smem)));
-    return resident_blocks(kernel, (C::NW + 1) * 32, C::smem);
-  }();
-  launch_split<T, ROWS>(kernel, (C::NW + 1) * 32, C::smem, slots, C::KB, a, n_rows, batch, kv_heads, max_splits, ws,
-                        stream, "decode_bulk_kernel", pdl);
+  auto launch = [&]<bool W>() {  // one static per instantiation (both kernels have the same type)
+    auto kernel = decode_bulk_kernel<T, HD, ROWS, B::NW, B::U, B::S, W>;
+    static const int slots = [&] {  // once per instantiation: > 48 KB of dynamic shared memory
+      ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::smem)));
+      return resident_blocks(kernel, (C::NW + 1) * 32, C::smem);
+    }();
+    launch_split<T, ROWS>(kernel, (C::NW + 1) * 32, C::smem, slots, C::KB, a, n_rows, batch, kv_heads, max_splits, ws,
+                          stream, "decode_bulk_kernel", pdl);
+  };
+  if (a.span != kAllKeys) launch.template operator()<true>();
+  else launch.template operator()<false>();
 }
 
 template <class T, int HD>
@@ -1197,10 +1221,16 @@ void decode_attention(const T* q, KVView<T> k, KVView<T> v, T* o, float* lse, in
     throw make_error("cuda::decode_attention", "n_heads", "must be a positive multiple of n_kv_heads");
   if (shape.n_queries <= 0 || batch <= 0) return;
   if (shape.n_keys <= 0) throw make_error("cuda::decode_attention", "n_keys", "must be positive");
+  if (shape.window < 0 || (shape.window > 0 && !shape.causal))
+    throw make_error("cuda::decode_attention", "window", "must be >= 0, and a sliding window needs causal attention");
   detail::DecodeArgs<T> a{};
   a.q = q; a.k = k; a.v = v; a.o = o; a.lse = lse;
   a.shape = shape;
   a.scale_log2 = static_cast<float>(shape.scale) * kLog2e;
+  // A window leaves the splits the keys of [first query's first key, n_keys): the cost of the
+  // window, not of the whole cache. Without one, key_begin = 0 and every key below visible counts.
+  a.key_begin = std::clamp<int64_t>(shape.first_key(0), 0, shape.n_keys - 1);
+  a.span = shape.causal && shape.window > 0 ? static_cast<uint64_t>(shape.window) : detail::kAllKeys;
   const int n_rows = static_cast<int>(shape.n_queries * shape.group());
   const int kvh = static_cast<int>(shape.n_kv_heads);
   const bool mma_dim = shape.head_dim == 64 || shape.head_dim == 128;

@@ -146,7 +146,10 @@ struct FlashConfig {
   static constexpr size_t rope_smem_bytes = smem_bytes + sizeof(float2) * BN * (HD / 2 + 2);  // + one cos/sin tile
 };
 
-template <class T, int HD, int NW, int MT, int BN>
+/// WINDOW (shape.window > 0, a separate instantiation so window 0 runs the code it always ran):
+/// a block's key tiles start at the tile of its first row's first key, and only the tiles that
+/// cross a row's window start are masked there; the tiles before it are never loaded.
+template <class T, int HD, int NW, int MT, int BN, bool WINDOW = false>
 __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) {
   using C = FlashConfig<T, HD, NW, MT, BN>;
   constexpr int BM = C::BM, LDS = C::LDS, NT = C::NT;
@@ -177,12 +180,15 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
   // Keys this block needs: causal stops at the last row's diagonal.
   const int64_t last_row = min(m0 + BM, nq) - 1;
   const int n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), BN));
+  // The first tile (WINDOW: the one holding the first row's first key); stage of tile j: (j - j0) & 1.
+  int j0 = 0;
+  if constexpr (WINDOW) j0 = max(0, min(static_cast<int>(s.first_key(m0) / BN), n_tiles - 1));
 
   load_tile<T, HD, LDS, BM, NT>(sQ, q_head, q_ts, m0, nq);
   mma::cp_async_commit();
   if (n_tiles > 0) {
-    load_tile<T, HD, LDS, BN, NT>(sK, k_head, kv_ts, 0, nk);
-    load_tile<T, HD, LDS, BN, NT>(sV, v_head, kv_ts, 0, nk);
+    load_tile<T, HD, LDS, BN, NT>(sK, k_head, kv_ts, int64_t(j0) * BN, nk);
+    load_tile<T, HD, LDS, BN, NT>(sV, v_head, kv_ts, int64_t(j0) * BN, nk);
   }
   mma::cp_async_commit();
   mma::cp_async_wait<0>();
@@ -200,11 +206,11 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
     }
   }
   if (rope_k && n_tiles > 0) {
-    load_cos_sin<BN, NT>(sCS, a.rope.k_table, b * nk, b * nk + nk, a.rope.half);
+    load_cos_sin<BN, NT>(sCS, a.rope.k_table, b * nk + int64_t(j0) * BN, b * nk + nk, a.rope.half);
     mma::cp_async_commit();
     mma::cp_async_wait<0>();
     __syncthreads();
-    rope_tile<T, LDS, BN, NT>(sK, sCS, a.rope.half + 2, nk, a.rope.half, a.rope.layout);
+    rope_tile<T, LDS, BN, NT>(sK, sCS, a.rope.half + 2, nk - int64_t(j0) * BN, a.rope.half, a.rope.layout);
     __syncthreads();
   }
 
@@ -237,22 +243,22 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
   }
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int buf = j & 1;
+  for (int j = j0; j < n_tiles; ++j) {
+    const int buf = (j - j0) & 1;
     if (!rope_k) {
       if (j + 1 < n_tiles) {  // prefetch the next K/V tile into the other stage
         load_tile<T, HD, LDS, BN, NT>(sK + (buf ^ 1) * BN * LDS, k_head, kv_ts, int64_t(j + 1) * BN, nk);
         load_tile<T, HD, LDS, BN, NT>(sV + (buf ^ 1) * BN * LDS, v_head, kv_ts, int64_t(j + 1) * BN, nk);
       }
       mma::cp_async_commit();
-      if (j > 0) {
+      if (j > j0) {
         mma::cp_async_wait<1>();  // tile j landed (tile j+1 may still be in flight)
         __syncthreads();
       }
     } else {
       // Fused RoPE: tile j and its cos/sin landed -> rotate K in place -> only then prefetch tile
       // j+1 with its cos/sin (one cos/sin buffer), still overlapping this tile's math.
-      if (j > 0) {
+      if (j > j0) {
         mma::cp_async_wait<0>();
         __syncthreads();
         rope_tile<T, LDS, BN, NT>(sK + buf * BN * LDS, sCS, a.rope.half + 2, nk - int64_t(j) * BN, a.rope.half,
@@ -303,7 +309,8 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
 
     // ---- mask: keys past the end, or past the causal diagonal --------------------------------
     const int64_t key0 = int64_t(j) * BN;
-    const bool need_mask = key0 + BN > s.visible_keys(m0);  // the block's first row sees the fewest
+    bool need_mask = key0 + BN > s.visible_keys(m0);  // the block's first row sees the fewest
+    if constexpr (WINDOW) need_mask = need_mask || key0 < s.first_key(last_row);  // the last row starts latest
     if (need_mask) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -311,11 +318,14 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
         for (int hr = 0; hr < 2; ++hr) {
           const int64_t row = m0 + wr0 + mt * 16 + g + 8 * hr;
           const int64_t limit = s.visible_keys(row);
+          const int64_t start = WINDOW ? s.first_key(row) : 0;
 #pragma unroll
           for (int n = 0; n < NTILE; ++n)
 #pragma unroll
-            for (int e = 0; e < 2; ++e)
-              if (key0 + n * 8 + 2 * c4 + e >= limit) sc[mt][n][2 * hr + e] = -INFINITY;
+            for (int e = 0; e < 2; ++e) {
+              const int64_t key = key0 + n * 8 + 2 * c4 + e;
+              if (key >= limit || (WINDOW && key < start)) sc[mt][n][2 * hr + e] = -INFINITY;
+            }
         }
     }
 
@@ -397,10 +407,10 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
     }
 }
 
-template <class T, int HD, int NW, int MT, int BN>
+template <class T, int HD, int NW, int MT, int BN, bool WINDOW = false>
 void launch_flash(const FlashArgs<T>& a, int batch, cudaStream_t stream) {
   using C = FlashConfig<T, HD, NW, MT, BN>;
-  auto kernel = flash_forward_kernel<T, HD, NW, MT, BN>;
+  auto kernel = flash_forward_kernel<T, HD, NW, MT, BN, WINDOW>;
   static bool configured = false;  // once per instantiation: allow > 48 KB of dynamic smem
   if (!configured) {
     ROPEX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -442,6 +452,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
     throw make_error("cuda::flash_attention", "n_heads", "must be a positive multiple of n_kv_heads");
   if (shape.n_keys < 0 || shape.n_queries < 0 || shape.query_offset < 0)
     throw make_error("cuda::flash_attention", "shape", "sizes must be non-negative");
+  if (shape.window < 0 || (shape.window > 0 && !shape.causal))
+    throw make_error("cuda::flash_attention", "window", "must be >= 0, and a sliding window needs causal attention");
   if (rope.enabled() && (2 * rope.half > shape.head_dim || rope.half % 2 != 0 || rope.half <= 0))
     throw make_error("cuda::flash_attention", "rope.half", "rotary dim must be a multiple of 4 and <= head_dim");
   if (rope.from_tables() && rope.from_starts())
@@ -456,7 +468,9 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
   // 16/32/48/64 (16-frequency table boxes).
   auto sm90_takes = [&](const FusedRope& r) {
     const bool rope_fits = !r.enabled() || (sm90::sm90_rope_half_ok(r.half) && aligned(r.q_table) && aligned(r.k_table));
-    return tiling.kernel != FlashKernel::fa2 && (tiling.kernel == FlashKernel::sm90 || default_tiling) &&
+    // A sliding window runs there without RoPE or with Q's table only (the persistent modes).
+    const bool window_fits = shape.window == 0 || !r.enabled() || (r.q_table && !r.k_table && !r.from_starts());
+    return tiling.kernel != FlashKernel::fa2 && window_fits && (tiling.kernel == FlashKernel::sm90 || default_tiling) &&
            shape.head_dim == 128 && rope_fits && aligned(q) && aligned(k) && aligned(v) && sm90::device_is_sm90();
   };
   if (rope.from_starts()) {
@@ -544,6 +558,20 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
   const int w = tiling.warps ? tiling.warps : 4, mt = tiling.m_tiles ? tiling.m_tiles : 2;
   // Fused RoPE stages a cos/sin tile in shared memory too: 32-key tiles keep two blocks per SM.
   const int bn = tiling.block_n ? tiling.block_n : (rope.enabled() && mt == 2 ? 32 : 64);
+  if (shape.causal && shape.window > 0) {  // sliding window: the default tilings (block_n 32 with fused RoPE)
+    switch (shape.head_dim) {
+      case 64:
+        if (bn == 32) detail::launch_flash<T, 64, 4, 2, 32, true>(a, batch, stream);
+        else detail::launch_flash<T, 64, 4, 2, 64, true>(a, batch, stream);
+        return;
+      case 80: detail::launch_flash<T, 80, 4, 1, 64, true>(a, batch, stream); return;
+      case 128:
+        if (bn == 32) detail::launch_flash<T, 128, 4, 2, 32, true>(a, batch, stream);
+        else detail::launch_flash<T, 128, 4, 2, 64, true>(a, batch, stream);
+        return;
+      default: break;  // refused below
+    }
+  }
   switch (shape.head_dim) {
     case 64:
       if (mt == 2 && bn == 32) detail::launch_flash<T, 64, 4, 2, 32>(a, batch, stream);

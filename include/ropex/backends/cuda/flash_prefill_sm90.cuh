@@ -201,11 +201,13 @@ struct Sm90Config {
   }
 };
 
-/// One work item of the kernel: query block m_block (rows m0..m0+127) of head h of sequence b.
-/// Items run m fastest, so a head's blocks run together and share its K/V in L2; causal blocks
-/// longest first.
+/// One work item of the kernel: query block m_block (rows m0..m0+127) of head h of sequence b,
+/// key tiles j0 .. n_tiles-1. Items run m fastest, so a head's blocks run together and share its
+/// K/V in L2; causal blocks longest first. With a sliding window (WINDOW) j0 is the tile of the
+/// block's first row's first key, so an item costs min(its causal tiles, window / 128 + 2): still
+/// non-increasing in that order (equal once the window is full), so longest first holds.
 struct Sm90Item {
-  int b, h, kvh, n_tiles;
+  int b, h, kvh, j0, n_tiles;
   int64_t m0;
 };
 __host__ __device__ inline int64_t sm90_query_blocks(const attention::AttentionShape& s) {
@@ -214,6 +216,7 @@ __host__ __device__ inline int64_t sm90_query_blocks(const attention::AttentionS
 __host__ __device__ inline int64_t sm90_items(const attention::AttentionShape& s, int batch) {
   return sm90_query_blocks(s) * s.n_heads * batch;
 }
+template <bool WINDOW = false>
 __device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s, int w) {
   const int nm = static_cast<int>(sm90_query_blocks(s)), nh = static_cast<int>(s.n_heads);
   const int mi = w % nm, m_block = s.causal ? nm - 1 - mi : mi;
@@ -224,6 +227,8 @@ __device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s
   it.m0 = static_cast<int64_t>(m_block) * Sm90Config::BM;
   const int64_t last_row = min(it.m0 + Sm90Config::BM, s.n_queries) - 1;
   it.n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), int64_t{Sm90Config::BN}));
+  it.j0 = 0;
+  if constexpr (WINDOW) it.j0 = max(0, min(static_cast<int>(s.first_key(it.m0) / Sm90Config::BN), it.n_tiles - 1));
   return it;
 }
 
@@ -397,13 +402,17 @@ __device__ __forceinline__ void rotate_q_rows(unsigned char* q_tile, const unsig
 }
 #endif
 
-template <class T, Sm90Rope ROPE = Sm90Rope::none>
+/// WINDOW (shape.window > 0; persistent modes only): each item's tiles start at j0 (Sm90Item) and
+/// the consumers mask keys left of a row's window in the tiles that cross it. A separate
+/// instantiation, so window 0 runs the code it always ran.
+template <class T, Sm90Rope ROPE = Sm90Rope::none, bool WINDOW = false>
 __global__ void __launch_bounds__(Sm90Config::NT, 1)
     flash_forward_sm90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                                  const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tcs,
                                  const __grid_constant__ CUtensorMap tka, const __grid_constant__ CUtensorMap tsteps,
                                  Sm90Args<T> a) {
 #if defined(ROPEX_SM90_WGMMA)
+  static_assert(!WINDOW || persistent(ROPE), "sliding windows run in the persistent modes");
   using C = Sm90Config;
   constexpr int BN = C::BN, HD = C::HD, S = C::STAGES, NQ = q_buffers(ROPE);
   constexpr uint32_t TILE = C::TILE, CB = TILE / 2;
@@ -582,9 +591,10 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     uint32_t t = 0;  // tiles issued
     bool more = start_item(0);
     for (int i = 0; more; ++i) {
-      const Sm90Item it = sm90_item(s, item_slot[i % NQ]);
-      const int next_at = min(S, it.n_tiles - 1);  // copy in item i + 1's Q after this tile
-      for (int j = 0; j < it.n_tiles; ++j, ++t) {
+      const Sm90Item it = sm90_item<WINDOW>(s, item_slot[i % NQ]);
+      const int j0 = WINDOW ? it.j0 : 0;
+      const int next_at = min(j0 + S, it.n_tiles - 1);  // copy in item i + 1's Q after this tile
+      for (int j = j0; j < it.n_tiles; ++j, ++t) {
         issue_kv(it, j, t);
         if (j == next_at) more = start_item(i + 1);
       }
@@ -613,9 +623,26 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   // Masks tile j of S (keys past the end or the causal diagonal), then the online softmax (base 2):
   // S becomes P = 2^(S scale log2e - m'); alpha = 2^((m - m') scale log2e) rescales O and l.
   // sc[4n + 2hr + e] = S[row g + 8hr][key 8n + 2c4 + e] (the m16n8 C layout, repeated along N).
+  // WINDOW: also the tiles that start left of the block's last row's first key (it starts latest),
+  // where keys left of each row's window are masked.
   auto softmax = [&](float(&sc)[64], int j, float(&alpha)[2]) {
     const int64_t key0 = int64_t(j) * BN;
-    if (key0 + BN > s.visible_keys(m0)) {  // the block's first row sees the fewest keys
+    if constexpr (WINDOW) {
+      if (key0 + BN > s.visible_keys(m0) || key0 < s.first_key(min(m0 + C::BM, nq) - 1)) {
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int64_t row = row_base + 8 * hr;
+          const int64_t limit = s.visible_keys(row) - key0, start = s.first_key(row) - key0;
+#pragma unroll
+          for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int c = n * 8 + 2 * c4 + e;
+              if (c >= limit || c < start) sc[4 * n + 2 * hr + e] = -INFINITY;
+            }
+        }
+      }
+    } else if (key0 + BN > s.visible_keys(m0)) {  // the block's first row sees the fewest keys
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int64_t row = row_base + 8 * hr;
@@ -683,7 +710,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     mbar_wait((producer_rotates_q(ROPE) ? q_ready : bar_q) + 8 * qb, (item / NQ) & 1);
     const int w = item_slot[qb];
     if (w < 0) break;
-    const Sm90Item it = sm90_item(s, w);
+    const Sm90Item it = sm90_item<WINDOW>(s, w);
     const int n_tiles = it.n_tiles;
     m0 = it.m0;
     row_base = m0 + cw * 64 + warp * 16 + g;
@@ -699,7 +726,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
 #pragma unroll
     for (int e = 0; e < 64; ++e) o[e] = 0.f;
     for (int hr = 0; hr < 2; ++hr) row_max[hr] = -INFINITY, row_sum[hr] = 0.f;
-    for (int j = 0; j < n_tiles; ++j, ++t) {
+    for (int j = WINDOW ? it.j0 : 0; j < n_tiles; ++j, ++t) {
       const int st = t % S;
       const uint32_t phase = (t / S) & 1;
       mbar_wait((rotates_k(ROPE) ? rot_k : full_k) + 8 * st, phase);
@@ -785,10 +812,15 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
                         : a.k_table   ? Sm90Rope::k
                         : a.q_table   ? Sm90Rope::q
                                       : Sm90Rope::none;
+  const bool window = a.shape.causal && a.shape.window > 0;
+  if (window && mode != Sm90Rope::none && mode != Sm90Rope::q)
+    throw make_error("cuda::sm90::launch_flash_sm90", "shape.window", "a sliding window takes no RoPE or Q's table only");
   auto kernel = mode == Sm90Rope::anchors_k   ? flash_forward_sm90_kernel<T, Sm90Rope::anchors_k>
                 : mode == Sm90Rope::anchors_q ? flash_forward_sm90_kernel<T, Sm90Rope::anchors_q>
                 : mode == Sm90Rope::k         ? flash_forward_sm90_kernel<T, Sm90Rope::k>
-                : mode == Sm90Rope::q         ? flash_forward_sm90_kernel<T, Sm90Rope::q>
+                : mode == Sm90Rope::q         ? (window ? flash_forward_sm90_kernel<T, Sm90Rope::q, true>
+                                                        : flash_forward_sm90_kernel<T, Sm90Rope::q>)
+                : window                      ? flash_forward_sm90_kernel<T, Sm90Rope::none, true>
                                               : flash_forward_sm90_kernel<T, Sm90Rope::none>;
   const size_t smem = C::smem_bytes(mode);
   static const bool configured = [] {  // once per type: > 48 KB of dynamic shared memory
@@ -800,6 +832,8 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
     set(flash_forward_sm90_kernel<T, Sm90Rope::k>, Sm90Rope::k);
     set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_q>, Sm90Rope::anchors_q);
     set(flash_forward_sm90_kernel<T, Sm90Rope::anchors_k>, Sm90Rope::anchors_k);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::none, true>, Sm90Rope::none);
+    set(flash_forward_sm90_kernel<T, Sm90Rope::q, true>, Sm90Rope::q);
     return true;
   }();
   (void)configured;

@@ -156,6 +156,21 @@ __global__ void binary(T* __restrict__ a, const T* __restrict__ b, int64_t n, F 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     a[i] = from_float<T>(f(to_float(a[i]), to_float(b[i])));
 }
+/// y[r, :] += bias for every row r of `cols` (projection biases), E elements an access; the bias is
+/// fp32 (upload_vector), the sum taken in fp32. n_packs = rows * cols / E, cols_packs = cols / E.
+template <class T, int E>
+__global__ void add_bias(T* __restrict__ y, const float* __restrict__ bias, int64_t n_packs, int64_t cols_packs) {
+  pdl_launch_dependents();
+  pdl_wait();
+  using P = Pack<T, E>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float* b = bias + (i % cols_packs) * E;
+    P p = reinterpret_cast<P*>(y)[i];
+#pragma unroll
+    for (int e = 0; e < E; ++e) p.v[e] = from_float<T>(to_float(p.v[e]) + b[e]);
+    reinterpret_cast<P*>(y)[i] = p;
+  }
+}
 struct SiluMul {  // SwiGLU (common.cuh's silu_mul)
   __device__ float operator()(float g, float u) const { return silu_mul(g, u); }
 };
@@ -197,7 +212,7 @@ __global__ void attention_rows(attention::HeadsView<const T> q, attention::Heads
   const float scale = static_cast<float>(s.scale);
   float m = -INFINITY, l = 0.f;
   const int64_t visible = s.visible_keys(i);
-  for (int64_t j = 0; j < visible; ++j) {
+  for (int64_t j = s.first_key(i); j < visible; ++j) {  // a sliding window starts past key 0
     const T* kr = k.row(j, kvh);
     float d = 0.f;
 #pragma unroll
@@ -437,6 +452,25 @@ struct Ops {
     check_launch("embed");
   }
 
+  /// y[i, :] += bias for n rows of `cols` (q/k/v, o and MLP biases). One launch on the model's
+  /// stream, a programmatic dependent like the rest of a step, so a recorded decode step holds it.
+  void add_bias(T* y, const Vector& bias, int64_t n, int64_t cols) {
+    if (n <= 0 || cols <= 0) return;
+    if (static_cast<int64_t>(bias.size()) != cols)
+      throw make_error("cuda::Ops::add_bias", "bias", "has " + std::to_string(bias.size()) + " elements for rows of " +
+                                                          std::to_string(cols));
+    constexpr int E = kVec<T>;
+    const int64_t count = n * cols;
+    if (cols % E == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0)
+      launch_pdl(kernels::add_bias<T, E>, grid_for(count / E), dim3(256), 0, st->stream, st->pdl, y, bias.data(), count / E,
+                 cols / E);
+    else
+      launch_pdl(kernels::add_bias<T, 1>, grid_for(count), dim3(256), 0, st->stream, st->pdl, y, bias.data(), count, cols);
+    check_launch("add_bias");
+  }
+
+  /// out = rmsnorm(x) * weight over n rows of dim: the model's norms, and Qwen3's per-head q/k
+  /// norm (n = tokens x heads rows of head_dim: 32 threads a row, one block each).
   void rmsnorm(T* out, const T* x, const float* weight, int64_t n, int64_t dim, double eps) {
     if (n <= 0) return;
     constexpr int E = kVec<T>;

@@ -38,7 +38,7 @@ struct RefArgs {
 /// Row index -> (b, i, h) and pointers, shared by both reference kernels.
 template <class T>
 struct RefRow {
-  int64_t b, i, h, kvh, visible;
+  int64_t b, i, h, kvh, first, visible;  // keys [first, visible) (causal limit, sliding window)
   const T* q;
   const T* k;
   const T* v;
@@ -49,6 +49,7 @@ struct RefRow {
     b = row / (s.n_heads * s.n_queries);
     kvh = h / s.group();
     visible = s.visible_keys(i);
+    first = min(s.first_key(i), visible);
     q = a.q + ((b * s.n_queries + i) * s.n_heads + h) * s.head_dim;
     k = a.k.data + b * a.k.batch_stride + kvh * a.k.head_stride;
     v = a.v.data + b * a.v.batch_stride + kvh * a.v.head_stride;
@@ -69,9 +70,9 @@ __global__ void attention_reference_kernel(RefArgs<T> a, double* out, double* ls
     return warp_sum(d) * s.scale;
   };
   double m = -INFINITY;
-  for (int64_t j = 0; j < r.visible; ++j) m = fmax(m, score(j));
+  for (int64_t j = r.first; j < r.visible; ++j) m = fmax(m, score(j));
   double l = 0, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // head_dim <= 256: 8 dims per lane
-  for (int64_t j = 0; j < r.visible; ++j) {
+  for (int64_t j = r.first; j < r.visible; ++j) {
     const double p = exp(score(j) - m);
     l += p;
     for (int e = lane, c = 0; e < D; e += 32, ++c) acc[c] += p * double(to_float(r.v[j * a.v.token_stride + e]));
@@ -96,10 +97,10 @@ __global__ void attention_naive_kernel(RefArgs<T> a, T* out, float* lse) {
     return to_float(from_float<T>(to_float(from_float<T>(warp_sum(d))) * to_float(scale)));
   };
   float m = -INFINITY, l = 0;
-  for (int64_t j = 0; j < r.visible; ++j) m = fmaxf(m, score(j));
-  for (int64_t j = 0; j < r.visible; ++j) l += expf(score(j) - m);
+  for (int64_t j = r.first; j < r.visible; ++j) m = fmaxf(m, score(j));
+  for (int64_t j = r.first; j < r.visible; ++j) l += expf(score(j) - m);
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t j = 0; j < r.visible; ++j) {
+  for (int64_t j = r.first; j < r.visible; ++j) {
     const float p = to_float(from_float<T>(expf(score(j) - m) / l));
     for (int e = lane, c = 0; e < D; e += 32, ++c) acc[c] += p * to_float(r.v[j * a.v.token_stride + e]);
   }
