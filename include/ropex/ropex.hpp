@@ -3,6 +3,7 @@
 #include <ropex/config.hpp>
 #include <ropex/error.hpp>
 #include <ropex/scaling_law.hpp>
+#include <ropex/theories.hpp>
 #include <ropex/presets.hpp>
 #include <ropex/rope/frequencies.hpp>
 #include <ropex/rope/scaling.hpp>
