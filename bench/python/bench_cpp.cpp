@@ -1,0 +1,57 @@
+// The C++ loops bench_vectorized.py compares the Python module with, built with the module's flags
+// (python/CMakeLists.txt target ropex_py_bench_cpp):
+//   1. ropex::extrapolation_limit over n log-spaced bases (d = 128, T_train = 4096), each result
+//      stored, as the vectorized binding does;
+//   2. ropex::apply_rope in place on [tokens, heads, head_dim] float32 with a prebuilt table.
+// Prints one JSON object: best-of-reps seconds of each.
+#include <ropex/rope/apply.hpp>
+#include <ropex/rope/scaling.hpp>
+#include <ropex/scaling_law.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace {
+template <class F>
+double best_of(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long n = argc > 1 ? std::atol(argv[1]) : 1000000;
+  const long tokens = argc > 2 ? std::atol(argv[2]) : 16384, heads = argc > 3 ? std::atol(argv[3]) : 32,
+             head_dim = argc > 4 ? std::atol(argv[4]) : 128;
+  const int reps = argc > 5 ? std::atoi(argv[5]) : 5;
+
+  std::vector<double> bases(size_t(n));
+  for (long i = 0; i < n; ++i) bases[size_t(i)] = std::pow(10.0, 3.0 + 5.0 * double(i) / double(std::max(n - 1, 1L)));
+  std::vector<ropex::ExtrapolationLimit> out(size_t(n));
+  const double laws_s = best_of(reps, [&] {
+    for (long i = 0; i < n; ++i) out[size_t(i)] = ropex::extrapolation_limit(128, 4096, bases[size_t(i)]);
+  });
+  double check = 0;
+  for (const auto& r : out) check += r.limit;
+
+  ropex::RopeScaling rs;
+  const auto inv = rs.inv_freq(int(head_dim));
+  const auto table = ropex::rope_table(inv, ropex::iota_positions(tokens));
+  std::vector<float> x(size_t(tokens * heads * head_dim));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 97) * 0.01f;
+  const double rope_s = best_of(reps, [&] {
+    ropex::apply_rope(x.data(), tokens, heads, head_dim, table, ropex::RopeLayout::half);
+  });
+  std::printf("{\"n\": %ld, \"laws_s\": %.9g, \"laws_checksum\": %.17g, \"tokens\": %ld, \"heads\": %ld, "
+              "\"head_dim\": %ld, \"apply_rope_s\": %.9g, \"reps\": %d}\n",
+              n, laws_s, check, tokens, heads, head_dim, rope_s, reps);
+}

@@ -1,0 +1,306 @@
+// ropex.Model: a checkpoint ropex loads (HF directory, GGUF file, llama2.c .bin) and the Llama
+// forward over it (include/ropex/model/{checkpoint,llama}.hpp, eval/perplexity.hpp), CPU only.
+// Long calls release the GIL; after every layer (and every perplexity window) they take it back
+// briefly to call PyErr_CheckSignals (Ctrl-C raises KeyboardInterrupt there) and the progress
+// callback.
+#include "common.hpp"
+
+#include <ropex/error.hpp>
+#include <ropex/eval/perplexity.hpp>
+#include <ropex/io/json_file.hpp>
+#include <ropex/model/checkpoint.hpp>
+#include <ropex/model/llama.hpp>
+#include <ropex/tokenizer/tokenizer.hpp>
+
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace ropex_py {
+namespace {
+
+using ropex::model::Checkpoint;
+using ropex::model::Llama;
+using Ids = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Progress = std::optional<nb::callable>;
+
+// Same thread settings as the CLI's --threads: OpenMP, Eigen, and OpenBLAS's pool when present.
+void set_threads(int n) {
+  if (n <= 0) return;
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+  using SetFn = void (*)(int);
+  if (auto f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+// Called with the GIL released: takes it, raises KeyboardInterrupt (as a C++ exception that
+// unwinds the forward) on Ctrl-C, else reports progress.
+void check_in(const Progress& progress, int64_t done, int64_t total) {
+  nb::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  if (progress) (*progress)(done, total);
+}
+
+class Model {
+ public:
+  Model(nb::handle path, const std::string& device, std::optional<double> rope_base, nb::handle rope_scaling,
+        int threads)
+      : device_(device) {
+    if (device != "cpu" && device != "cuda")
+      throw ropex::make_error("Model", "device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+    if (device == "cuda")
+      throw ropex::make_error("Model", "device",
+                              "cuda: the ropex Python module runs models on the CPU only (use the ropex CLI "
+                              "built with -DROPEX_CUDA=ON for --device cuda)");
+    const std::string p = nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(path));
+    set_threads(threads);
+    std::optional<nlohmann::json> scaling;
+    if (!rope_scaling.is_none()) {
+      if (nb::isinstance<nb::dict>(rope_scaling)) {
+        const std::string text = nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(rope_scaling));
+        scaling = nlohmann::json::parse(text, nullptr, false);
+      } else if (nb::isinstance<nb::str>(rope_scaling)) {
+        scaling = ropex::parse_json_arg(nb::cast<std::string>(rope_scaling), "rope_scaling");
+      } else {
+        throw ropex::make_error("Model", "rope_scaling", "expected a dict or a JSON string");
+      }
+      if (scaling->is_discarded()) throw ropex::make_error("rope_scaling", "", "not representable as JSON");
+    }
+    {
+      nb::gil_scoped_release nogil;
+      ck_ = std::make_unique<Checkpoint>(Checkpoint::open(p));
+      if (rope_base || scaling)
+        ropex::apply_rope_override(ck_->config().rope, rope_base, scaling ? &*scaling : nullptr, "rope_scaling");
+      llama_ = std::make_unique<Llama<>>(*ck_);
+    }
+  }
+
+  const ropex::model::LlamaConfig& config() const { return ck_->config(); }
+
+  nb::dict config_dict() const {
+    const auto& c = config();
+    nb::dict d;
+    d["model_type"] = c.model_type;
+    d["vocab_size"] = c.vocab_size;
+    d["hidden_size"] = c.hidden_size;
+    d["intermediate_size"] = c.intermediate_size;
+    d["num_hidden_layers"] = c.num_hidden_layers;
+    d["num_attention_heads"] = c.num_attention_heads;
+    d["num_key_value_heads"] = c.num_key_value_heads;
+    d["head_dim"] = c.head_dim;
+    d["rotary_dim"] = c.rotary_dim();
+    d["max_position_embeddings"] = c.max_position_embeddings;
+    d["rms_norm_eps"] = c.rms_norm_eps;
+    d["tie_word_embeddings"] = c.tie_word_embeddings;
+    d["bos_token_id"] = c.bos_token_id;
+    d["eos_token_ids"] = c.eos_token_ids;
+    d["rope_layout"] = std::string(ropex::to_string(c.rope_layout));
+    d["layer_window"] = c.layer_window;
+    return d;
+  }
+
+  // int64 ids -> int32, each in [0, vocab) (the forward's own message).
+  std::vector<int32_t> ids_of(const Ids& ids, const char* field = "ids") const {
+    const int64_t vocab = config().vocab_size;
+    std::vector<int32_t> out(ids.shape(0));
+    for (size_t i = 0; i < out.size(); ++i) {
+      const int64_t v = ids.data()[i];
+      if (v < 0 || v >= vocab)
+        throw ropex::make_error(field, "[" + std::to_string(i) + "]",
+                                "id " + std::to_string(v) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+      out[i] = int32_t(v);
+    }
+    return out;
+  }
+
+  // Runs f with the GIL released and the layer hook installed (removed again on any exit).
+  template <class F>
+  void run(const Progress& progress, bool layer_progress, F&& f) {
+    struct Hook {
+      Llama<>* m;
+      ~Hook() { m->on_layer(nullptr); }
+    } hook{llama_.get()};
+    llama_->on_layer([&progress, layer_progress](int64_t done, int64_t total) {
+      check_in(layer_progress ? progress : Progress(), done, total);
+    });
+    nb::gil_scoped_release nogil;
+    f();
+  }
+
+  NumpyArray<float> logits(const Ids& ids_in, const Progress& progress) {
+    const auto ids = ids_of(ids_in);
+    if (ids.empty()) throw ropex::make_error("ids", "", "no token ids");
+    const int64_t vocab = config().vocab_size;
+    OwnedArray<float> out({ids.size(), size_t(vocab)});
+    run(progress, true, [&] {
+      auto cache = llama_->make_cache(int64_t(ids.size()));
+      const auto hidden = llama_->forward(ids, cache);
+      llama_->logits(hidden.data(), hidden.rows(), out.data);
+    });
+    return out.array;
+  }
+
+  // -log p(ids[i+1] | ids[0..i]) for i = 0 .. n-2, from one forward over ids.
+  NumpyArray<double> nll(const Ids& ids_in, const Progress& progress) {
+    const auto ids = ids_of(ids_in);
+    if (ids.size() < 2) throw ropex::make_error("ids", "", "need at least 2 token ids, got " + std::to_string(ids.size()));
+    const int64_t vocab = config().vocab_size, n = int64_t(ids.size());
+    OwnedArray<double> out({size_t(n - 1)});
+    run(progress, true, [&] {
+      auto cache = llama_->make_cache(n);
+      const auto hidden = llama_->forward(ids, cache);
+      constexpr int64_t rows = 64;
+      std::vector<float> lg(size_t(rows * vocab));
+      for (int64_t p0 = 0; p0 < n - 1; p0 += rows) {
+        const int64_t r = std::min(rows, n - 1 - p0);
+        llama_->logits(hidden.data() + p0 * hidden.cols(), r, lg.data());
+        for (int64_t i = 0; i < r; ++i)
+          out.data[p0 + i] = ropex::eval::token_nll(lg.data() + i * vocab, vocab, ids[size_t(p0 + i + 1)]);
+      }
+    });
+    return out.array;
+  }
+
+  ropex::eval::PerplexityResult perplexity(const Ids& ids_in, int64_t context, int64_t stride, int64_t bins,
+                                           bool bos_windows, const Progress& progress) {
+    const auto ids = ids_of(ids_in);
+    ropex::eval::PerplexityOptions po;
+    po.context = context, po.stride = stride, po.bins = bins;
+    if (bins < 1) throw ropex::make_error("perplexity", "bins", "must be >= 1, got " + std::to_string(bins));
+    if (stride < 0) throw ropex::make_error("perplexity", "stride", "must be >= 0, got " + std::to_string(stride));
+    if (bos_windows) po.window_bos = int32_t(config().bos_token_id);
+    po.progress = [&progress](int64_t done, int64_t total) { check_in(progress, done, total); };
+    ropex::eval::PerplexityResult r;
+    run(progress, false, [&] { r = ropex::eval::perplexity(*llama_, ids, po); });
+    return r;
+  }
+
+  // Prefill `prompt` (default: BOS), then `steps` tokens: greedy at temperature 0, else a draw
+  // from softmax(logits / T) (the CLI's rule, same seed -> same tokens).
+  std::vector<int32_t> generate(std::optional<Ids> prompt_in, int64_t steps, double temperature, uint64_t seed,
+                                bool stop_at_eos, const Progress& progress) {
+    if (steps < 1) throw ropex::make_error("generate", "steps", "must be >= 1, got " + std::to_string(steps));
+    if (!(temperature >= 0) || !std::isfinite(temperature))
+      throw ropex::make_error("generate", "temperature", "must be a finite number >= 0");
+    std::vector<int32_t> prompt;
+    if (prompt_in) prompt = ids_of(*prompt_in, "prompt");
+    if (prompt.empty() && config().bos_token_id >= 0) prompt.push_back(int32_t(config().bos_token_id));
+    if (prompt.empty()) throw ropex::make_error("generate", "prompt", "the model has no bos_token_id; give a prompt");
+    const auto& eos = config().eos_token_ids;
+    const int64_t vocab = config().vocab_size;
+    std::vector<int32_t> out;
+    run(Progress(), false, [&] {
+      std::mt19937_64 rng(seed);
+      auto cache = llama_->make_cache(int64_t(prompt.size()) + steps);
+      std::vector<float> logits(static_cast<size_t>(vocab));
+      auto hidden = llama_->forward(prompt, cache);
+      llama_->logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
+      for (int64_t step = 0; step < steps; ++step) {
+        const int32_t next = pick_token(logits.data(), vocab, temperature, rng);
+        out.push_back(next);
+        check_in(progress, step + 1, steps);
+        if (stop_at_eos && std::find(eos.begin(), eos.end(), int64_t(next)) != eos.end()) break;
+        if (step + 1 == steps) break;
+        hidden = llama_->forward(std::span(&next, 1), cache);
+        llama_->logits(hidden.data(), 1, logits.data());
+      }
+    });
+    return out;
+  }
+
+  const ropex::tokenizer::Tokenizer& tokenizer() {
+    if (!tok_) tok_ = ropex::tokenizer::Tokenizer::from_model_dir(ck_->path());
+    return *tok_;
+  }
+
+  std::unique_ptr<Checkpoint> ck_;
+  std::unique_ptr<Llama<>> llama_;
+  std::optional<ropex::tokenizer::Tokenizer> tok_;
+  std::string device_;
+
+ private:
+  static int32_t pick_token(const float* logits, int64_t vocab, double temperature, std::mt19937_64& rng) {
+    int64_t best = 0;
+    for (int64_t v = 1; v < vocab; ++v)
+      if (logits[v] > logits[best]) best = v;
+    if (temperature <= 0) return int32_t(best);
+    std::vector<double> p(static_cast<size_t>(vocab));
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += (p[size_t(v)] = std::exp((double(logits[v]) - logits[best]) / temperature));
+    double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+    for (int64_t v = 0; v < vocab; ++v)
+      if ((u -= p[size_t(v)]) <= 0) return int32_t(v);
+    return int32_t(vocab - 1);
+  }
+};
+
+}  // namespace
+
+void bind_model(nb::module_& m) {
+  using R = ropex::eval::PerplexityResult;
+  nb::class_<R>(m, "PerplexityResult")
+      .def_ro("perplexity", &R::perplexity)
+      .def_ro("mean_nll", &R::mean_nll)
+      .def_ro("tokens", &R::tokens)
+      .def_ro("context", &R::context)
+      .def_ro("stride", &R::stride)
+      .def_ro("windows", &R::windows)
+      .def_prop_ro("position_nll_sum", [](const R& r) { return to_numpy(std::vector<double>(r.position_nll_sum)); },
+                   nb::rv_policy::move)
+      .def_prop_ro("position_count", [](const R& r) { return to_numpy(std::vector<int64_t>(r.position_count)); },
+                   nb::rv_policy::move)
+      .def_prop_ro("curve", [](const R& r) {
+        nb::list out;
+        for (const auto& b : r.curve) out.append(nb::make_tuple(b.begin, b.end, b.count, b.mean_nll));
+        return out;
+      });
+
+  nb::class_<Model>(m, "Model")
+      .def(nb::init<nb::handle, const std::string&, std::optional<double>, nb::handle, int>(), nb::arg("path"),
+           nb::arg("device") = "cpu", nb::arg("rope_base") = nb::none(), nb::arg("rope_scaling") = nb::none(),
+           nb::arg("threads") = 0)
+      .def_prop_ro("config", &Model::config_dict)
+      .def_prop_ro("rope", [](const Model& m) { return m.config().rope; })
+      .def_prop_ro("format", [](const Model& m) { return m.ck_->format(); })
+      .def_prop_ro("path", [](const Model& m) { return m.ck_->path().string(); })
+      .def_prop_ro("device", [](const Model& m) { return m.device_; })
+      .def("logits", &Model::logits, nb::arg("ids"), nb::arg("progress") = nb::none())
+      .def("nll", &Model::nll, nb::arg("ids"), nb::arg("progress") = nb::none())
+      .def("perplexity", &Model::perplexity, nb::arg("ids"), nb::arg("context"), nb::arg("stride") = 0,
+           nb::arg("bins") = 32, nb::arg("bos_windows") = false, nb::arg("progress") = nb::none())
+      .def("generate", &Model::generate, nb::arg("prompt") = nb::none(), nb::arg("steps") = 16,
+           nb::arg("temperature") = 0.0, nb::arg("seed") = 0, nb::arg("stop_at_eos") = false,
+           nb::arg("progress") = nb::none())
+      .def(
+          "tokenize",
+          [](Model& m, const std::string& text, bool add_special_tokens) {
+            return m.tokenizer().encode(text, add_special_tokens);
+          },
+          nb::arg("text"), nb::arg("add_special_tokens") = false)
+      .def(
+          "detokenize",
+          [](Model& m, const std::vector<int32_t>& ids, bool skip_special) {
+            return m.tokenizer().decode(ids, skip_special);
+          },
+          nb::arg("ids"), nb::arg("skip_special") = false);
+}
+
+}  // namespace ropex_py
