@@ -1,13 +1,19 @@
-// ops<cpu>: the math a LLaMA layer needs, on the CPU with Eigen (+ OpenMP, + BLAS when Eigen was
-// built with EIGEN_USE_BLAS). Activations are float32 row-major [tokens, features]; weights stay in
+// ops<cpu>: the math a LLaMA layer needs, on the CPU with Eigen (+ OpenMP, + the linked BLAS's
+// sgemm for prefill products when it runs a kernel for this CPU: backends/eigen/gemm.hpp). Activations are float32 row-major [tokens, features]; weights stay in
 // their stored dtype (F32/F16/BF16 or a GGUF block type, TensorViews into the mmapped checkpoint)
 // and are converted to float32 a block of rows at a time, just before they are multiplied.
+// One-token products with GGUF block weights (Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K) read each block once
+// and dot it with the activations directly (quant/dot.hpp): exact mode with float activations
+// (the default), or QuantMode::fast with activations quantized per 32-block to int8 and integer
+// dot products (llama.cpp's way; within ~0.2% of exact per product, see quant/dot.hpp).
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
+#include <ropex/backends/eigen/gemm.hpp>
 #include <ropex/backends/eigen/simd.hpp>
 #include <ropex/model/kv_cache.hpp>
 #include <ropex/model/tensor.hpp>
+#include <ropex/quant/dot.hpp>
 #include <ropex/rope/apply.hpp>
 
 #include <Eigen/Core>
@@ -32,6 +38,13 @@ namespace ropex::backends {
 struct cpu {};
 template <class Backend>
 struct ops;
+
+/// How ops<cpu> multiplies GGUF block weights (F32/F16/BF16 weights are unaffected):
+///   exact  float32 activations; the weights' values exactly as dequantized (the default)
+///   fast   activations quantized per 32-block to int8 (scale max|x|/127) and integer dot
+///          products against Q4_0/Q4_1/Q8_0/Q4_K/Q5_K weights, in every product (prefill too);
+///          other block types run exact. ~0.1% of perplexity on SmolLM2-135M Q4_1.
+enum class QuantMode { exact, fast };
 
 namespace eigen_detail {
 
@@ -90,6 +103,10 @@ template <>
 struct ops<cpu> {
   using RowMatrix = eigen_detail::RowMatrix;
 
+  /// Quantized-weight products: exact (default) or fast (int8 activations). Set it on the ops
+  /// a model is built with: Llama<>(ck, 512, ops<cpu>{QuantMode::fast}).
+  QuantMode quant_mode = QuantMode::exact;
+
   // ---- what Llama<cpu> stores (backends/cuda/ops.cuh provides the same names on the GPU)
   using Scalar = float;
   using Matrix = RowMatrix;                                          ///< activations [tokens, features]
@@ -141,39 +158,50 @@ struct ops<cpu> {
     ropex::apply_rope(k, n, k_heads, head_dim, table, layout);
   }
   /// out[n, vocab] = x lm_head^T (host memory, like every CPU buffer).
-  static void logits(const model::TensorView& w, const float* x, int64_t n, float* out) { matmul(w, x, n, out); }
-
-#if defined(EIGEN_USE_BLAS)
-  // Products go to the BLAS's own thread pool: converting weight blocks with an OpenMP team in
-  // between would leave its threads spinning against the BLAS threads (measured: ~12% of a
-  // prefill in libgomp). The conversion is ~2% of the work, so it runs on the calling thread.
-  static constexpr bool kGemmHasOwnThreads = true;
-#else
-  static constexpr bool kGemmHasOwnThreads = false;
-#endif
+  void logits(const model::TensorView& w, const float* x, int64_t n, float* out) const {
+    matmul_q(w, x, n, out, false, fast());
+  }
 
   /// y[n, out] = x[n, in] W^T for W [out, in] in its stored dtype (an nn.Linear weight);
   /// y += x W^T with `accumulate` (the residual connections: x += att Wo^T).
-  /// Few rows (decode): one fused pass over W, converting each weight row once while it is hot,
-  /// rows split across threads — memory-bound, reads W exactly once. Many rows (prefill): W is
-  /// converted a block of rows at a time into float scratch and multiplied by a GEMM.
+  /// Few rows (decode): one fused pass over W, each weight row read once (block types: dotted
+  /// in their blocks, quant/dot.hpp), rows split across threads — memory-bound, reads W exactly
+  /// once. Many rows (prefill): W is converted a block of rows at a time into float scratch and
+  /// multiplied by a GEMM (backends/eigen/gemm.hpp). This static form is exact mode; a model's
+  /// products go through the member form, which follows quant_mode.
   static void matmul(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate = false) {
+    matmul_q(w, x, n, y, accumulate, false);
+  }
+  void matmul(const Weight& w, const float* x, int64_t n, float* y, bool accumulate = false) const {
+    matmul_q(w.get(), x, n, y, accumulate, fast());
+  }
+
+ private:
+  bool fast() const { return quant_mode == QuantMode::fast; }
+
+  static void matmul_q(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate, bool fast) {
     const int64_t out = w.shape.at(0), in = w.shape.at(1);
     if (n <= 0 || out <= 0) return;
     if (n <= 4) {
-      gemv_rows(w, x, n, y, 0, out, out, accumulate);
+      gemv_rows(w, x, n, y, 0, out, out, accumulate, fast);
       return;
     }
-    eigen_detail::ConstMapRows X(x, n, in, Eigen::OuterStride<>(in));
-    auto product = [&](eigen_detail::MapRows Y, eigen_detail::ConstMapRows W) {
-      if (accumulate) Y.noalias() += X * W.transpose();
-      else Y.noalias() = X * W.transpose();
+    if (fast && model::is_quantized(w.dtype) && quant::has_int8_dot(model::dtype_ggml_type(w.dtype)) &&
+        in % 32 == 0) {
+      int8_rows(w, x, n, y, accumulate);
+      return;
+    }
+    auto product = [&](float* yb, int64_t rows, const float* wb) {
+      eigen::gemm_nt(n, rows, in, x, in, wb, in, yb, out, accumulate);
     };
     if (const float* wf = w.as_f32()) {
-      product(eigen_detail::MapRows(y, n, out, Eigen::OuterStride<>(out)),
-              eigen_detail::ConstMapRows(wf, out, in, Eigen::OuterStride<>(in)));
+      product(y, out, wf);
       return;
     }
+    // Products on the BLAS's own thread pool: converting weight blocks with an OpenMP team in
+    // between would leave its threads spinning against the BLAS threads (measured: ~12% of a
+    // prefill in libgomp), so the conversion (~2% of the work) then runs on the calling thread.
+    const bool gemm_own_threads = eigen::gemm_has_own_threads();
     // Blocks of ~4M weights (16 MB of float scratch): big enough for GEMM efficiency, small
     // enough that the whole matrix is never expanded.
     const int64_t block = std::clamp<int64_t>(int64_t(1 << 22) / in, 64, out);
@@ -181,13 +209,38 @@ struct ops<cpu> {
     float* buf = scratch.data();  // shared by the converting threads (not thread_local: OpenMP threads)
     for (int64_t r0 = 0; r0 < out; r0 += block) {
       const int64_t rows = std::min(block, out - r0);
-#pragma omp parallel for schedule(static) if (!kGemmHasOwnThreads && rows * in > (1 << 16))
+#pragma omp parallel for schedule(static) if (!gemm_own_threads && rows * in > (1 << 16))
       for (int64_t r = 0; r < rows; ++r)
         eigen_detail::to_float(w, size_t((r0 + r) * in), size_t(in), buf + r * in);
-      product(eigen_detail::MapRows(y + r0, n, rows, Eigen::OuterStride<>(out)),
-              eigen_detail::ConstMapRows(buf, rows, in, Eigen::OuterStride<>(in)));
+      product(y + r0, rows, buf);
     }
   }
+
+  // Fast mode with many rows: every token's activations quantized to int8 once, then blocks of
+  // 16 weight rows (a few KB, hot in L1) dotted with every token, blocks shared by the threads.
+  static void int8_rows(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate) {
+    const int64_t out = w.shape.at(0), in = w.shape.at(1);
+    const quant::GgmlType t = model::dtype_ggml_type(w.dtype);
+    const size_t row_bytes = w.row_bytes();
+    std::vector<quant::PreparedX> px(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static) if (n * in > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) px[size_t(i)].prepare(x + i * in, in, true);
+    constexpr int64_t kRows = 16;
+    const int64_t n_blocks = (out + kRows - 1) / kRows;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t r1 = std::min(out, (b + 1) * kRows);
+      for (int64_t i = 0; i < n; ++i) {
+        float* yi = y + i * out;
+        for (int64_t r = b * kRows; r < r1; ++r) {
+          const float d = quant::dot_row(t, w.data + size_t(r) * row_bytes, px[size_t(i)], true);
+          yi[r] = accumulate ? yi[r] + d : d;
+        }
+      }
+    }
+  }
+
+ public:
 
   /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T, one after another
   /// (the GPU backend fuses them for one token).
@@ -195,8 +248,8 @@ struct ops<cpu> {
     const model::TensorView& w;
     float* y;
   };
-  static void matmul(const float* x, int64_t n, std::initializer_list<Proj> projs) {
-    for (const Proj& p : projs) matmul(p.w, x, n, p.y);
+  void matmul(const float* x, int64_t n, std::initializer_list<Proj> projs) const {
+    for (const Proj& p : projs) matmul_q(p.w, x, n, p.y, false, fast());
   }
 
   /// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight   (RMSNorm, Zhang & Sennrich 2019)
@@ -224,16 +277,16 @@ struct ops<cpu> {
   }
 
   /// matmul(rmsnorm(x), projs), the normed rows left in xb (the GPU fuses the two for one token).
-  static void norm_matmul(float* xb, const float* x, const float* weight, int64_t n, int64_t dim, double eps,
-                          std::initializer_list<Proj> projs) {
+  void norm_matmul(float* xb, const float* x, const float* weight, int64_t n, int64_t dim, double eps,
+                          std::initializer_list<Proj> projs) const {
     rmsnorm(xb, x, weight, n, dim, eps);
     matmul(xb, n, projs);
   }
   /// y = (silu(gate) * up) W^T (+= with accumulate); gate becomes silu(gate) * up.
-  static void swiglu_matmul(const model::TensorView& w, float* gate, const float* up, int64_t n, int64_t inter,
-                            float* y, bool accumulate) {
+  void swiglu_matmul(const model::TensorView& w, float* gate, const float* up, int64_t n, int64_t inter,
+                     float* y, bool accumulate) const {
     swiglu(gate, up, n * inter);
-    matmul(w, gate, n, y, accumulate);
+    matmul_q(w, gate, n, y, accumulate, fast());
   }
 
   /// Rotates the first 2*table.half dims of every head of x [n, heads, head_dim] in place.
@@ -253,13 +306,29 @@ struct ops<cpu> {
   // One token (decode) with F32/BF16 weights: four rows per pass over x, converted in registers
   // (eigen::simd::gemv). Small matrices stay on the calling thread without entering an
   // OpenMP region at all (a tiny model's decode step is ~30 of them).
+  // Block types with a fused kernel: each row's blocks dotted with every token's activations
+  // (prepared once: per-32 sums, and int8 quants in fast mode).
   static void gemv_rows(const model::TensorView& w, const float* x, int64_t n, float* y, int64_t r_begin,
-                        int64_t r_end, int64_t ldy, bool accumulate) {
+                        int64_t r_end, int64_t ldy, bool accumulate, bool fast) {
     const int64_t in = w.shape.at(1);
     const float* wf = w.as_f32();
     const bool bf16 = w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
     const bool fused = n == 1 && (wf || bf16);
+    const quant::GgmlType gt = model::dtype_ggml_type(w.dtype);
+    const bool qdot = model::is_quantized(w.dtype) && in % model::dtype_block_size(w.dtype) == 0 &&
+                      (quant::has_fused_dot(gt) || (fast && quant::has_int8_dot(gt)));
+    std::vector<quant::PreparedX> px(qdot ? size_t(n) : 0);
+    for (int64_t t = 0; t < int64_t(px.size()); ++t) px[size_t(t)].prepare(x + t * in, in, fast);
+    const size_t row_bytes = qdot ? w.row_bytes() : 0;
     auto rows = [&](int64_t a, int64_t b, std::vector<float>& row) {
+      if (qdot) {
+        for (int64_t r = a; r < b; ++r)
+          for (int64_t t = 0; t < n; ++t) {
+            const float d = quant::dot_row(gt, w.data + size_t(r) * row_bytes, px[size_t(t)], fast);
+            y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
+          }
+        return;
+      }
       if (fused) {
         if (wf) eigen::simd::gemv(wf + a * in, in, in, b - a, x, y + a, accumulate);
         else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * in, in, in, b - a, x, y + a, accumulate);
