@@ -23,6 +23,13 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
 
+# The Python module: pip install . into a venv (scikit-build-core and nanobind from PyPI), then
+# pytest (python/tests) against this build's CLI.
+echo "== Python module: pip install . + pytest =="
+python3 -m venv build-py/venv
+CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" build-py/venv/bin/pip install -q . pytest mypy ml_dtypes
+ROPEX_CLI="$PWD/$build/bin/ropex" build-py/venv/bin/python -m pytest -q python/tests
+
 if [ "$CUDA_COMPILE" = ON ]; then
   echo "== nvcc: compiling every CUDA target (sm_90a) =="
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=OFF \

@@ -261,7 +261,6 @@ def period_table(head_dim: int, base: Num, train_len: Num, tune_len: Num = 0) ->
     if d is None:
         raise Error(f"head_dim: must be one integer (the table has head_dim/2 rows), got {head_dim!r}")
     shape, cols = _columns([_as_floats("base", base), _as_floats("train_len", train_len), _as_floats("tune_len", tune_len)])
-    out = _core.period_table_v(d, *cols)
-    if not shape:
-        return PeriodTable(*(a[0] for a in out))
-    return PeriodTable(*(a.reshape(shape + a.shape[1:]) for a in out))
+    out: tuple[Any, ...] = _core.period_table_v(d, *cols)
+    fields = [a[0] if not shape else a.reshape(shape + a.shape[1:]) for a in out]
+    return PeriodTable(fields[0], fields[1], fields[2], fields[3], fields[4])

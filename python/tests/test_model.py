@@ -1,0 +1,178 @@
+"""ropex.Model against the CLI (same C++ forward) and the HF fixtures: logits, nll, perplexity,
+generate, every checkpoint format; errors, CUDA refusal, progress and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import ropex
+from conftest import FIXTURES, ROOT
+
+TOKENS = np.load(FIXTURES / "hf" / "tokens.npy")
+STORIES = ROOT.parent / "shared" / "data" / "stories260K.bin"
+GGUF = ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _stories() -> ropex.Model:
+    if not STORIES.exists():
+        pytest.skip(f"{STORIES} is absent (llama2.c checkpoint from shared/data)")
+    return ropex.Model(STORIES)
+
+
+@pytest.mark.parametrize("variant", ["default", "base500", "linear", "dynamic", "yarn", "llama3", "longrope"])
+def test_logits_match_hf_fixture(hf_model: Callable[[str], Path], variant: str) -> None:
+    m = ropex.Model(hf_model(variant))
+    assert m.format == "safetensors" and m.device == "cpu"
+    lg = m.logits(TOKENS)
+    ref = np.load(FIXTURES / "hf" / f"{variant}.logits.npy")
+    assert lg.dtype == np.float32 and lg.shape == ref.shape
+    assert np.abs(lg - ref).max() <= 1e-3
+
+
+def test_logits_equal_cli(cli: Callable[..., Any], hf_model: Callable[[str], Path], tmp_path: Path) -> None:
+    d = hf_model("default")
+    out = tmp_path / "logits.npy"
+    cli("logits", "--model", str(d), "--tokens", str(FIXTURES / "hf" / "tokens.npy"), "--out", str(out),
+        "--rope-base", "500")
+    lg = ropex.Model(d, rope_base=500).logits(TOKENS.tolist())
+    # same code; the CLI's build (RelWithDebInfo / ASan in CI) and the module's (Release) round differently
+    np.testing.assert_allclose(lg, np.load(out), rtol=0, atol=2e-5)
+    assert np.abs(lg - np.load(FIXTURES / "hf" / "base500.logits.npy")).max() <= 1e-3
+    lin = ropex.Model(d, rope_scaling={"rope_type": "linear", "factor": 4})
+    assert lin.rope.type == "linear"
+    assert np.abs(lin.logits(TOKENS) - np.load(FIXTURES / "hf" / "linear.logits.npy")).max() <= 1e-3
+
+
+def test_nll_and_perplexity_equal_cli(cli_json: Callable[..., Any], hf_model: Callable[[str], Path]) -> None:
+    d = hf_model("default")
+    m = ropex.Model(d)
+    lg = m.logits(TOKENS).astype(np.float64)
+    lse = np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1)) + lg.max(1)
+    want = lse[:-1] - lg[np.arange(len(TOKENS) - 1), TOKENS[1:]]
+    np.testing.assert_allclose(m.nll(TOKENS), want, rtol=1e-6, atol=1e-6)
+    seen: list[tuple[int, int]] = []
+    r = m.perplexity(TOKENS, context=16, stride=8, bins=4, progress=lambda a, b: seen.append((a, b)))
+    j = cli_json("perplexity", "--model", str(d), "--tokens", str(FIXTURES / "hf" / "tokens.npy"), "--context", "16",
+                 "--stride", "8", "--bins", "4")
+    assert (r.tokens, r.context, r.stride, r.windows) == (j["tokens"], j["context"], j["stride"], j["windows"])
+    assert r.perplexity == pytest.approx(j["perplexity"], rel=1e-6)
+    assert r.mean_nll == pytest.approx(j["mean_nll"], rel=1e-6)
+    assert [(b.begin, b.end, b.count) for b in r.curve] == [(c["begin"], c["end"], c["count"]) for c in j["curve"]]
+    np.testing.assert_allclose([b.mean_nll for b in r.curve], [c["mean_nll"] for c in j["curve"]], rtol=1e-6)
+    assert r.position_nll.shape == (16,) and int(r.position_count.sum()) == r.tokens
+    assert seen and seen[-1] == (len(TOKENS) - 1, len(TOKENS) - 1)
+    full = m.perplexity(TOKENS)  # one window: the mean of nll()
+    assert full.mean_nll == pytest.approx(float(m.nll(TOKENS).mean()), rel=1e-6)  # layer-streamed cache
+
+
+def test_stories260k_generate_equals_cli(cli_json: Callable[..., Any]) -> None:
+    m = _stories()
+    assert m.format == "llama2.c" and m.config["rope_layout"] == "interleaved"
+    got = m.generate(steps=16)
+    assert got == cli_json("generate", "--model", str(STORIES), "--steps", "16", "--temperature", "0")["tokens"]
+    assert got == [461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299, 362, 409, 283, 264]  # README
+    sampled = m.generate([1, 461], steps=8, temperature=0.8, seed=7)
+    ids = [str(t) for t in [1, 461]]
+    # the CLI reads prompt ids from a file
+    p = Path(os.environ.get("TMPDIR", "/tmp")) / f"ropex-py-prompt-{os.getpid()}.txt"
+    p.write_text(" ".join(ids))
+    try:
+        j = cli_json("generate", "--model", str(STORIES), "--prompt-tokens", str(p), "--steps", "8",
+                     "--temperature", "0.8", "--seed", "7")
+    finally:
+        p.unlink()
+    assert sampled == j["tokens"]
+
+
+def test_gguf_logits_equal_cli(cli: Callable[..., Any], tmp_path: Path) -> None:
+    if not GGUF.exists():
+        pytest.skip(f"{GGUF} is absent (scripts/fetch_models.sh fetches it)")
+    m = ropex.Model(GGUF, threads=2)
+    assert m.format == "gguf"
+    ids = np.array([1, 504, 3458, 314, 253, 1345], dtype=np.int64)
+    np.save(tmp_path / "ids.npy", ids.astype(np.int32))
+    cli("logits", "--model", str(GGUF), "--tokens", str(tmp_path / "ids.npy"), "--out", str(tmp_path / "l.npy"))
+    np.testing.assert_allclose(m.logits(ids), np.load(tmp_path / "l.npy"), atol=1e-4)
+
+
+def test_errors(cli: Callable[..., Any], hf_model: Callable[[str], Path]) -> None:
+    r = cli("logits", "--model", "/nonexistent/model", "--tokens", "x", "--out", "y", check=False)
+    with pytest.raises(ropex.Error) as e:
+        ropex.Model("/nonexistent/model")
+    assert str(e.value) == r.stderr.strip().removeprefix("ropex: error: ")
+    m = ropex.Model(hf_model("default"))
+    with pytest.raises(ropex.Error, match=r"^ids: \[2\]: id 256 is outside the vocabulary \[0, 256\)"):
+        m.logits([1, 2, 256])
+    with pytest.raises(ropex.Error, match="ids: expected integer token ids"):
+        m.logits(np.array([1.0, 2.0]))
+    with pytest.raises(ropex.Error, match="ids: expected a 1-D sequence"):
+        m.logits(np.zeros((2, 2), np.int64))
+    with pytest.raises(ropex.Error, match="perplexity: stride: must be <= context"):
+        m.perplexity(TOKENS, context=8, stride=9)
+    with pytest.raises(ropex.Error, match="^--rope-base: base must be a finite number > 1"):
+        ropex.Model(hf_model("default"), rope_base=0.5)
+    with pytest.raises(ropex.Error, match='device: must be "cpu" or "cuda"'):
+        ropex.Model(hf_model("default"), device="tpu")
+    if not ropex.has_cuda:
+        with pytest.raises(ropex.Error, match="device: cuda: the ropex Python module runs models on the CPU only"):
+            ropex.Model(hf_model("default"), device="cuda")
+
+
+def test_progress_callback_errors_propagate(hf_model: Callable[[str], Path]) -> None:
+    m = ropex.Model(hf_model("default"))
+    layers: list[tuple[int, int]] = []
+    m.logits(TOKENS, progress=lambda a, b: layers.append((a, b)))
+    assert layers == [(1, 2), (2, 2)]
+
+    def boom(a: int, b: int) -> None:
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        m.logits(TOKENS, progress=boom)
+    assert m.logits(TOKENS[:4]).shape == (4, 256)  # the model is usable afterwards
+
+
+def test_ctrl_c_interrupts_a_long_call() -> None:
+    m = _stories()
+    ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 60000)
+    n_windows = (len(ids) - 1 + 255) // 256
+    windows: list[int] = []
+
+    def ctrl_c_once_running() -> None:  # SIGINT from another thread while the C++ call runs
+        deadline = time.monotonic() + 20
+        while len(windows) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        m.perplexity(ids, context=256, progress=lambda a, b: windows.append(a))
+        time.sleep(30)  # only reached when the call finished before the signal
+    assert 2 <= len(windows) < n_windows, "the interrupt stopped the C++ call between layers/windows"
+    assert m.perplexity(ids[:600], context=300).tokens == 598  # usable afterwards (2 windows of 299 targets)
+
+
+def test_tokenize_with_the_facade(tmp_path: Path) -> None:
+    tj = FIXTURES / "families" / "smollm2"
+    tok_dir = ROOT / ".models" / "tokenizers"
+    cand = [p for p in [tj / "tokenizer.json", *sorted(tok_dir.glob("*/tokenizer.json"))] if p.exists()]
+    if not cand:
+        pytest.skip("no tokenizer.json next to a fixture model (scripts/fetch_tokenizers.sh fetches them)")
+    d = tmp_path / "m"
+    d.mkdir()
+    for f in (FIXTURES / "hf" / "default.config.json", FIXTURES / "hf" / "weights" / "model.safetensors"):
+        (d / ("config.json" if f.suffix == ".json" else f.name)).symlink_to(f)
+    (d / "tokenizer.json").symlink_to(cand[0])
+    m = ropex.Model(d)
+    ids = m.tokenize("Hello world, hello RoPE.")
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert m.detokenize(ids) == "Hello world, hello RoPE."
