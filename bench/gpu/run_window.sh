@@ -26,10 +26,10 @@ if [ "$STEP" = test ]; then
   p1=$!
   nvcc "${NVCC_FLAGS[@]}" -Iinclude bench/gpu/window.cu -o build-window/window_new > "$OUT/build_new.log" 2>&1 &
   p2=$!
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=OFF \
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=ON \
         -DROPEX_BUILD_BENCH=OFF -DROPEX_INSTALL=OFF -DROPEX_BLAS=OFF -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DCMAKE_PREFIX_PATH="$PWD/.deps" > "$OUT/build.log" 2>&1 &&
-    cmake --build build-gpu --target test_cuda_attention test_cuda_flash_sm90 test_cuda_ops test_cuda_rope test_cuda_llama \
+    cmake --build build-gpu --target test_cuda_attention test_cuda_flash_sm90 test_cuda_ops test_cuda_rope test_cuda_llama ropex_cli \
           -j"$(nproc)" >> "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; status=1; }
   wait $p1 || tail -30 "$OUT/build_base.log"  # the benches need it, the tests do not
   wait $p2 || tail -30 "$OUT/build_new.log"

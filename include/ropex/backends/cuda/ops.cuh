@@ -751,7 +751,26 @@ struct Ops {
   // stream order (the staging buffer is rewritten only after the previous block's conversion).
   template <class D>
   void to_device(const model::TensorView& t, D* dst) {
-    const size_t n = t.numel(), es = model::dtype_size(t.dtype);
+    const size_t n = t.numel();
+    if (model::is_quantized(t.dtype)) {
+      // GGUF blocks: decoded on the host a few rows at a time (the CPU's exact decoder), sent as
+      // f32 and rounded to T on the device. The GPU holds T weights (bf16: 2 bytes a weight).
+      const size_t row = size_t(t.shape.back());
+      const size_t rows = std::max<size_t>(1, (size_t(16) << 20) / (row * 4));
+      std::vector<float> host(std::min(n, rows * row));
+      st->staging.reserve(host.size() * 4);
+      for (size_t i = 0; i < n; i += host.size()) {
+        const size_t m = std::min(host.size(), n - i);
+        t.to_float(host.data(), i, m);
+        ROPEX_CUDA_CHECK(cudaMemcpyAsync(st->staging.data(), host.data(), m * 4, cudaMemcpyHostToDevice, st->stream));
+        kernels::convert<D><<<grid_for(static_cast<int64_t>(m)), 256, 0, st->stream>>>(
+            dst + i, st->staging.data(), model::DType::f32, static_cast<int64_t>(m));
+        check_launch("convert");
+        ROPEX_CUDA_CHECK(cudaStreamSynchronize(st->stream));  // `host` is reused by the next rows
+      }
+      return;
+    }
+    const size_t es = model::dtype_size(t.dtype);
     const bool same = (std::is_same_v<D, float> && t.dtype == model::DType::f32) ||
                       (std::is_same_v<D, __nv_bfloat16> && t.dtype == model::DType::bf16) ||
                       (std::is_same_v<D, __half> && t.dtype == model::DType::f16);
