@@ -1,7 +1,8 @@
 // The C++ loops bench_vectorized.py compares the Python module with, built with the module's flags
 // (python/CMakeLists.txt target ropex_py_bench_cpp):
 //   1. ropex::extrapolation_limit over n log-spaced bases (d = 128, T_train = 4096), each result
-//      stored, as the vectorized binding does;
+//      stored, as the vectorized binding does: once with literal d and T_train, once with every
+//      input read from arrays;
 //   2. ropex::apply_rope in place on [tokens, heads, head_dim] float32 with a prebuilt table.
 // Prints one JSON object: best-of-reps seconds of each.
 #include <ropex/rope/apply.hpp>
@@ -34,14 +35,25 @@ int main(int argc, char** argv) {
              head_dim = argc > 4 ? std::atol(argv[4]) : 128;
   const int reps = argc > 5 ? std::atoi(argv[5]) : 5;
 
-  std::vector<double> bases(size_t(n));
+  std::vector<double> bases(static_cast<size_t>(n));
   for (long i = 0; i < n; ++i) bases[size_t(i)] = std::pow(10.0, 3.0 + 5.0 * double(i) / double(std::max(n - 1, 1L)));
-  std::vector<ropex::ExtrapolationLimit> out(size_t(n));
+  std::vector<ropex::ExtrapolationLimit> out(static_cast<size_t>(n));
   const double laws_s = best_of(reps, [&] {
     for (long i = 0; i < n; ++i) out[size_t(i)] = ropex::extrapolation_limit(128, 4096, bases[size_t(i)]);
   });
   double check = 0;
   for (const auto& r : out) check += r.limit;
+  // The same calls with every input read from memory (what a caller with data does, and what the
+  // binding's loop does): with literal 128 and 4096 above, the compiler folds the T_train logs.
+  std::vector<int> dims(static_cast<size_t>(n), 128);
+  std::vector<double> train(static_cast<size_t>(n), 4096.0), tune(static_cast<size_t>(n), 0.0),
+      pre(static_cast<size_t>(n), 10000.0);
+  const double laws_arrays_s = best_of(reps, [&] {
+    for (long i = 0; i < n; ++i) {
+      const size_t k = size_t(i);
+      out[k] = ropex::extrapolation_limit(dims[k], train[k], bases[k], tune[k], pre[k]);
+    }
+  });
 
   ropex::RopeScaling rs;
   const auto inv = rs.inv_freq(int(head_dim));
@@ -51,7 +63,7 @@ int main(int argc, char** argv) {
   const double rope_s = best_of(reps, [&] {
     ropex::apply_rope(x.data(), tokens, heads, head_dim, table, ropex::RopeLayout::half);
   });
-  std::printf("{\"n\": %ld, \"laws_s\": %.9g, \"laws_checksum\": %.17g, \"tokens\": %ld, \"heads\": %ld, "
+  std::printf("{\"n\": %ld, \"laws_s\": %.9g, \"laws_arrays_s\": %.9g, \"laws_checksum\": %.17g, \"tokens\": %ld, \"heads\": %ld, "
               "\"head_dim\": %ld, \"apply_rope_s\": %.9g, \"reps\": %d}\n",
-              n, laws_s, check, tokens, heads, head_dim, rope_s, reps);
+              n, laws_s, laws_arrays_s, check, tokens, heads, head_dim, rope_s, reps);
 }

@@ -30,7 +30,7 @@ struct OwnedArray {
   explicit OwnedArray(const std::vector<size_t>& shape) {
     size_t n = 1;
     for (size_t s : shape) n *= s;
-    data = new T[n > 0 ? n : 1]();
+    data = new T[n > 0 ? n : 1];  // every element is written by the caller
     nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
     array = NumpyArray<T>(data, shape.size(), shape.data(), owner);
   }
