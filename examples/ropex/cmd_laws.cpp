@@ -9,6 +9,7 @@
 #include <ropex/error.hpp>
 #include <ropex/presets.hpp>
 #include <ropex/rope/rotary_config.hpp>
+#include "gguf_config.hpp"
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
 
@@ -64,7 +65,7 @@ struct Inputs {  // resolved values + provenance
 void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune) {
   f.o_model = s->add_option("--model", f.model, "built-in preset: " + ropex::model_preset_names());
   f.o_config = s->add_option("--config", f.config,
-                             "Hugging Face model directory or config.json: d and the base from the file, T_train "
+                             "Hugging Face model directory, config.json or GGUF file: d and the base from the file, T_train "
                              "and the pre-training base from the preset it matches (else give --train-len and "
                              "--pretrain-base)");
   f.o_config->excludes(f.o_model);
@@ -121,9 +122,13 @@ std::vector<const ropex::ModelPreset*> match_presets(const nlohmann::json& j, co
 }
 
 void read_config(Inputs& in, const InputFlags& f) {
-  const std::string path = config_path(f.config);
-  const nlohmann::json j = ropex::read_json_file(path);
-  const ropex::RotaryConfig rc = ropex::rotary_config_from_json(j, path);
+  // A GGUF file: its metadata (keys named as the file names them), its shape for preset matching.
+  const bool gguf = ropex::cli::is_gguf_file(f.config);
+  const std::string path = gguf ? f.config : config_path(f.config);
+  ropex::cli::GgufRotary g;
+  if (gguf) g = ropex::cli::gguf_rotary(path);
+  const nlohmann::json j = gguf ? g.shape : ropex::read_json_file(path);
+  const ropex::RotaryConfig rc = gguf ? g.rc : ropex::rotary_config_from_json(j, path);
   in.config = path;
   in.head_dim = rc.rotary_dim;
   in.origin["head_dim"] = rc.partial ? path + ":" + rc.rotary_dim_key + " (of head_dim " + std::to_string(rc.head_dim) +

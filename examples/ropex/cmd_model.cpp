@@ -1,5 +1,6 @@
-// ropex logits | generate | perplexity: run a real checkpoint (HF directory or llama2.c .bin) on
-// the CPU, optionally at another RoPE base or scaling than it was trained with.
+// ropex logits | generate | perplexity: run a real checkpoint (HF directory, GGUF file or llama2.c
+// .bin) on the CPU, optionally at another RoPE base or scaling than it was trained with. Text goes
+// through the model's own tokenizer (a GGUF file's metadata, else the directory's tokenizer files).
 #include "cli.hpp"
 #include "model_cuda.hpp"  // --device cuda (cmd_model_cuda.cu)
 
@@ -49,7 +50,7 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App* s, ModelOptions& o) {
-  s->add_option("--model", o.model, "Hugging Face model directory or llama2.c .bin checkpoint")->required();
+  s->add_option("--model", o.model, "HF model directory, GGUF file or llama2.c .bin")->required();
   s->add_option("--rope-base", o.rope_base, "override the checkpoint's rope_theta");
   s->add_option("--rope-scaling", o.rope_scaling,
                 "override its rope scaling, HF JSON, e.g. '{\"rope_type\":\"yarn\",\"factor\":4}'");
@@ -144,7 +145,7 @@ void run_generate(const GenerateOptions& o) {
   std::optional<ropex::tokenizer::Tokenizer> tok;
   if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
   if (!o.prompt_text.empty()) {
-    tok = ropex::tokenizer::Tokenizer::from_model_dir(ck.path());
+    tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
     prompt = tok->encode(o.prompt_text, /*add_special_tokens=*/true);  // BOS where the tokenizer adds one
     const int64_t vocab = ck.config().vocab_size;
     for (int32_t id : prompt)
@@ -208,15 +209,19 @@ struct PerplexityCliOptions {
 // --text: the model directory's tokenizer (tokenizer.json byte-level BPE, else tokenizer.model),
 // with the config's BOS first, as a document starts in training.
 std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
-  const auto tok = ropex::tokenizer::Tokenizer::from_model_dir(ck.path());
+  const auto tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
   std::ifstream in(text_path, std::ios::binary);
   if (!in) throw ropex::make_error("--text", text_path, "cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
   std::vector<int32_t> tokens;
-  if (ck.config().bos_token_id >= 0) tokens.push_back(int32_t(ck.config().bos_token_id));
-  const auto ids = tok.encode(ss.str());
-  tokens.insert(tokens.end(), ids.begin(), ids.end());
+  if (ck.format() == "gguf") {
+    tokens = tok.encode(ss.str(), /*add_special_tokens=*/true);
+  } else {
+    if (ck.config().bos_token_id >= 0) tokens.push_back(int32_t(ck.config().bos_token_id));
+    const auto ids = tok.encode(ss.str());
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+  }
   std::fprintf(stderr, "--text: %zu tokens (%s)\n", tokens.size(), tok.file().string().c_str());
   return tokens;
 }
@@ -292,14 +297,14 @@ ROPEX_SUBCOMMAND(51, [](CLI::App& app) {
   add_model_options(s, o->m);
   s->add_option("--prompt-tokens", o->prompt, "prompt token ids (default: just BOS)");
   s->add_option("--prompt", o->prompt_text,
-                "prompt text, tokenized with the model directory's tokenizer.json or tokenizer.model; "
-                "prints the continuation as text")
+                "prompt text, tokenized with the model's tokenizer (a GGUF file's own, or the directory's "
+                "tokenizer.json / tokenizer.model); prints the continuation as text")
       ->excludes("--prompt-tokens");
   s->add_option("--steps", o->steps, "tokens to generate")->required()->check(CLI::Range(int64_t(1), int64_t(1) << 24));
   s->add_option("--temperature", o->temperature, "0 = greedy (default), else sample softmax(logits/T)")
       ->check(CLI::Range(0.0, 1e6));
   s->add_option("--seed", o->seed, "sampling seed (default 0)");
-  s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits any of the config's eos_token_id");
+  s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits any of the config's eos_token_id (a GGUF file's eos, eot and eom ids)");
   s->add_flag("--json", o->json, "print {\"tokens\": [...]} (generated ids only; with --prompt also \"text\")");
   s->callback([o] { run_generate(*o); });
 });
@@ -309,7 +314,7 @@ ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
   auto* s = app.add_subcommand("perplexity", "long-context perplexity over windows, with the per-position loss curve");
   add_model_options(s, o->m);
   s->add_option("--tokens", o->tokens, "token ids file (.npy or text)");
-  s->add_option("--text", o->text, "text file, tokenized with the model directory's tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece)");
+  s->add_option("--text", o->text, "text file, tokenized with the model's tokenizer (a GGUF file's own; a directory's tokenizer.json or tokenizer.model)");
   s->add_option("--context", o->context, "window length N")->required()->check(CLI::Range(int64_t(2), int64_t(1) << 30));
   s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));

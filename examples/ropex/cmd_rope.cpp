@@ -4,6 +4,7 @@
 
 #include <ropex/io/json_file.hpp>
 #include <ropex/rope/rotary_config.hpp>
+#include "gguf_config.hpp"
 #include <ropex/rope/scaling.hpp>
 
 #include <nlohmann/json.hpp>
@@ -25,13 +26,16 @@ struct RopeOptions {
 };
 
 void run_rope(const RopeOptions& o) {
-  nlohmann::json cfg = ropex::read_json_file(o.config);
+  const bool gguf = ropex::cli::is_gguf_file(o.config);
+  nlohmann::json cfg = gguf ? nlohmann::json() : ropex::read_json_file(o.config);
   if (o.head_dim > 0) {  // --head-dim replaces the file's head; a partial-rotary key still applies to it
     if (o.head_dim % 2 != 0) throw ropex::cli::UsageError("--head-dim: must be even, got " + std::to_string(o.head_dim));
+    if (gguf) throw ropex::cli::UsageError("--head-dim: not with a GGUF --config (its head is the model's)");
     if (cfg.is_object()) cfg["head_dim"] = o.head_dim;
   }
-  // Head dim, rotary dim and base from whichever keys the file uses (rotary_config.hpp), each with its key.
-  const ropex::RotaryConfig rc = ropex::rotary_config_from_json(cfg, o.config);
+  // Head dim, rotary dim and base from whichever keys the file uses (rotary_config.hpp; a GGUF file's
+  // {arch}.* keys, gguf_config.hpp), each with its key.
+  const ropex::RotaryConfig rc = gguf ? ropex::cli::gguf_rotary(o.config).rc : ropex::rotary_config_from_json(cfg, o.config);
   ropex::RopeScaling rs = rc.rope;
   std::optional<nlohmann::json> over;
   if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
@@ -84,8 +88,8 @@ void run_rope(const RopeOptions& o) {
 
 ROPEX_SUBCOMMAND(40, [](CLI::App& app) {
   auto o = std::make_shared<RopeOptions>();
-  auto* s = app.add_subcommand("rope", "Show the inv_freq / attention factor a config.json's RoPE settings give");
-  s->add_option("--config", o->config, "Hugging Face config.json")->required();
+  auto* s = app.add_subcommand("rope", "Show the inv_freq / attention factor a config.json's (or GGUF file's) RoPE settings give");
+  s->add_option("--config", o->config, "Hugging Face config.json or GGUF file")->required();
   s->add_option("--positions", o->positions,
                 "sequence length (max position + 1) to evaluate at; matters for dynamic / longrope")
       ->default_val(0);

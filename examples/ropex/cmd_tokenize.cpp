@@ -1,5 +1,5 @@
-// ropex tokenize: text -> ids (and back) with a model directory's own tokenizer
-// (tokenizer.json byte-level BPE, else tokenizer.model SentencePiece).
+// ropex tokenize: text -> ids (and back) with a model's own tokenizer (a GGUF file's metadata, or a
+// directory's tokenizer.json byte-level BPE, else tokenizer.model SentencePiece).
 #include "cli.hpp"
 
 #include <ropex/error.hpp>
@@ -42,7 +42,7 @@ void write_ids_npy(const std::string& path, const std::vector<int32_t>& ids) {
 void run_tokenize(const TokenizeOptions& o) {
   const int given = int(!o.text_file.empty()) + int(!o.text.empty()) + int(!o.ids.empty());
   if (given != 1) throw ropex::cli::UsageError("tokenize: give exactly one of --text FILE, --string S or --ids FILE");
-  const auto tok = ropex::tokenizer::Tokenizer::from_model_dir(o.model);
+  const auto tok = ropex::tokenizer::Tokenizer::from_model(o.model);
   const std::string kind = tok.kind() == ropex::tokenizer::Tokenizer::Kind::bpe ? "byte-level BPE" : "SentencePiece";
 
   if (!o.ids.empty()) {  // ids -> text
@@ -82,14 +82,14 @@ void run_tokenize(const TokenizeOptions& o) {
 ROPEX_SUBCOMMAND(55, [](CLI::App& app) {
   auto o = std::make_shared<TokenizeOptions>();
   auto* s = app.add_subcommand("tokenize",
-                               "text -> token ids (or --ids back to text) with the model directory's tokenizer.json "
-                               "(byte-level BPE) or tokenizer.model (SentencePiece)");
-  s->add_option("--model", o->model, "model directory (or a file in it)")->required();
+                               "text -> token ids (or --ids back to text) with the model's tokenizer: a GGUF file's own, "
+                               "or the directory's tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece)");
+  s->add_option("--model", o->model, "HF model directory, GGUF file or llama2.c .bin (a file in a directory: the directory's tokenizer)")->required();
   s->add_option("--text", o->text_file, "text file to tokenize");
   s->add_option("--string", o->text, "text to tokenize, given inline");
   s->add_option("--ids", o->ids, "token ids (.npy int32/int64 or text) to decode to text");
   s->add_option("--out", o->out, "write the ids here as int32 .npy");
-  s->add_flag("--bos", o->bos, "add what the tokenizer's post-processor adds (BOS for Llama-3)");
+  s->add_flag("--bos", o->bos, "add what the tokenizer adds (BOS for Llama-3; a GGUF file's tokenizer.ggml.add_bos_token)");
   s->add_flag("--skip-special", o->skip_special, "--ids: drop special tokens from the text");
   s->add_flag("--json", o->json, "print JSON: {\"tokens\": [...], \"tokenizer\": file} (with --ids: {\"text\": ...})");
   s->callback([o] { run_tokenize(*o); });

@@ -248,6 +248,71 @@ class BpeTokenizer {
     return t;
   }
 
+  /// A byte-level BPE vocabulary given as data rather than tokenizer.json (a GGUF file's
+  /// tokenizer.ggml.* keys; tokenizer/gguf_vocab.hpp reads them). The result holds what
+  /// from_json_text builds: vocab (a token listed twice keeps its last id, as HF and llama.cpp map
+  /// it), merges by rank, added tokens, the Split regexes in order (Isolated) then ByteLevel
+  /// without a regex of its own, and BOS/EOS.
+  struct Parts {
+    std::string source;                                       ///< the file, for errors
+    std::string tokens_field = "tokens", merges_field = "merges";  ///< how errors name the lists
+    std::vector<std::string> tokens;                          ///< id -> byte-level spelling
+    std::vector<std::string_view> merges;                     ///< "left right", in rank order
+    std::vector<AddedToken> added;
+    std::vector<std::string> split_regexes;
+    bool ignore_merges = false;
+    std::optional<int32_t> bos;
+    bool add_bos = false, add_eos = false;
+    std::vector<int32_t> eos_ids;                             ///< eos first (add_eos appends it), then eot, eom
+  };
+  static BpeTokenizer from_parts(const Parts& p) {
+    BpeTokenizer t;
+    t.source_ = p.source;
+    t.ignore_merges_ = p.ignore_merges;
+    t.vocab_.reserve(p.tokens.size());
+    t.id_to_token_.reserve(p.tokens.size());
+    for (size_t i = 0; i < p.tokens.size(); ++i) {
+      t.vocab_.insert_or_assign(p.tokens[i], int32_t(i));
+      t.id_to_token_[int32_t(i)] = p.tokens[i];
+    }
+    t.merges_.reserve(p.merges.size());
+    for (size_t r = 0; r < p.merges.size(); ++r) {
+      const std::string_view s = p.merges[r];
+      const std::string field = p.merges_field + "[" + std::to_string(r) + "]";
+      const size_t sp = s.find(' ');
+      if (sp == std::string_view::npos || s.find(' ', sp + 1) != std::string_view::npos)
+        t.fail(field, "must be \"left right\" with one space, got \"" + std::string(s.substr(0, 60)) + "\"");
+      const std::string a(s.substr(0, sp)), b(s.substr(sp + 1));
+      const auto ia = t.vocab_.find(a), ib = t.vocab_.find(b), ic = t.vocab_.find(a + b);
+      if (ia == t.vocab_.end() || ib == t.vocab_.end())
+        t.fail(field, "token '" + (ia == t.vocab_.end() ? a : b) + "' is not in " + p.tokens_field);
+      if (ic == t.vocab_.end()) t.fail(field, "merged token '" + a + b + "' is not in " + p.tokens_field);
+      t.merges_.try_emplace(pair_key(ia->second, ib->second), Merge{int32_t(r), ic->second});
+    }
+    t.added_ = p.added;
+    for (size_t k = 0; k < t.added_.size(); ++k) {
+      t.added_by_id_.emplace(t.added_[k].id, t.added_[k]);
+      t.added_by_first_[uint8_t(t.added_[k].content[0])].push_back(k);
+    }
+    for (auto& [c, list] : t.added_by_first_)
+      std::stable_sort(list.begin(), list.end(),
+                       [&](size_t x, size_t y) { return t.added_[x].content.size() > t.added_[y].content.size(); });
+    for (size_t i = 0; i < p.split_regexes.size(); ++i)
+      t.pre_.push_back({Step::split, std::make_shared<Regex>(p.split_regexes[i], t.source_, "split regex " + std::to_string(i))});
+    t.pre_.push_back({Step::byte_level, nullptr, false});
+    t.bos_id_ = p.bos;
+    t.eos_ids_ = p.eos_ids;
+    if (p.add_bos) {
+      if (!p.bos) t.fail("add_bos_token", "is true but there is no bos token id");
+      t.prefix_ids_.push_back(*p.bos);
+    }
+    if (p.add_eos) {
+      if (p.eos_ids.empty()) t.fail("add_eos_token", "is true but there is no eos token id");
+      t.suffix_ids_.push_back(p.eos_ids.front());
+    }
+    return t;
+  }
+
   /// Text -> ids. `add_special_tokens` adds what the post-processor adds (BOS for Llama-3).
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const {
     if (const size_t bad = utf8::first_invalid(text); bad != std::string_view::npos)

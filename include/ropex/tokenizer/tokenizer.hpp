@@ -1,11 +1,14 @@
-// One tokenizer for a model directory, whichever file the checkpoint ships:
-//   tokenizer.json with model.type "BPE" and a ByteLevel pre-tokenizer  -> BpeTokenizer (bpe.hpp)
-//   otherwise tokenizer.model                                           -> SentencePiece (when built with it)
+// One tokenizer for a model, whichever file the checkpoint ships (Tokenizer::from_model):
+//   GGUF file: its tokenizer.ggml.* metadata                            -> gguf_vocab.hpp
+//   directory: tokenizer.json with model.type "BPE" and a ByteLevel pre-tokenizer -> BpeTokenizer (bpe.hpp)
+//              otherwise tokenizer.model                               -> SentencePiece (when built with it)
 // A tokenizer.json that is neither (WordPiece, Unigram, Metaspace BPE) with no tokenizer.model next to
 // it is loaded anyway, so the refusal names the field.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/model/gguf.hpp>
 #include <ropex/tokenizer/bpe.hpp>
+#include <ropex/tokenizer/gguf_vocab.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -24,6 +27,42 @@ namespace ropex::tokenizer {
 class Tokenizer {
  public:
   enum class Kind { bpe, sentencepiece };
+
+  /// The tokenizer of a model: a GGUF file's own metadata (*.gguf or a file starting "GGUF"),
+  /// else the directory's (or the file's directory's) tokenizer.json / tokenizer.model.
+  static Tokenizer from_model(const std::filesystem::path& path) {
+    if (std::filesystem::is_regular_file(path) && is_gguf(path)) return from_gguf(path);
+    return from_model_dir(path);
+  }
+
+  /// The tokenizer in a GGUF file's metadata (tokenizer.ggml.model "gpt2" or "llama"; others refused by name).
+  static Tokenizer from_gguf(const std::filesystem::path& path) {
+    const auto f = model::GgufFile::open(path);
+    return from_gguf_metadata(f.metadata(), path);
+  }
+  static Tokenizer from_gguf_metadata(const model::GgufMetadata& md, const std::filesystem::path& path) {
+    const std::string type(md.get_string("tokenizer.ggml.model"));
+    Tokenizer t;
+    t.file_ = path;
+    if (type == "gpt2") {
+      t.kind_ = Kind::bpe;
+      t.bpe_ = std::make_shared<BpeTokenizer>(gguf_bpe_tokenizer(md));
+      return t;
+    }
+    if (type == "llama") {
+      t.kind_ = Kind::sentencepiece;
+      t.gspm_ = std::make_shared<SpmTokenizer>(gguf_spm_tokenizer(md));
+      return t;
+    }
+    throw make_error(md.source(), "key 'tokenizer.ggml.model'", "'" + type + "' is not supported (gpt2, llama)");
+  }
+
+  static bool is_gguf(const std::filesystem::path& p) {
+    if (p.extension() == ".gguf") return true;
+    std::ifstream in(p, std::ios::binary);
+    char m[4] = {};
+    return in.read(m, 4) && std::string_view(m, 4) == "GGUF";
+  }
 
   static Tokenizer from_model_dir(const std::filesystem::path& dir_or_file) {
     std::filesystem::path dir = dir_or_file;
@@ -59,12 +98,13 @@ class Tokenizer {
   }
 
   Kind kind() const { return kind_; }
-  /// The file the tokenizer was loaded from (tokenizer.json or tokenizer.model).
+  /// The file the tokenizer was loaded from (tokenizer.json, tokenizer.model or the GGUF file).
   const std::filesystem::path& file() const { return file_; }
 
   /// Text -> ids, without BOS; add_bos puts the tokenizer's own prefix first (BOS where it adds one).
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const {
     if (bpe_) return bpe_->encode(text, add_special_tokens);
+    if (gspm_) return gspm_->encode(text, add_special_tokens);
 #if defined(ROPEX_HAS_SENTENCEPIECE)
     std::vector<int> ids;
     if (const auto st = spm_->Encode(std::string(text), &ids); !st.ok())
@@ -81,6 +121,7 @@ class Tokenizer {
   /// Ids -> text; an unknown id is an error when `strict`, else dropped.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false, bool strict = true) const {
     if (bpe_) return bpe_->decode(ids, skip_special, strict);
+    if (gspm_) return gspm_->decode(ids, skip_special, strict);
 #if defined(ROPEX_HAS_SENTENCEPIECE)
     std::vector<int> v;
     for (int32_t id : ids) {
@@ -101,6 +142,7 @@ class Tokenizer {
 
   std::optional<int32_t> bos_id() const {
     if (bpe_) return bpe_->bos_id();
+    if (gspm_) return gspm_->bos_id();
 #if defined(ROPEX_HAS_SENTENCEPIECE)
     if (spm_->bos_id() >= 0) return spm_->bos_id();
 #endif
@@ -110,6 +152,7 @@ class Tokenizer {
   /// eos); a model's config.json may list more.
   std::vector<int32_t> eos_ids() const {
     if (bpe_) return bpe_->eos_ids();
+    if (gspm_) return gspm_->eos_ids();
 #if defined(ROPEX_HAS_SENTENCEPIECE)
     if (spm_->eos_id() >= 0) return {spm_->eos_id()};
 #endif
@@ -132,6 +175,7 @@ class Tokenizer {
   Kind kind_ = Kind::bpe;
   std::filesystem::path file_;
   std::shared_ptr<const BpeTokenizer> bpe_;
+  std::shared_ptr<const SpmTokenizer> gspm_;  // a GGUF file's SentencePiece BPE (scores, byte fallback)
 #if defined(ROPEX_HAS_SENTENCEPIECE)
   std::shared_ptr<sentencepiece::SentencePieceProcessor> spm_;
 #endif
