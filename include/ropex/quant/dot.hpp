@@ -16,8 +16,8 @@
 //   fast:  each x_i moves by at most dx_b / 2, so |fast - exact| <= sum_b (dx_b / 2) sum_{i in b} |w_i|
 //          (+ the fp32 rounding above); relative to |w|.|x| that is <= 1/254 per block, ~0.2% typical.
 //
-// Layouts of the blocks: blocks.hpp. Kernels: AVX2+FMA+F16C when the translation unit is compiled
-// for them (-march=native: ROPEX_NATIVE), scalar otherwise (dequantize a block, dot it).
+// Layouts of the blocks: blocks.hpp. Kernels: AVX2+FMA+F16C on x86-64 (compiled in, picked at run
+// time when the build itself is not for AVX2), scalar elsewhere (dequantize a block, dot it).
 #pragma once
 #include <ropex/quant/blocks.hpp>
 #include <ropex/quant/dequantize.hpp>
@@ -30,9 +30,18 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__CUDACC__)
+// x86-64 with GCC/Clang: the AVX2 kernels are always compiled, with a target attribute where the
+// translation unit itself is not built for AVX2 (a portable build), and chosen at run time
+// (__builtin_cpu_supports). VNNI (vpdpbusd) only where the build enables it (-march=native).
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
 #define ROPEX_QUANT_AVX2 1
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define ROPEX_QUANT_TARGET
+#define ROPEX_QUANT_AVX2_BUILD 1
+#else
+#define ROPEX_QUANT_TARGET __attribute__((target("avx2,fma,f16c")))
+#endif
 #endif
 
 namespace ropex::quant {
@@ -106,7 +115,7 @@ inline float dot_dequant(GgmlType t, const std::byte* row, const float* x, int64
 #if ROPEX_QUANT_AVX2
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
-#define ROPEX_Q_INLINE static inline __attribute__((always_inline))
+#define ROPEX_Q_INLINE static inline __attribute__((always_inline)) ROPEX_QUANT_TARGET
 ROPEX_Q_INLINE float f16(const uint8_t* p) { return _cvtsh_ss(uint16_t(p[0] | (p[1] << 8))); }
 ROPEX_Q_INLINE float hsum(__m256 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -148,14 +157,14 @@ ROPEX_Q_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
 ROPEX_Q_INLINE __m256i load32(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
 // ---- exact (float activations)
-inline float dot_exact(const BlockQ4_0* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ4_0* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   const __m256i eight = _mm256_set1_epi8(8);
   for (int64_t i = 0; i < nb; ++i)
     acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(b[i].d)), dot32_i8(_mm256_sub_epi8(nibbles32(b[i].qs), eight), px.x + 32 * i), acc);
   return hsum(acc);
 }
-inline float dot_exact(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   float macc = 0;
   for (int64_t i = 0; i < nb; ++i) {
@@ -164,7 +173,7 @@ inline float dot_exact(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
   }
   return hsum(acc) + macc;
 }
-inline float dot_exact(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i)
     acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(b[i].d)), dot32_i8(load32(b[i].qs), px.x + 32 * i), acc);
@@ -172,7 +181,7 @@ inline float dot_exact(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
 }
 // Q4_K / Q5_K: sub-block s = 2g + j is the low (j = 0) / high (j = 1) nibbles of qs[32g..32g+31].
 template <bool Five, class Block>
-inline float dot_exact_k45(const Block* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_exact_k45(const Block* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   float macc = 0;
   const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
@@ -198,11 +207,11 @@ inline float dot_exact_k45(const Block* b, const PreparedX& px, int64_t nb) {
   }
   return hsum(acc) - macc;
 }
-inline float dot_exact(const BlockQ4_K* b, const PreparedX& px, int64_t nb) { return dot_exact_k45<false>(b, px, nb); }
-inline float dot_exact(const BlockQ5_K* b, const PreparedX& px, int64_t nb) { return dot_exact_k45<true>(b, px, nb); }
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ4_K* b, const PreparedX& px, int64_t nb) { return dot_exact_k45<false>(b, px, nb); }
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ5_K* b, const PreparedX& px, int64_t nb) { return dot_exact_k45<true>(b, px, nb); }
 // Q6_K: element 128g + 32r + l: low 4 bits ql[64g + 32(r%2) + l] >> 4(r/2), high 2 bits
 // qh[32g + l] >> 2r, minus 32; scale (16 elements each) 8g + 2r + (l >= 16).
-inline float dot_exact(const BlockQ6_K* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_exact(const BlockQ6_K* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
   for (int64_t i = 0; i < nb; ++i) {
@@ -230,7 +239,7 @@ inline float dot_exact(const BlockQ6_K* b, const PreparedX& px, int64_t nb) {
 }
 
 // ---- fast (int8 activations)
-inline float dot_int8(const BlockQ4_0* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_int8(const BlockQ4_0* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   float off = 0;
   for (int64_t i = 0; i < nb; ++i) {
@@ -241,7 +250,7 @@ inline float dot_int8(const BlockQ4_0* b, const PreparedX& px, int64_t nb) {
   }
   return hsum(acc) - 8.0f * off;
 }
-inline float dot_int8(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_int8(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   float macc = 0;
   for (int64_t i = 0; i < nb; ++i) {
@@ -252,7 +261,7 @@ inline float dot_int8(const BlockQ4_1* b, const PreparedX& px, int64_t nb) {
   }
   return hsum(acc) + macc;
 }
-inline float dot_int8(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_int8(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const __m256i w = load32(b[i].qs);
@@ -262,7 +271,7 @@ inline float dot_int8(const BlockQ8_0* b, const PreparedX& px, int64_t nb) {
   return hsum(acc);
 }
 template <bool Five, class Block>
-inline float dot_int8_k45(const Block* b, const PreparedX& px, int64_t nb) {
+ROPEX_QUANT_TARGET inline float dot_int8_k45(const Block* b, const PreparedX& px, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
   float macc = 0;
   const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
@@ -290,8 +299,8 @@ inline float dot_int8_k45(const Block* b, const PreparedX& px, int64_t nb) {
   }
   return hsum(acc) - macc;
 }
-inline float dot_int8(const BlockQ4_K* b, const PreparedX& px, int64_t nb) { return dot_int8_k45<false>(b, px, nb); }
-inline float dot_int8(const BlockQ5_K* b, const PreparedX& px, int64_t nb) { return dot_int8_k45<true>(b, px, nb); }
+ROPEX_QUANT_TARGET inline float dot_int8(const BlockQ4_K* b, const PreparedX& px, int64_t nb) { return dot_int8_k45<false>(b, px, nb); }
+ROPEX_QUANT_TARGET inline float dot_int8(const BlockQ5_K* b, const PreparedX& px, int64_t nb) { return dot_int8_k45<true>(b, px, nb); }
 #undef ROPEX_Q_INLINE
 #pragma GCC diagnostic pop
 #endif  // ROPEX_QUANT_AVX2
@@ -311,6 +320,18 @@ inline float dot_int8_scalar(GgmlType t, const std::byte* row, const PreparedX& 
 
 }  // namespace dot_detail
 
+/// Whether the AVX2 kernels can run here (compiled for AVX2, or the CPU has AVX2+FMA; F16C comes with AVX2).
+inline bool quant_avx2() {
+#if defined(ROPEX_QUANT_AVX2_BUILD)
+  return true;
+#elif defined(ROPEX_QUANT_AVX2)
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");  // every AVX2 CPU has F16C
+  return ok;
+#else
+  return false;
+#endif
+}
+
 /// dot(row, x) for one weight row of n elements of type t (n a multiple of the block size),
 /// x prepared by px.prepare(x, n, int8). int8: the fast kernel where the type has one.
 inline float dot_row(GgmlType t, const std::byte* row, const PreparedX& px, bool int8) {
@@ -318,6 +339,7 @@ inline float dot_row(GgmlType t, const std::byte* row, const PreparedX& px, bool
   int8 = int8 && px.int8;
   const int64_t nb = n / block_traits(t).block_size;
 #if ROPEX_QUANT_AVX2
+  if (quant_avx2()) {
 #define ROPEX_DOT_CASE(T, B)                                                                              \
   case GgmlType::T:                                                                                     \
     if (int8) return dot_detail::dot_int8(reinterpret_cast<const B*>(row), px, nb);                     \
@@ -332,6 +354,7 @@ inline float dot_row(GgmlType t, const std::byte* row, const PreparedX& px, bool
     default: break;
   }
 #undef ROPEX_DOT_CASE
+  }
 #endif
   if (int8 && has_int8_dot(t)) return dot_detail::dot_int8_scalar(t, row, px, n);
   return dot_detail::dot_dequant(t, row, px.x, n);

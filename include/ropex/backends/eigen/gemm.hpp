@@ -26,6 +26,13 @@
 #define ROPEX_GEMM_DLSYM 1
 #endif
 
+#if defined(ROPEX_HAS_BLAS)
+// Referenced directly (not only through dlsym) so an --as-needed link keeps the BLAS.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc);
+#endif
+
 namespace ropex::backends::eigen {
 
 /// What gemm_nt calls, decided once per process.
@@ -64,8 +71,10 @@ constexpr int eigen_width_bits() {
 
 inline GemmBackend detect() {
   GemmBackend g;
+#if defined(ROPEX_HAS_BLAS)
+  g.sgemm = &::sgemm_;
+#endif
 #if defined(ROPEX_HAS_BLAS) && defined(ROPEX_GEMM_DLSYM)
-  g.sgemm = reinterpret_cast<GemmBackend::Sgemm>(dlsym(RTLD_DEFAULT, "sgemm_"));
   using CoreFn = char* (*)();
   if (auto f = reinterpret_cast<CoreFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename")))
     if (const char* name = f()) g.blas_core = name;
