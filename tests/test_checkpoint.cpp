@@ -332,7 +332,7 @@ TEST_CASE("Checkpoint::open refuses bad HF directories with file + tensor/field"
     std::ofstream(dir / "config.json") << "{\"vocab_size\": 40,";
     auto m = open_msg();
     CHECK_HAS(m, (dir / "config.json").string());
-    CHECK_HAS(m, "invalid JSON");
+    CHECK_HAS(m, "malformed JSON");
   }
   SUBCASE("no config.json") {
     write_safetensors(dir / "model.safetensors", tensors);

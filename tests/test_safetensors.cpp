@@ -215,7 +215,7 @@ TEST_CASE("malformed safetensors files give one ropex::Error naming file and fie
     write_raw(p, R"({"a": {"dtype": "F32", )", 0);
     auto m = open_msg();
     CHECK_HAS(m, f);
-    CHECK_HAS(m, "header: invalid JSON");
+    CHECK_HAS(m, "header: malformed JSON");
   }
   SUBCASE("JSON that is not an object") {
     write_raw(p, "[1,2]", 0);
@@ -286,8 +286,15 @@ TEST_CASE("malformed safetensors files give one ropex::Error naming file and fie
     CHECK_HAS(m, "'a'");
     CHECK_HAS(m, "'b'");
   }
-  SUBCASE("deeply nested shape is reported briefly, not dumped") {
+  SUBCASE("deeply nested shape is refused by the parser's depth limit, briefly, not dumped") {
     std::string deep = std::string(20000, '[') + std::string(20000, ']');
+    write_raw(p, R"({"a":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})", 0);
+    auto m = open_msg();
+    CHECK_HAS(m, "header: nested deeper than 128 levels");
+    CHECK(m.size() < 300);
+  }
+  SUBCASE("a shape nested within the depth limit is named briefly") {
+    std::string deep = std::string(100, '[') + std::string(100, ']');
     write_raw(p, R"({"a":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})", 0);
     auto m = open_msg();
     CHECK_HAS(m, "tensor 'a'.shape: dimensions must be non-negative integers, got an array of 1");
@@ -380,7 +387,7 @@ TEST_CASE("open_safetensors_index: shards, and errors naming index and shard") {
     std::ofstream(index) << "{\"weight_map\": {";
     auto m = error_of([&] { open_safetensors_index(index); });
     CHECK_HAS(m, index.string());
-    CHECK_HAS(m, "invalid JSON");
+    CHECK_HAS(m, "malformed JSON");
   }
   SUBCASE("no weight_map") {
     std::ofstream(index) << "{}";

@@ -7,6 +7,7 @@
 // config implies is present with its expected shape, so the model can index weights blindly.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/json_file.hpp>
 #include <ropex/io/mapped_file.hpp>
 #include <ropex/model/config.hpp>
 #include <ropex/model/gguf.hpp>
@@ -187,17 +188,9 @@ class Checkpoint {
   void open_hf_dir(const std::filesystem::path& dir) {
     namespace fs = std::filesystem;
     const auto cfg_path = dir / "config.json";
-    if (!fs::is_regular_file(cfg_path)) throw make_error(dir.string(), "config.json", "not found");
-    nlohmann::json cj;
-    {
-      std::ifstream in(cfg_path, std::ios::binary);
-      if (!in) throw make_error(cfg_path.string(), "", "cannot open");
-      try {
-        cj = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        throw make_error(cfg_path.string(), "", std::string("invalid JSON: ") + e.what());
-      }
-    }
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(cfg_path, ec))) throw make_error(dir.string(), "config.json", "not found");
+    const nlohmann::json cj = read_json_file(cfg_path);  // regular file, depth-limited, no duplicate keys
     config_ = LlamaConfig::from_json(cj, cfg_path.string());
     format_ = "safetensors";
     const auto single = dir / "model.safetensors";

@@ -8,6 +8,7 @@
 // names the file and the field, never a read outside the mapping.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/json_file.hpp>
 #include <ropex/io/mapped_file.hpp>
 #include <ropex/io/json_brief.hpp>
 #include <ropex/model/tensor.hpp>
@@ -83,12 +84,8 @@ inline std::vector<TensorView> parse_safetensors(std::span<const std::byte> file
     throw make_error(source, "header length",
                      std::to_string(n) + " bytes exceeds the " + std::to_string(kMaxSafetensorsHeader) + "-byte limit");
   const char* hbegin = reinterpret_cast<const char*>(file.data() + 8);
-  json header;
-  try {
-    header = json::parse(hbegin, hbegin + n);
-  } catch (const json::exception& e) {
-    throw make_error(source, "header", std::string("invalid JSON: ") + e.what());
-  }
+  // Strict: depth-limited, no NUL byte (nlohmann would stop there), no key twice.
+  const json header = parse_json_strict(std::string_view(hbegin, n), std::string(source) + ": header");
   if (!header.is_object()) throw make_error(source, "header", "must be a JSON object");
 
   const std::byte* data = file.data() + 8 + n;
@@ -188,16 +185,7 @@ class SafetensorsFile {
 inline std::vector<SafetensorsFile> open_safetensors_index(const std::filesystem::path& index_path) {
   using nlohmann::json;
   const std::string src = index_path.string();
-  json index;
-  {
-    std::ifstream in(index_path, std::ios::binary);
-    if (!in) throw make_error(src, "", "cannot open");
-    try {
-      index = json::parse(in);
-    } catch (const json::exception& e) {
-      throw make_error(src, "", std::string("invalid JSON: ") + e.what());
-    }
-  }
+  const json index = read_json_file(index_path);
   if (!index.is_object()) throw make_error(src, "", "must be a JSON object");
   auto wm = index.find("weight_map");
   if (wm == index.end() || !wm->is_object()) throw make_error(src, "weight_map", "missing or not an object");

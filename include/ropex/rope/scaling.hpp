@@ -246,6 +246,7 @@ inline RopeScaling rope_scaling_from_config(const nlohmann::json& config, std::s
   if (has("rope_theta")) r.base = detail::json_number(config["rope_theta"], source, "rope_theta");
   if (has("partial_rotary_factor"))
     r.partial_rotary_factor = detail::json_number(config["partial_rotary_factor"], source, "partial_rotary_factor");
+  const RopeScaling top_level = r;  // before either rope dict
   if (has("rope_parameters")) {
     const auto& rp = config["rope_parameters"];
     if (rp.is_object() && !rp.contains("rope_theta") && !rp.contains("rope_type") && !rp.contains("type") &&
@@ -253,7 +254,27 @@ inline RopeScaling rope_scaling_from_config(const nlohmann::json& config, std::s
       throw make_error(source, "rope_parameters", "per-layer-type RoPE parameters are not supported");
     detail::read_rope_dict(r, rp, source, "rope_parameters");
   }
-  if (has("rope_scaling")) detail::read_rope_dict(r, config["rope_scaling"], source, "rope_scaling");
+  if (has("rope_scaling")) {
+    // Both formats in one file: transformers takes rope_scaling whole, ignoring rope_parameters,
+    // so a file whose two dicts disagree means two models. Agreeing copies are fine.
+    if (has("rope_parameters")) {
+      RopeScaling alone = top_level;
+      detail::read_rope_dict(alone, config["rope_scaling"], source, "rope_scaling");
+      const RopeParams a = alone.params(), b = r.params();
+      const bool same = a.type == b.type && a.base == b.base && a.factor == b.factor &&
+                        a.original_max_position_embeddings == b.original_max_position_embeddings &&
+                        a.beta_fast == b.beta_fast && a.beta_slow == b.beta_slow && a.mscale == b.mscale &&
+                        a.mscale_all_dim == b.mscale_all_dim && a.truncate == b.truncate &&
+                        a.attention_factor == b.attention_factor && a.low_freq_factor == b.low_freq_factor &&
+                        a.high_freq_factor == b.high_freq_factor && alone.short_factor == r.short_factor &&
+                        alone.long_factor == r.long_factor &&
+                        alone.partial_rotary_factor == r.partial_rotary_factor;
+      if (!same)
+        throw make_error(source, "rope_scaling",
+                         "disagrees with rope_parameters (both RoPE formats present with different values)");
+    }
+    detail::read_rope_dict(r, config["rope_scaling"], source, "rope_scaling");
+  }
   if (has("original_max_position_embeddings"))
     r.original_max_position_embeddings =
         detail::json_length(config["original_max_position_embeddings"], source, "original_max_position_embeddings");
