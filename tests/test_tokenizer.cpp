@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -238,4 +239,177 @@ TEST_CASE("malformed tokenizer.json: one error naming the file and the field") {
   const auto a = BpeTokenizer::from_json_text(tiny().dump(), "tiny.json");
   CHECK_THROWS_WITH_AS(a.encode("\xC3("), "text: not valid UTF-8 at byte 0", ropex::Error);
   CHECK_THROWS_WITH_AS(a.decode({999}), doctest::Contains("id 999 is not in the vocabulary"), ropex::Error);
+}
+
+// ------------------------------------------------------------------ tokenizers inside GGUF files
+// tests/fixtures/gguf_cli/<name>.tokens.json (scripts/make_gguf_cli_reference.py): HF ids of the texts
+// for SmolLM2's GGUF and the vocab-only GGUFs llama-cpp-python vendors; the BPE ones (1.7-7.8 MB) live in
+// .models/ (skipped with a message when absent), the sentencepiece ones (< 1 MB) in the fixtures, so
+// the sentencepiece path (tokenizer.ggml.model "llama": scores, <0xNN> byte fallback) always runs.
+namespace {
+
+const fs::path kGgufFix = fs::path(ROPEX_SOURCE_DIR) / "tests" / "fixtures" / "gguf_cli";
+
+fs::path gguf_of(const nlohmann::json& fx) {
+  const fs::path p = fs::path(ROPEX_SOURCE_DIR) / fx["file"].get<std::string>();
+  if (fs::exists(p)) return p;
+  const fs::path local = kGgufFix / p.filename();
+  return fs::exists(local) ? local : p;
+}
+
+// llama.cpp's own test vectors for the file (ggml-vocab-*.gguf.inp/.out): ids from the original tokenizer.json.
+int check_llama_cpp_vectors(const Tokenizer& tok, const fs::path& gguf) {
+  if (!fs::exists(fs::path(gguf.string() + ".inp"))) return -1;
+  const std::string inp = slurp(gguf.string() + ".inp"), out = slurp(gguf.string() + ".out");
+  std::vector<std::string> texts, lines;
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  for (size_t b = 0;;) {
+    const size_t e = inp.find(sep, b);
+    texts.push_back(inp.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) break;
+    b = e + sep.size();
+  }
+  std::istringstream ls(out);
+  for (std::string l; std::getline(ls, l);) lines.push_back(l);
+  CHECK(lines.size() + 1 >= texts.size());
+  lines.resize(texts.size());  // the last text's ids may be an empty last line
+  int equal = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<int32_t> want;
+    std::istringstream is(lines[i]);
+    for (int32_t v; is >> v;) want.push_back(v);
+    const auto got = tok.encode(texts[i]);
+    CAPTURE(texts[i]);
+    CHECK(got == want);
+    equal += got == want;
+  }
+  return equal;
+}
+
+}  // namespace
+
+TEST_CASE("GGUF tokenizers: ids equal HF's from the same file, and llama.cpp's test vectors") {
+  for (const std::string name : {"smollm2", "llama-bpe", "qwen2", "gpt-2", "llama-spm", "phi-3"}) {
+    CAPTURE(name);
+    const auto fx = read_json(kGgufFix / (name + ".tokens.json"));
+    const fs::path gguf = gguf_of(fx);
+    if (!fs::exists(gguf)) {
+      MESSAGE("skipped " << name << ": " << gguf << " absent (scripts/fetch_models.sh; scripts/make_tokenizer_fixtures.py fetch)");
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto tok = Tokenizer::from_model(gguf);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(tok.file() == gguf);
+    int texts = 0, same_as_hf_gguf = 0;
+    for (const auto& [tname, t] : fx["texts"].items()) {
+      CAPTURE(tname);
+      std::string text = t["text"].get<std::string>();
+      if (tname == "gpl3") {
+        if (!fs::exists(text)) continue;
+        text = slurp(text);
+      }
+      const auto want = t["ids"].get<std::vector<int32_t>>();
+      const auto got = tok.encode(text);
+      CHECK(got == want);
+      CHECK(tok.decode(got) == t["decoded"].get<std::string>());
+      ++texts;
+      if (t["same_as_hf_gguf"].get<bool>()) {
+        CHECK(got == t["hf_gguf"].get<std::vector<int32_t>>());
+        ++same_as_hf_gguf;
+      }
+    }
+    const int vec = check_llama_cpp_vectors(tok, gguf);
+    MESSAGE(name << " (pre " << fx["tokenizer.ggml.pre"].get<std::string>() << "): " << texts << " texts equal HF, "
+                 << same_as_hf_gguf << " of them also transformers' GGUF loader as is; llama.cpp vectors equal: "
+                 << (vec < 0 ? std::string("none shipped") : std::to_string(vec)) << "; load " << load_s << " s");
+  }
+}
+
+namespace {
+
+// An in-memory GGUF tokenizer: tokens = the 256 byte symbols + "ab" + "<|end|>" (control), merges "a b".
+struct MiniGguf {
+  std::vector<std::string> tokens;
+  std::vector<std::string> merges{"a b"};
+  std::vector<int32_t> types;
+  std::string model = "gpt2", pre = "gpt-2";
+  ropex::model::GgufMetadata md{"mini.gguf"};
+
+  MiniGguf() {
+    const auto& table = ropex::tokenizer::ByteLevelTable::get();
+    for (int b = 0; b < 256; ++b) tokens.push_back(table.to_unicode[size_t(b)]);
+    tokens.push_back("ab");
+    tokens.push_back("<|end|>");
+    types.assign(tokens.size(), 1);
+    types.back() = 3;
+  }
+  static ropex::model::GgufValue str(std::string_view s) {
+    ropex::model::GgufValue v;
+    v.type = ropex::model::GgufValueType::string;
+    v.str = s;
+    return v;
+  }
+  static ropex::model::GgufValue strings(const std::vector<std::string>& list) {
+    ropex::model::GgufValue v;
+    v.type = ropex::model::GgufValueType::array;
+    v.elem_type = ropex::model::GgufValueType::string;
+    v.count = list.size();
+    for (const auto& s : list) v.strings.emplace_back(s);
+    return v;
+  }
+  const ropex::model::GgufMetadata& build(bool with_pre = true) {
+    md = ropex::model::GgufMetadata{"mini.gguf"};
+    md.add("tokenizer.ggml.model", str(model));
+    if (with_pre) md.add("tokenizer.ggml.pre", str(pre));
+    md.add("tokenizer.ggml.tokens", strings(tokens));
+    md.add("tokenizer.ggml.merges", strings(merges));
+    ropex::model::GgufValue t;
+    t.type = ropex::model::GgufValueType::array;
+    t.elem_type = ropex::model::GgufValueType::i32;
+    t.count = types.size();
+    t.elems = reinterpret_cast<const std::byte*>(types.data());
+    md.add("tokenizer.ggml.token_type", t);
+    ropex::model::GgufValue e;
+    e.type = ropex::model::GgufValueType::u32;
+    e.bits = uint32_t(tokens.size() - 1);
+    md.add("tokenizer.ggml.eos_token_id", e);
+    return md;
+  }
+};
+
+std::string gguf_error(MiniGguf& g, bool with_pre = true) {
+  try {
+    Tokenizer::from_gguf_metadata(g.build(with_pre), "mini.gguf");
+  } catch (const ropex::Error& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+}  // namespace
+
+TEST_CASE("GGUF tokenizer metadata: control tokens split out, eos ids, and refusals naming the key") {
+  MiniGguf g;
+  const auto tok = Tokenizer::from_gguf_metadata(g.build(), "mini.gguf");
+  CHECK(tok.encode("ab<|end|>a b") == std::vector<int32_t>{256, 257, 'a', 0x20 + 0, 'b'});
+  CHECK(tok.eos_ids() == std::vector<int32_t>{257});
+  CHECK(tok.decode({256, 257}) == "ab<|end|>");
+  CHECK(tok.decode({256, 257}, /*skip_special=*/true) == "ab");
+
+  g.pre = "deepseek-llm";
+  CHECK(gguf_error(g) == std::string("mini.gguf: key 'tokenizer.ggml.pre': 'deepseek-llm' is not supported (") +
+                             ropex::tokenizer::gguf_pre::kSupported + ")");
+  g.pre = "gpt-2";
+  CHECK(gguf_error(g, false).find("mini.gguf: key 'tokenizer.ggml.pre': missing") == 0);
+  g.model = "bert";
+  CHECK(gguf_error(g) == "mini.gguf: key 'tokenizer.ggml.model': 'bert' is not supported (gpt2, llama)");
+  g.model = "gpt2";
+  g.merges = {"a c"};
+  CHECK(gguf_error(g) == "mini.gguf: key 'tokenizer.ggml.merges'[0]: merged token 'ac' is not in tokenizer.ggml.tokens");
+  g.merges = {"ab"};
+  CHECK(gguf_error(g).find("mini.gguf: key 'tokenizer.ggml.merges'[0]: must be \"left right\"") == 0);
+  g.merges = {"a b"};
+  g.types.pop_back();
+  CHECK(gguf_error(g) == "mini.gguf: key 'tokenizer.ggml.token_type': has 257 entries for 258 tokens");
 }

@@ -207,7 +207,7 @@ Inputs resolve(const InputFlags& f, bool need_base) {
     if (!in.origin.count("pretrain_base")) missing += (missing.empty() ? "" : ", ") + std::string("--pretrain-base");
     if (!missing.empty())
       throw ropex::cli::UsageError(missing + ": required: " + in.config +
-                                   " matches no built-in preset, and a config.json does not record the "
+                                   " matches no built-in preset, and a config.json or GGUF file does not record the "
                                    "pre-training context or base");
   }
   if (!in.origin.count("head_dim")) throw ropex::cli::UsageError("--head-dim: required (or --model / --config)");

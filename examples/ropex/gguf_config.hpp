@@ -45,8 +45,9 @@ inline GgufRotary gguf_rotary(const std::string& path) {
   rc.head_dim_key = md.contains(a + "attention.key_length") ? a + "attention.key_length"
                                                             : a + "embedding_length / " + a + "attention.head_count";
   rc.rotary_dim = c.rotary_dim();
-  rc.partial = rc.rotary_dim != rc.head_dim;
-  rc.rotary_dim_key = md.contains(a + "rope.dimension_count") ? a + "rope.dimension_count" : rc.head_dim_key;
+  // d comes from rope.dimension_count when the file has it (named as the origin even when it is the whole head)
+  rc.partial = md.contains(a + "rope.dimension_count");
+  rc.rotary_dim_key = rc.partial ? a + "rope.dimension_count" : rc.head_dim_key;
   rc.base = c.rope.base;
   rc.base_is_default = !md.contains(a + "rope.freq_base");
   rc.base_key = rc.base_is_default ? "the default 10000 (no " + a + "rope.freq_base)" : a + "rope.freq_base";
