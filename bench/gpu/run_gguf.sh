@@ -11,7 +11,7 @@ source "$(dirname "$0")/common.sh"
 exec > >(tee -a "$OUT/gguf.log") 2>&1
 GGUF=${GGUF:-/tmp/smollm2.gguf}
 if [ ! -s "$GGUF" ]; then
-  cat .gguf_p1/part.gz .gguf_p2/part.gz | gunzip > "$GGUF" || { echo "run_gguf: model parts missing"; exit 1; }
+  cat .gguf_p1/part.gz .gguf_p2/part.gz .gguf_p3/part.gz | gunzip > "$GGUF" || { echo "run_gguf: model parts missing"; exit 1; }
 fi
 BIN=${ROPEX_BIN:-build-gpu/bin/ropex}
 FIX=tests/fixtures/gguf_model
