@@ -47,7 +47,7 @@ TEST_CASE("ropex rope: bad input exits 2 with one clear line") {
   struct Case {
     std::string args, expect;
   } cases[] = {
-      {"rope --config /no/such/config.json", "cannot open file"},
+      {"rope --config /no/such/config.json", "/no/such/config.json: cannot open"},
       {"rope --config " + bad_json, "malformed JSON"},
       {"rope --config " + small_base, "rope_theta"},
       {"rope --config " + odd, "head_dim: must be even"},
