@@ -83,9 +83,10 @@ struct FlashArgs {
   const T* v;  // [batch, n_keys, n_kv_heads, HD]
   T* o;        // [batch, n_queries, n_heads, HD]
   float* lse;  // [batch, n_heads, n_queries] or nullptr
-  attention::AttentionShape shape;
+  FlashShape shape;  // attention::AttentionShape less the window (last, see FlashShape)
   float scale_log2;
   FusedRope rope;
+  int64_t window;  // attention::AttentionShape::window (the WINDOW kernels alone read it)
 };
 
 /// Copies rows [row0, row0 + ROWS) of one head of a [tokens, heads, HD] tensor into a shared tile
@@ -162,7 +163,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
   T* sK = sQ + BM * LDS;        // [2][BN][LDS]
   T* sV = sK + 2 * BN * LDS;    // [2][BN][LDS]
 
-  const attention::AttentionShape& s = a.shape;
+  const FlashShape& s = a.shape;
   // Causal: the longest query blocks first, so the short ones fill the tail of the grid.
   const int m_block = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
   const int n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), BN));
   // The first tile (WINDOW: the one holding the first row's first key); stage of tile j: (j - j0) & 1.
   int j0 = 0;
-  if constexpr (WINDOW) j0 = max(0, min(static_cast<int>(s.first_key(m0) / BN), n_tiles - 1));
+  if constexpr (WINDOW) j0 = max(0, min(static_cast<int>(s.first_key(m0, a.window) / BN), n_tiles - 1));
 
   load_tile<T, HD, LDS, BM, NT>(sQ, q_head, q_ts, m0, nq);
   mma::cp_async_commit();
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
     // ---- mask: keys past the end, or past the causal diagonal --------------------------------
     const int64_t key0 = int64_t(j) * BN;
     bool need_mask = key0 + BN > s.visible_keys(m0);  // the block's first row sees the fewest
-    if constexpr (WINDOW) need_mask = need_mask || key0 < s.first_key(last_row);  // the last row starts latest
+    if constexpr (WINDOW) need_mask = need_mask || key0 < s.first_key(last_row, a.window);  // the last row starts latest
     if (need_mask) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -318,7 +319,7 @@ __global__ void __launch_bounds__(NW * 32) flash_forward_kernel(FlashArgs<T> a) 
         for (int hr = 0; hr < 2; ++hr) {
           const int64_t row = m0 + wr0 + mt * 16 + g + 8 * hr;
           const int64_t limit = s.visible_keys(row);
-          const int64_t start = WINDOW ? s.first_key(row) : 0;
+          const int64_t start = WINDOW ? s.first_key(row, a.window) : 0;
 #pragma unroll
           for (int n = 0; n < NTILE; ++n)
 #pragma unroll
@@ -487,6 +488,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
       if (qa) rope_anchors(qa, rope.q_start, batch, naq, rope.inv_freq, half, rope.attention_factor, stream);
       if (ka) rope_anchors(ka, rope.k_start, batch, nak, rope.inv_freq, half, rope.attention_factor, stream);
       sm90::Sm90Args<T> sa{q, k, v, o, lse, shape, static_cast<float>(shape.scale) * kLog2e};
+      sa.window = shape.window;
       sa.rope_half = half;
       sa.rope_layout = rope.layout;
       sa.q_anchors = qa;
@@ -545,6 +547,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
                        "16-byte aligned q/k/v and, with in-kernel RoPE, rope.half 16/32/48/64");
     if (fits) {
       sm90::Sm90Args<T> sa{q, k, v, o, lse, shape, scale_log2};
+      sa.window = shape.window;
       sa.q_table = rope.q_table;
       sa.k_table = rope.k_table;
       sa.rope_half = rope.half;
@@ -553,7 +556,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* o, float* lse, int b
       return;
     }
   }
-  detail::FlashArgs<T> a{q, k, v, o, lse, shape, scale_log2, rope};
+  detail::FlashArgs<T> a{q, k, v, o, lse, shape, scale_log2, rope, shape.window};
   // Variants: 4x2x64 (default), 4x2x32, 8x1x64 and 4x1x64 (Q fragments kept in registers).
   const int w = tiling.warps ? tiling.warps : 4, mt = tiling.m_tiles ? tiling.m_tiles : 2;
   // Fused RoPE stages a cos/sin tile in shared memory too: 32-key tiles keep two blocks per SM.

@@ -37,6 +37,40 @@
 #include <limits>
 #include <type_traits>
 
+namespace ropex::cuda {
+
+/// attention::AttentionShape as the prefill kernels take it (FlashArgs, Sm90Args): its fields up to
+/// `scale`, in the layout they had before sliding windows. The window is kept apart, as the last
+/// field of the kernels' arguments, so every other argument sits at the parameter offset it always
+/// had and the window-0 kernels compile to the same machine code as before windows
+/// (bench/gpu/sass_window0.sh); only the WINDOW instantiations read it.
+struct FlashShape {
+  int64_t n_queries = 0, n_keys = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int64_t query_offset = 0;
+  bool causal = true;
+  double scale = 0;
+  FlashShape() = default;
+  ROPEX_HD FlashShape(const attention::AttentionShape& s)  // NOLINT: converts where a shape is passed
+      : n_queries(s.n_queries), n_keys(s.n_keys), n_heads(s.n_heads), n_kv_heads(s.n_kv_heads), head_dim(s.head_dim),
+        query_offset(s.query_offset), causal(s.causal), scale(s.scale) {}
+  ROPEX_HD int64_t group() const { return n_heads / n_kv_heads; }
+  /// AttentionShape::visible_keys.
+  ROPEX_HD int64_t visible_keys(int64_t i) const {
+    if (!causal) return n_keys;
+    const int64_t v = query_offset + i + 1;
+    return v < n_keys ? v : n_keys;
+  }
+  /// AttentionShape::first_key for that window.
+  ROPEX_HD int64_t first_key(int64_t i, int64_t window) const {
+    if (!causal || window <= 0) return 0;
+    const int64_t f = query_offset + i + 1 - window;
+    return f > 0 ? f : 0;
+  }
+};
+static_assert(sizeof(FlashShape) == 64 && alignof(FlashShape) == 8, "the kernels' argument layout before windows");
+
+}  // namespace ropex::cuda
+
 namespace ropex::cuda::sm90 {
 
 // wgmma needs the arch-specific sm_90a target; other targets compile a stub that traps.
@@ -132,7 +166,7 @@ struct Sm90Args {
   const T* v;  // [batch, n_keys, n_kv_heads, 128]
   T* o;        // [batch, n_queries, n_heads, 128]
   float* lse;  // [batch, n_heads, n_queries] or nullptr
-  attention::AttentionShape shape;
+  FlashShape shape;  // attention::AttentionShape less the window (below)
   float scale_log2;
   // Fused RoPE (flash_prefill.cuh's FusedRope, in kernel): per-token cos/sin rows [batch * n_queries,
   // rope_half] and [batch * n_keys, rope_half]; nullptr leaves that side as it is.
@@ -149,6 +183,8 @@ struct Sm90Args {
   // Persistent modes: the work counter (0 at launch) and the number of items (sm90_items).
   int* next_item = nullptr;
   int n_items = 0;
+  // attention::AttentionShape::window (the WINDOW kernels alone read it; last, see FlashShape).
+  int64_t window = 0;
 };
 
 /// RoPE in shared memory as tiles land. ROPE = Sm90Rope::q: the producer warpgroup's warps 1-3
@@ -210,14 +246,14 @@ struct Sm90Item {
   int b, h, kvh, j0, n_tiles;
   int64_t m0;
 };
-__host__ __device__ inline int64_t sm90_query_blocks(const attention::AttentionShape& s) {
+__host__ __device__ inline int64_t sm90_query_blocks(const FlashShape& s) {
   return ceil_div(s.n_queries, int64_t{Sm90Config::BM});
 }
-__host__ __device__ inline int64_t sm90_items(const attention::AttentionShape& s, int batch) {
+__host__ __device__ inline int64_t sm90_items(const FlashShape& s, int batch) {
   return sm90_query_blocks(s) * s.n_heads * batch;
 }
 template <bool WINDOW = false>
-__device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s, int w) {
+__device__ __forceinline__ Sm90Item sm90_item(const FlashShape& s, int w, int64_t window = 0) {
   const int nm = static_cast<int>(sm90_query_blocks(s)), nh = static_cast<int>(s.n_heads);
   const int mi = w % nm, m_block = s.causal ? nm - 1 - mi : mi;
   Sm90Item it;
@@ -228,7 +264,7 @@ __device__ __forceinline__ Sm90Item sm90_item(const attention::AttentionShape& s
   const int64_t last_row = min(it.m0 + Sm90Config::BM, s.n_queries) - 1;
   it.n_tiles = static_cast<int>(ceil_div(s.visible_keys(last_row), int64_t{Sm90Config::BN}));
   it.j0 = 0;
-  if constexpr (WINDOW) it.j0 = max(0, min(static_cast<int>(s.first_key(it.m0) / Sm90Config::BN), it.n_tiles - 1));
+  if constexpr (WINDOW) it.j0 = max(0, min(static_cast<int>(s.first_key(it.m0, window) / Sm90Config::BN), it.n_tiles - 1));
   return it;
 }
 
@@ -432,7 +468,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto generic = [&](uint32_t addr) { return smem_raw + (addr - raw); };
   int* item_slot = reinterpret_cast<int*>(generic(empty_k + 8 * S));  // [NQ]: the item in each Q buffer, -1: done
 
-  const attention::AttentionShape& s = a.shape;
+  const FlashShape& s = a.shape;
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nq = s.n_queries;
 
@@ -591,7 +627,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     uint32_t t = 0;  // tiles issued
     bool more = start_item(0);
     for (int i = 0; more; ++i) {
-      const Sm90Item it = sm90_item<WINDOW>(s, item_slot[i % NQ]);
+      const Sm90Item it = sm90_item<WINDOW>(s, item_slot[i % NQ], a.window);
       const int j0 = WINDOW ? it.j0 : 0;
       const int next_at = min(j0 + S, it.n_tiles - 1);  // copy in item i + 1's Q after this tile
       for (int j = j0; j < it.n_tiles; ++j, ++t) {
@@ -628,11 +664,11 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   auto softmax = [&](float(&sc)[64], int j, float(&alpha)[2]) {
     const int64_t key0 = int64_t(j) * BN;
     if constexpr (WINDOW) {
-      if (key0 + BN > s.visible_keys(m0) || key0 < s.first_key(min(m0 + C::BM, nq) - 1)) {
+      if (key0 + BN > s.visible_keys(m0) || key0 < s.first_key(min(m0 + C::BM, nq) - 1, a.window)) {
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int64_t row = row_base + 8 * hr;
-          const int64_t limit = s.visible_keys(row) - key0, start = s.first_key(row) - key0;
+          const int64_t limit = s.visible_keys(row) - key0, start = s.first_key(row, a.window) - key0;
 #pragma unroll
           for (int n = 0; n < BN / 8; ++n)
 #pragma unroll
@@ -710,7 +746,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
     mbar_wait((producer_rotates_q(ROPE) ? q_ready : bar_q) + 8 * qb, (item / NQ) & 1);
     const int w = item_slot[qb];
     if (w < 0) break;
-    const Sm90Item it = sm90_item<WINDOW>(s, w);
+    const Sm90Item it = sm90_item<WINDOW>(s, w, a.window);
     const int n_tiles = it.n_tiles;
     m0 = it.m0;
     row_base = m0 + cw * 64 + warp * 16 + g;
@@ -812,7 +848,7 @@ void launch_flash_sm90(const Sm90Args<T>& a, int batch, cudaStream_t stream) {
                         : a.k_table   ? Sm90Rope::k
                         : a.q_table   ? Sm90Rope::q
                                       : Sm90Rope::none;
-  const bool window = a.shape.causal && a.shape.window > 0;
+  const bool window = a.shape.causal && a.window > 0;
   if (window && mode != Sm90Rope::none && mode != Sm90Rope::q)
     throw make_error("cuda::sm90::launch_flash_sm90", "shape.window", "a sliding window takes no RoPE or Q's table only");
   auto kernel = mode == Sm90Rope::anchors_k   ? flash_forward_sm90_kernel<T, Sm90Rope::anchors_k>
