@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 in one GPU-machine call: build the LLaMA-on-CUDA targets, run test_cuda_llama, make a
+# The LLaMA-2-7B-shaped stack in one GPU-machine call: build the LLaMA-on-CUDA targets, run test_cuda_llama, make a
 # LLaMA-2-7B-shaped random bf16 model with HF transformers (and time HF on it), check ropex's CLI
 # logits against HF's on those weights, then time ropex (prefill, decode, 128K and 1M-token
 # layer-streamed perplexity) and write the report.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns the miniature scaling-law experiment (issue 6, docs/validation.md) in stages that save
+# Reruns the miniature scaling-law experiment (docs/validation.md) in stages that save
 # their outputs, so each fits the GPU machine's 10-minute-per-command limit:
 #   ./run_all.sh prep      # CPU, ~7 min: Debian texts -> SentencePiece -> data/*.u16, data/emma.npy
 #   ./run_all.sh train     # GPU, ~6.5 min on one H100: writes $OUT (default ./out) models_*.tar.gz,
