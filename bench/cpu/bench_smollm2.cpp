@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,13 @@
 namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+// CPU seconds of the whole process (all threads): with --threads 1 a measure that other tenants'
+// load on a shared machine does not inflate (wall time does).
+double cpu_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -82,14 +90,14 @@ int main(int argc, char** argv) {
   const int64_t vocab = ck.config().vocab_size;
   std::vector<float> logits(static_cast<size_t>(vocab));
   const std::vector<int32_t> prompt(all.begin(), all.begin() + std::min<int64_t>(prefill, int64_t(all.size())));
-  std::vector<double> t_pre, t_dec;
+  std::vector<double> t_pre, t_dec, c_pre, c_dec;
   std::vector<int32_t> generated;
   for (int64_t r = 0; r < reps && prefill > 0; ++r) {
     auto cache = model.make_cache(int64_t(prompt.size()) + decode);
-    const double t0 = now();
+    const double t0 = now(), u0 = cpu_now();
     auto h = model.forward(prompt, cache);
     model.logits(h.data() + (h.rows() - 1) * h.cols(), 1, logits.data());
-    const double t1 = now();
+    const double t1 = now(), u1 = cpu_now();
     generated.clear();
     for (int64_t s = 0; s < decode; ++s) {
       const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -97,9 +105,10 @@ int main(int argc, char** argv) {
       h = model.forward(std::span(&next, 1), cache);
       model.logits(h.data(), 1, logits.data());
     }
-    const double t2 = now();
+    const double t2 = now(), u2 = cpu_now();
     t_pre.push_back(double(prompt.size()) / (t1 - t0));
-    if (decode > 0) t_dec.push_back(double(decode) / (t2 - t1));
+    c_pre.push_back(double(prompt.size()) / (u1 - u0));
+    if (decode > 0) t_dec.push_back(double(decode) / (t2 - t1)), c_dec.push_back(double(decode) / (u2 - u1));
   }
   std::printf("{\"mode\": \"%s\", \"prefill_tokens\": %zu, \"prefill_tok_s\": [", mode.c_str(), prompt.size());
   for (size_t i = 0; i < t_pre.size(); ++i) std::printf("%s%.2f", i ? ", " : "", t_pre[i]);
@@ -107,7 +116,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < t_dec.size(); ++i) std::printf("%s%.2f", i ? ", " : "", t_dec[i]);
   std::printf("], \"decode_median\": %.2f, \"first_tokens\": [", median(t_dec));
   for (size_t i = 0; i < std::min<size_t>(generated.size(), 16); ++i) std::printf("%s%d", i ? ", " : "", generated[i]);
-  std::printf("]");
+  std::printf("], \"prefill_tok_per_cpu_s\": %.2f, \"decode_tok_per_cpu_s\": %.2f", median(c_pre), median(c_dec));
   if (ppl > 0) {
     ropex::eval::PerplexityOptions po;
     po.context = ppl;

@@ -25,24 +25,26 @@ model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os
                                              torch_dtype=torch.float32, attn_implementation=a.attn).eval()
 ids = torch.from_numpy(np.load(a.tokens).astype(np.int64))
 prompt = ids[: a.prefill][None]
-pre, dec, first = [], [], []
+pre, dec, cpre, cdec, first = [], [], [], [], []
 with torch.inference_mode():
     for _ in range(a.reps):
-        t0 = time.perf_counter()
+        t0, u0 = time.perf_counter(), time.process_time()
         out = model(prompt, use_cache=True, logits_to_keep=1)
-        t1 = time.perf_counter()
+        t1, u1 = time.perf_counter(), time.process_time()
         past, nxt, toks = out.past_key_values, out.logits[0, -1].argmax(), []
         for _ in range(a.decode):
             toks.append(int(nxt))
             out = model(nxt.view(1, 1), past_key_values=past, use_cache=True)
             past, nxt = out.past_key_values, out.logits[0, -1].argmax()
-        t2 = time.perf_counter()
+        t2, u2 = time.perf_counter(), time.process_time()
         pre.append(prompt.shape[1] / (t1 - t0)); dec.append(a.decode / (t2 - t1)); first = toks[:16]
+        cpre.append(prompt.shape[1] / (u1 - u0)); cdec.append(a.decode / (u2 - u1))
     res = {"mode": "hf-f32-" + a.attn, "threads": a.threads, "torch": torch.__version__,
            "prefill_tokens": int(prompt.shape[1]), "prefill_tok_s": [round(x, 2) for x in pre],
            "prefill_median": round(float(np.median(pre)), 2), "decode_tokens": a.decode,
            "decode_tok_s": [round(x, 2) for x in dec], "decode_median": round(float(np.median(dec)), 2),
-           "first_tokens": first}
+           "first_tokens": first, "prefill_tok_per_cpu_s": round(float(np.median(cpre)), 2),
+           "decode_tok_per_cpu_s": round(float(np.median(cdec)), 2)}
     if a.ppl:
         t0, nll, n = time.perf_counter(), 0.0, 0
         for s in range(0, ids.shape[0] - 1, a.ppl):

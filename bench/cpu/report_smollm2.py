@@ -19,6 +19,18 @@ pp, tg = runs("llama.cpp-pp", "avg_ts"), runs("llama.cpp-tg", "avg_ts")
 if pp:
     print(f"| llama.cpp | {med(pp):.1f} ({fmt(pp)}) | {med(pp) / hf_pre:.2f}x | {med(tg):.1f} ({fmt(tg)}) | {med(tg) / hf_dec:.2f}x |")
 print()
+print("tokens per CPU-second of the process (llama.cpp: its -d 2048 depth fill and model load count against tg)")
+print("| variant | prefill tok/CPU-s | vs HF | decode tok/CPU-s | vs HF |")
+print("|---|---|---|---|---|")
+hp, hd = med(runs("hf", "prefill_tok_per_cpu_s")), med(runs("hf", "decode_tok_per_cpu_s"))
+for v in ["ropex-before", "ropex-portable", "ropex-native", "ropex-native-fast", "hf"]:
+    p, d = runs(v, "prefill_tok_per_cpu_s"), runs(v, "decode_tok_per_cpu_s")
+    if p:
+        print(f"| {v} | {med(p):.1f} ({fmt(p)}) | {med(p) / hp:.2f}x | {med(d):.1f} ({fmt(d)}) | {med(d) / hd:.2f}x |")
+lp = [r["n_prompt"] / r["cpu_s"] for r in rows if r.get("variant") == "llama.cpp-pp" and r.get("cpu_s")]
+if lp:
+    print(f"| llama.cpp (pp2048 incl. load) | {med(lp):.1f} ({fmt(lp)}) | {med(lp) / hp:.2f}x | | |")
+print()
 print("| perplexity, context 2048 | ppl | mean NLL | tokens scored | seconds | peak RSS MB |")
 print("|---|---|---|---|---|---|")
 for r in rows:

@@ -10,7 +10,10 @@
 # decode = 128 greedy steps after it. ROUNDS rounds of every variant in turn (one repetition each),
 # medians reported. Then perplexity at context 2048 over the whole text: ropex exact, ropex fast,
 # llama-perplexity; peak RSS of each. Results: $OUT/results.jsonl and a table on stdout.
-#   bench/cpu/run_smollm2.sh                 # THREADS=$(nproc) ROUNDS=3 BEFORE=d7ab1d3
+# Every program also reports tokens per CPU-second of its process; with THREADS=1 that is the
+# comparison a shared, loaded machine does not distort (llama-bench's includes its model load).
+#   bench/cpu/run_smollm2.sh                 # THREADS=$(nproc) ROUNDS=3 BEFORE=d7ab1d3 PPL=1
+#   THREADS=1 PPL=0 bench/cpu/run_smollm2.sh # single-thread CPU-time comparison, no perplexity
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-build-perf-data}
@@ -19,6 +22,7 @@ ROUNDS=${ROUNDS:-3}
 BEFORE=${BEFORE:-d7ab1d3}
 PREFILL=${PREFILL:-2048}
 DECODE=${DECODE:-128}
+PPL=${PPL:-1}
 MODEL=.models/SmolLM2-135M-Instruct.Q4_1.gguf
 TEXT=/usr/share/common-licenses/GPL-3
 mkdir -p "$OUT"
@@ -65,11 +69,12 @@ for r in $(seq "$ROUNDS"); do
     | tag "{\"variant\": \"ropex-native-fast\", \"round\": $r}" >> "$RES"
   python3 bench/cpu/hf_smollm2.py "$MODEL" "$TOK" --prefill "$PREFILL" --decode "$DECODE" --reps 1 --threads "$THREADS" 2>/dev/null \
     | tag "{\"variant\": \"hf\", \"round\": $r}" >> "$RES"
-  "$LB/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -p "$PREFILL" -n 0 -o jsonl 2>/dev/null \
-    | tag "{\"variant\": \"llama.cpp-pp\", \"round\": $r}" >> "$RES"
-  "$LB/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -p 0 -n "$DECODE" -d "$PREFILL" -o jsonl 2>/dev/null \
-    | tag "{\"variant\": \"llama.cpp-tg\", \"round\": $r}" >> "$RES"
+  /usr/bin/time -f '%U %S' -o "$OUT/cpu.txt" "$LB/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -p "$PREFILL" -n 0 -o jsonl 2>/dev/null > "$OUT/lb.json"
+  tag "{\"variant\": \"llama.cpp-pp\", \"round\": $r, \"cpu_s\": $(awk '{print $1 + $2}' "$OUT/cpu.txt")}" < "$OUT/lb.json" >> "$RES"
+  /usr/bin/time -f '%U %S' -o "$OUT/cpu.txt" "$LB/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -p 0 -n "$DECODE" -d "$PREFILL" -o jsonl 2>/dev/null > "$OUT/lb.json"
+  tag "{\"variant\": \"llama.cpp-tg\", \"round\": $r, \"cpu_s\": $(awk '{print $1 + $2}' "$OUT/cpu.txt")}" < "$OUT/lb.json" >> "$RES"
 done
+[ "$PPL" = 0 ] && { python3 bench/cpu/report_smollm2.py "$RES"; exit 0; }
 
 # ---- perplexity at context 2048 over the whole text, with peak RSS
 rss() { /usr/bin/time -f '%M' -o "$OUT/rss.txt" "$@"; }
