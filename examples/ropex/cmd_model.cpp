@@ -10,6 +10,7 @@
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
+#include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
 
 #include <nlohmann/json.hpp>
@@ -124,20 +125,7 @@ struct GenerateOptions {
   bool json = false, stop_at_eos = false;
 };
 
-// Greedy when temperature == 0, else a draw from softmax(logits / T).
-int32_t pick_token(const float* logits, int64_t vocab, double temperature, std::mt19937_64& rng) {
-  int64_t best = 0;
-  for (int64_t v = 1; v < vocab; ++v)
-    if (logits[v] > logits[best]) best = v;
-  if (temperature <= 0) return int32_t(best);
-  std::vector<double> p(static_cast<size_t>(vocab));
-  double sum = 0;
-  for (int64_t v = 0; v < vocab; ++v) sum += (p[size_t(v)] = std::exp((double(logits[v]) - logits[best]) / temperature));
-  double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
-  for (int64_t v = 0; v < vocab; ++v)
-    if ((u -= p[size_t(v)]) <= 0) return int32_t(v);
-  return int32_t(vocab - 1);
-}
+using ropex::model::pick_token;  // greedy, or a draw from softmax(logits / T)
 
 void run_generate(const GenerateOptions& o) {
   const Checkpoint ck = open_model(o.m);

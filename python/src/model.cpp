@@ -10,6 +10,7 @@
 #include <ropex/io/json_file.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
+#include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
 
 #include <nanobind/stl/function.h>
@@ -214,7 +215,7 @@ class Model {
       auto hidden = llama_->forward(prompt, cache);
       llama_->logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
       for (int64_t step = 0; step < steps; ++step) {
-        const int32_t next = pick_token(logits.data(), vocab, temperature, rng);
+        const int32_t next = ropex::model::pick_token(logits.data(), vocab, temperature, rng);
         out.push_back(next);
         check_in(progress, step + 1, steps);
         if (stop_at_eos && std::find(eos.begin(), eos.end(), int64_t(next)) != eos.end()) break;
@@ -235,21 +236,6 @@ class Model {
   std::unique_ptr<Llama<>> llama_;
   std::optional<ropex::tokenizer::Tokenizer> tok_;
   std::string device_;
-
- private:
-  static int32_t pick_token(const float* logits, int64_t vocab, double temperature, std::mt19937_64& rng) {
-    int64_t best = 0;
-    for (int64_t v = 1; v < vocab; ++v)
-      if (logits[v] > logits[best]) best = v;
-    if (temperature <= 0) return int32_t(best);
-    std::vector<double> p(static_cast<size_t>(vocab));
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += (p[size_t(v)] = std::exp((double(logits[v]) - logits[best]) / temperature));
-    double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
-    for (int64_t v = 0; v < vocab; ++v)
-      if ((u -= p[size_t(v)]) <= 0) return int32_t(v);
-    return int32_t(vocab - 1);
-  }
 };
 
 }  // namespace
