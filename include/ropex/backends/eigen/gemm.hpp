@@ -1,6 +1,6 @@
 // The prefill GEMM of ops<cpu>:  Y[m, n] (+)= X[m, k] W[n, k]^T  (row-major, W = weight rows),
 // by whichever of two kernels is faster on the machine found at run time:
-//   sgemm_   the BLAS the program links (OpenBLAS on Debian), looked up with dlsym, and
+//   sgemm_   the BLAS the program links (OpenBLAS on Debian; its core name found with dlsym), and
 //   Eigen's  own GEMM, compiled at the width the program was built for (-march=native: AVX-512).
 // OpenBLAS picks its kernel from the CPU's family/model when it loads; a CPU newer than the
 // OpenBLAS can get its oldest SSE3 kernel ("Prescott"; 0.3.21 on Intel family 6 model 207), 2-3x
@@ -8,9 +8,11 @@
 // (OPENBLAS_CORETYPE is read by its constructor), so instead of fighting it: when
 // openblas_get_corename() names an SSE-only core while Eigen here was compiled for AVX2 or wider,
 // the products go to Eigen. An AVX2 core ("Haswell", "Zen") stays on OpenBLAS even where Eigen is
-// AVX-512: measured on the Zen 5 VM (docs/benchmarks.md, CPU), OpenBLAS's Haswell kernel runs
-// 109-133 GFLOP/s against Eigen's AVX-512 GEMM's 83 at 512 x 4096 x 4096, and OpenBLAS
-// "Prescott" (OPENBLAS_CORETYPE=Prescott) well below Eigen.
+// AVX-512: measured on the Zen 5 VM (docs/benchmarks.md, CPU: SmolLM2), Eigen's AVX-512 GEMM is
+// 1.4x OpenBLAS's Haswell kernel on one thread (158-184 vs 116-123 GFLOP/s) but its OpenMP
+// parallel GEMM fell to 17-44 GFLOP/s at two threads on a loaded machine (OpenBLAS: 97-120), and
+// end-to-end prefill was equal within noise. (OpenBLAS's own AVX-512 kernel, 226-239 GFLOP/s,
+// needs OPENBLAS_CORETYPE=SkylakeX in the environment before the program starts.)
 // ROPEX_GEMM=blas|eigen in the environment overrides the choice (for measurements).
 #pragma once
 #include <Eigen/Core>

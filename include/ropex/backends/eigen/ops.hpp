@@ -5,7 +5,7 @@
 // One-token products with GGUF block weights (Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K) read each block once
 // and dot it with the activations directly (quant/dot.hpp): exact mode with float activations
 // (the default), or QuantMode::fast with activations quantized per 32-block to int8 and integer
-// dot products (llama.cpp's way; within ~0.2% of exact per product, see quant/dot.hpp).
+// dot products (llama.cpp's way; error bound in quant/dot.hpp).
 #pragma once
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
@@ -43,7 +43,7 @@ struct ops;
 ///   exact  float32 activations; the weights' values exactly as dequantized (the default)
 ///   fast   activations quantized per 32-block to int8 (scale max|x|/127) and integer dot
 ///          products against Q4_0/Q4_1/Q8_0/Q4_K/Q5_K weights, in every product (prefill too);
-///          other block types run exact. ~0.1% of perplexity on SmolLM2-135M Q4_1.
+///          other block types run exact. +0.25% perplexity on SmolLM2-135M Q4_1 (docs/benchmarks.md).
 enum class QuantMode { exact, fast };
 
 namespace eigen_detail {
