@@ -27,10 +27,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
 if [ "$CI" = true ]; then
-  echo "== native build (-march=native): the tests whose code paths differ =="
+  echo "== native Release build (-march=native): the tests whose code paths differ, and the long GGUF perplexity runs =="
   cmake -S . -B build-native -DCMAKE_BUILD_TYPE=Release -DROPEX_NATIVE=ON -DROPEX_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families
-  (cd build-native && ctest -R 'test_quant_matmul|test_attention|test_gguf_model|test_families' --output-on-failure)
+  cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families test_cli_gguf
+  (cd build-native && ctest -R 'test_quant_matmul|test_attention|test_gguf_model|test_families|test_cli_gguf' --output-on-failure)
 fi
 
 # The Python module: pip install . into a venv (scikit-build-core and nanobind from PyPI), then
