@@ -10,6 +10,7 @@
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
+#include <ropex/backends/eigen/threads.hpp>
 #include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
 
@@ -72,22 +73,12 @@ Llama<> cpu_model(const Checkpoint& ck, const ModelOptions& o) {
   return Llama<>(ck, 512, ropex::backends::ops<ropex::backends::cpu>{o.fast ? QuantMode::fast : QuantMode::exact});
 }
 
-// OpenMP threads for our kernels; OpenBLAS's own pool when the BLAS is OpenBLAS (found at run
-// time so no link dependency on it).
-void set_threads(int n) {
-  if (n <= 0) return;
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
-  Eigen::setNbThreads(n);
-  using SetFn = void (*)(int);
-  if (auto f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
-}
+using ropex::backends::set_cpu_threads;  // --threads: OpenMP, Eigen and OpenBLAS pools
 
 Checkpoint open_model(const ModelOptions& o) {
   if (o.fast && o.device != "cpu")
     throw ropex::make_error("--fast", "", "is a CPU mode (quantized GGUF weights); --device cuda decodes the blocks to bf16/f32");
-  set_threads(o.threads);
+  set_cpu_threads(o.threads);
   Checkpoint ck = Checkpoint::open(o.model);
   std::optional<nlohmann::json> scaling;
   if (!o.rope_scaling.empty()) {

@@ -10,6 +10,7 @@
 #include <ropex/io/json_file.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
+#include <ropex/backends/eigen/threads.hpp>
 #include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
 
@@ -41,16 +42,7 @@ using ropex::model::Llama;
 using Ids = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Progress = std::optional<nb::callable>;
 
-// Same thread settings as the CLI's --threads: OpenMP, Eigen, and OpenBLAS's pool when present.
-void set_threads(int n) {
-  if (n <= 0) return;
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
-  Eigen::setNbThreads(n);
-  using SetFn = void (*)(int);
-  if (auto f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
-}
+using ropex::backends::set_cpu_threads;  // --threads: OpenMP, Eigen and OpenBLAS pools
 
 // Called with the GIL released: takes it, raises KeyboardInterrupt (as a C++ exception that
 // unwinds the forward) on Ctrl-C, else reports progress.
@@ -72,7 +64,7 @@ class Model {
                               "cuda: the ropex Python module runs models on the CPU only (use the ropex CLI "
                               "built with -DROPEX_CUDA=ON for --device cuda)");
     const std::string p = nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(path));
-    set_threads(threads);
+    set_cpu_threads(threads);
     std::optional<nlohmann::json> scaling;
     if (!rope_scaling.is_none()) {
       if (nb::isinstance<nb::dict>(rope_scaling)) {
