@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -158,11 +159,12 @@ TEST_CASE("ring attention over simulated ranks equals one-window attention (doub
 }
 
 TEST_CASE("lse_merge: a partial that saw no key contributes nothing") {
-  const auto m = attention::lse_merge(-INFINITY, 1.5);
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const auto m = attention::lse_merge(-inf, 1.5);
   CHECK(m.lse == doctest::Approx(1.5));
   CHECK(m.factor_a == 0.0);
   CHECK(m.factor_b == doctest::Approx(1.0));
-  const auto none = attention::lse_merge(-INFINITY, -INFINITY);
+  const auto none = attention::lse_merge(-inf, -inf);
   CHECK(std::isinf(none.lse));
   CHECK(none.factor_a == 0.0);
   CHECK(none.factor_b == 0.0);

@@ -9,6 +9,7 @@
 #include <ropex/backends/cuda/ring_attention.cuh>
 #include <ropex/parallel/zigzag.hpp>
 
+#include <memory>
 #include <vector>
 
 using namespace ropex;

@@ -20,6 +20,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
