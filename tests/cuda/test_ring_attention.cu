@@ -9,6 +9,7 @@
 #include <ropex/backends/cuda/ring_attention.cuh>
 #include <ropex/parallel/zigzag.hpp>
 
+#include <initializer_list>
 #include <memory>
 #include <vector>
 

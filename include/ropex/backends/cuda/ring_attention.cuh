@@ -20,7 +20,6 @@
 #include <nccl.h>
 
 #include <algorithm>
-#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -99,8 +98,8 @@ class Ring {
       ROPEX_CUDA_CHECK(cudaSetDevice(devices_[static_cast<size_t>(r)]));
       ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.compute, cudaStreamNonBlocking));
       ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.comm, cudaStreamNonBlocking));
-      for (cudaEvent_t* e : {&k.computed, &k.received[0], &k.received[1], &k.handoff})
-        ROPEX_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      cudaEvent_t* events[] = {&k.computed, &k.received[0], &k.received[1], &k.handoff};
+      for (cudaEvent_t* e : events) ROPEX_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
     }
     if (transport_ == Transport::nccl) {
       if (self_) {
@@ -125,8 +124,8 @@ class Ring {
       cudaSetDevice(devices_[r]);
       cudaStreamDestroy(ranks_[r].compute);
       cudaStreamDestroy(ranks_[r].comm);
-      for (cudaEvent_t e : {ranks_[r].computed, ranks_[r].received[0], ranks_[r].received[1], ranks_[r].handoff})
-        cudaEventDestroy(e);
+      const cudaEvent_t events[] = {ranks_[r].computed, ranks_[r].received[0], ranks_[r].received[1], ranks_[r].handoff};
+      for (cudaEvent_t e : events) cudaEventDestroy(e);
     }
   }
 
