@@ -20,6 +20,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -47,34 +48,31 @@ namespace detail {
 
 /// acc = merge(acc, part) for rows [row0, row0 + rows) of the accumulator: one warp per (row, head).
 /// acc_o: [local, heads, hd] fp32; acc_lse: [heads, local]; part_o: [rows, heads, hd];
-/// part_lse: [heads, rows] (what flash_attention writes for the block).
+/// part_lse: [heads, rows] (what flash_attention writes for the block). `first`: the rows' first
+/// block (the accumulator is not read, so it needs no clearing). `out` non-null: the rows' last
+/// block, written as T to out's rows instead of to acc_o (no separate store pass).
 template <class T>
 __global__ void merge_block(float* __restrict__ acc_o, float* __restrict__ acc_lse, const T* __restrict__ part_o,
-                            const float* __restrict__ part_lse, int64_t local, int64_t row0, int64_t rows, int heads,
-                            int hd) {
+                            const float* __restrict__ part_lse, T* __restrict__ out, bool first, int64_t local,
+                            int64_t row0, int64_t rows, int heads, int hd) {
   const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (w >= rows * heads) return;
   const int64_t i = w / heads;
   const int h = static_cast<int>(w % heads);
   float* a_lse = acc_lse + static_cast<int64_t>(h) * local + row0 + i;
-  const auto m = attention::lse_merge(*a_lse, part_lse[static_cast<int64_t>(h) * rows + i]);
-  float* o = acc_o + ((row0 + i) * heads + h) * hd;
+  const float p_lse = part_lse[static_cast<int64_t>(h) * rows + i];
+  const auto m = attention::lse_merge(first ? -INFINITY : *a_lse, p_lse);
+  const int64_t at = ((row0 + i) * heads + h) * hd;
+  float* o = acc_o + at;
   const T* p = part_o + (i * heads + h) * hd;
-  for (int d = lane; d < hd; d += 32) o[d] = o[d] * m.factor_a + to_float(p[d]) * m.factor_b;
+  for (int d = lane; d < hd; d += 32) {
+    const float x = (m.factor_a == 0.f ? 0.f : o[d] * m.factor_a) + to_float(p[d]) * m.factor_b;
+    if (out) out[at + d] = from_float<T>(x);
+    else o[d] = x;
+  }
   __syncwarp();
   if (lane == 0) *a_lse = m.lse;
-}
-
-template <class T>
-__global__ void store_output(T* __restrict__ o, const float* __restrict__ acc, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) o[i] = from_float<T>(acc[i]);
-}
-
-__global__ inline void fill(float* __restrict__ x, float value, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = value;
 }
 
 inline unsigned blocks_for(int64_t threads, int per_block = 256) {
@@ -159,9 +157,6 @@ class Ring {
       const int64_t local = z.local_tokens(r);
       k.acc_o.reserve(static_cast<size_t>(local * H * hd));
       k.acc_lse.reserve(static_cast<size_t>(H * local));
-      ROPEX_CUDA_CHECK(cudaMemsetAsync(k.acc_o.data(), 0, sizeof(float) * static_cast<size_t>(local * H * hd), k.compute));
-      detail::fill<<<detail::blocks_for(H * local), 256, 0, k.compute>>>(k.acc_lse.data(), -INFINITY, H * local);
-      check_launch("ring::fill");
       ROPEX_CUDA_CHECK(cudaEventRecord(k.computed, k.compute));  // inputs ready: step 0 may send them
     }
 
@@ -173,6 +168,24 @@ class Ring {
       return s == 0 ? io[static_cast<size_t>(r)].v : ranks_[static_cast<size_t>(r)].held[s % 2].data() + kv_elems;
     };
 
+    // The step and block of each query chunk's first and last block: the first overwrites the
+    // accumulator, the last writes the output.
+    struct Ends { int first_step = -1, first_block = -1, last_step = -1, last_block = -1; };
+    std::vector<std::array<Ends, 2>> ends(static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r)
+      for (int s = 0; s < n; ++s) {
+        const auto blocks = parallel::ring_blocks(z, r, s, whole.causal, whole.window);
+        for (int i = 0; i < static_cast<int>(blocks.size()); ++i) {
+          Ends& e = ends[static_cast<size_t>(r)][static_cast<size_t>(blocks[static_cast<size_t>(i)].q_which)];
+          if (e.first_step < 0) e.first_step = s, e.first_block = i;
+          e.last_step = s, e.last_block = i;
+        }
+      }
+    for (int r = 0; r < n; ++r)
+      for (const Ends& e : ends[static_cast<size_t>(r)])
+        if (e.first_step < 0)  // cannot happen for a causal or full mask: every query sees itself
+          throw make_error("context parallel", "schedule", "a query chunk meets no key chunk");
+
     for (int s = 0; s < n; ++s) {
       if (s + 1 < n) exchange(z, s, kv_elems, KVH * hd, held_k, held_v);
       for (int r = 0; r < n; ++r) {
@@ -181,15 +194,20 @@ class Ring {
         if (s > 0) ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.compute, k.received[s % 2], 0));
         const int src = z.kv_source(r, s);
         const int64_t local = z.local_tokens(r);
-        for (const parallel::RingBlock& b : parallel::ring_blocks(z, r, s, whole.causal, whole.window)) {
+        const auto blocks = parallel::ring_blocks(z, r, s, whole.causal, whole.window);
+        for (int i = 0; i < static_cast<int>(blocks.size()); ++i) {
+          const parallel::RingBlock& b = blocks[static_cast<size_t>(i)];
+          const Ends& e = ends[static_cast<size_t>(r)][static_cast<size_t>(b.q_which)];
+          const bool first = e.first_step == s && e.first_block == i, last = e.last_step == s && e.last_block == i;
           const int64_t q_row = z.local_row(r, b.q_which), k_row = z.local_row(src, b.k_which);
           const attention::AttentionShape bs = parallel::block_shape(whole, b.q, b.k, b.block);
           flash_attention<T>(io[static_cast<size_t>(r)].q + q_row * H * hd, held_k(r, s) + k_row * KVH * hd,
                              held_v(r, s) + k_row * KVH * hd, k.part_o.data(), k.part_lse.data(), 1, bs, {}, {},
                              k.compute);
           detail::merge_block<T><<<detail::blocks_for(b.q.size() * H * 32), 256, 0, k.compute>>>(
-              k.acc_o.data(), k.acc_lse.data(), k.part_o.data(), k.part_lse.data(), local, q_row, b.q.size(),
-              static_cast<int>(H), static_cast<int>(hd));
+              k.acc_o.data(), k.acc_lse.data(), k.part_o.data(), k.part_lse.data(),
+              last ? io[static_cast<size_t>(r)].o : nullptr, first, local, q_row, b.q.size(), static_cast<int>(H),
+              static_cast<int>(hd));
           check_launch("ring::merge_block");
         }
         ROPEX_CUDA_CHECK(cudaEventRecord(k.computed, k.compute));
@@ -198,10 +216,6 @@ class Ring {
     for (int r = 0; r < n; ++r) {
       Rank& k = ranks_[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaSetDevice(device(r)));
-      const int64_t elems = z.local_tokens(r) * H * hd;
-      detail::store_output<T><<<detail::blocks_for(elems), 256, 0, k.compute>>>(io[static_cast<size_t>(r)].o,
-                                                                                 k.acc_o.data(), elems);
-      check_launch("ring::store_output");
       if (io[static_cast<size_t>(r)].lse)
         ROPEX_CUDA_CHECK(cudaMemcpyAsync(io[static_cast<size_t>(r)].lse, k.acc_lse.data(),
                                          sizeof(float) * static_cast<size_t>(H * z.local_tokens(r)),
