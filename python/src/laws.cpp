@@ -15,21 +15,11 @@
 namespace ropex_py {
 namespace {
 
-using F64 = nb::ndarray<const double, nb::ndim<1>, nb::device::cpu>;
-using I64 = nb::ndarray<const int64_t, nb::ndim<1>, nb::device::cpu>;
-
 // head_dim comes from an int64 array: out-of-range values get the C++ check's message.
 int head_dim_of(int64_t d) {
   if (d < INT_MIN || d > INT_MAX)
     throw ropex::make_error("", "head_dim", "must be a positive even number, got " + std::to_string(d));
   return int(d);
-}
-
-size_t common_length(std::initializer_list<size_t> sizes) {
-  const size_t n = *sizes.begin();
-  for (size_t s : sizes)
-    if (s != n) throw ropex::make_error("", "arguments", "columns of different lengths (broadcast them first)");
-  return n;
 }
 
 nb::tuple limit_tuple(const ropex::ExtrapolationLimit& r) {
@@ -44,13 +34,21 @@ nb::tuple limit_columns(const I64& d, const F64& T, const F64& b, const F64& tt,
   OwnedArray<double> limit({n}), cb({n}), lbl({n}), b1({n}), b2({n}), b3({n});
   OwnedArray<bool> hard({n}), upd({n});
   OwnedArray<int32_t> cd({n}), ucd({n});
-  const auto cd_in = column(d);
+  const auto d_in = column(d);
   const auto T_in = column(T), b_in = column(b), tt_in = column(tt), pb_in = column(pb);
   {
     nb::gil_scoped_release nogil;
+    // The base-independent terms are computed again only where (d, T_train, T_tune, beta_pt)
+    // change: once for a sweep over bases, as a C++ caller would hoist them.
+    int64_t last_d = 0;
+    double last_T = 0, last_tt = 0, last_pb = 0;
+    ropex::law::ModelTerms terms{};
     for (size_t i = 0; i < n; ++i) {
-      const ropex::ExtrapolationLimit r =
-          ropex::extrapolation_limit(head_dim_of(cd_in[i]), T_in[i], b_in[i], tt_in[i], pb_in[i]);
+      if (i == 0 || d_in[i] != last_d || T_in[i] != last_T || tt_in[i] != last_tt || pb_in[i] != last_pb) {
+        last_d = d_in[i], last_T = T_in[i], last_tt = tt_in[i], last_pb = pb_in[i];
+        terms = ropex::model_terms(head_dim_of(last_d), last_T, last_tt, last_pb);
+      }
+      const ropex::ExtrapolationLimit r = ropex::extrapolation_limit(terms, b_in[i]);
       regime.data[i] = int8_t(r.regime);
       limit.data[i] = r.limit;
       hard.data[i] = r.hard_bound;

@@ -18,4 +18,5 @@ NB_MODULE(_core, m) {
   ropex_py::bind_laws(m);
   ropex_py::bind_rope(m);
   ropex_py::bind_model(m);
+  ropex_py::bind_theories(m);
 }
