@@ -62,7 +62,7 @@ def _as_ints(name: str, x: Any) -> npt.NDArray[np.int64]:
     if a.dtype.kind == "f":
         bad = a[~np.isfinite(a) | (a != np.round(a))] if a.size else a
         if bad.size:
-            raise Error(f"{name}: must be an integer, got {bad.flat[0]!r}")
+            raise Error(f"{name}: must be an integer, got {bad.flat[0].item()!r}")
         return a.astype(np.int64)
     raise Error(f"{name}: expected integers, got an array of dtype {a.dtype}")
 
@@ -237,7 +237,9 @@ def _limit(t: tuple[Any, ...], shape: tuple[int, ...] | None = None) -> Extrapol
     else:
         codes: npt.NDArray[np.int8] = t[0]  # named on first read of .regime
         regime = codes.reshape(shape) if shape else REGIMES[int(codes[0])]
-        f = [_shaped(shape, a) for a in t[1:]]
+        n = len(codes)
+        # one model's terms come back as one value: a read-only broadcast view of the full shape
+        f = [_shaped(shape, a) if len(a) == n else np.broadcast_to(a, shape) for a in t[1:]]
     return ExtrapolationLimit(regime, f[0], f[1], f[2], f[3], f[4], f[5], f[6], SmallBaseThresholds(f[7], f[8], f[9]))
 
 

@@ -38,7 +38,7 @@ def _reporter(progress: Progress, desc: str, unit: str) -> Iterator[Optional[Cal
         yield progress
         return
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         warnings.warn("progress=True: tqdm is not installed (pip install tqdm); no progress shown", stacklevel=3)
         yield None

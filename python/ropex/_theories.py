@@ -161,7 +161,7 @@ def men_base_for_context(head_dim: Num, target: Num, static_pairs: Num = 0, *, g
     """
     shape, cols = _columns([_as_ints("head_dim", head_dim), _as_ints("target", target),
                             _as_ints("static_pairs", static_pairs)])
-    out = _core.men_base_for_context_v(*cols, float(grid_step), float(fine_step), float(base_min), float(base_max),
+    out = _core.men_base_for_context_v(cols[0], cols[1], cols[2], float(grid_step), float(fine_step), float(base_min), float(base_max),
                                        float(fine_span), float(rel_tol), int(refine_points))
     return MenBase(*_fields(shape, out))
 

@@ -9,6 +9,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -28,12 +29,17 @@ nb::tuple limit_tuple(const ropex::ExtrapolationLimit& r) {
                         r.thresholds.beta_2, r.thresholds.beta_3);
 }
 
+// One model over many bases (every column but the base broadcast, stride 0): the model's terms
+// (critical dimension, critical base, thresholds) are one value each, returned as 1-element arrays
+// the package broadcasts (read-only views) instead of a million copies.
 nb::tuple limit_columns(const I64& d, const F64& T, const F64& b, const F64& tt, const F64& pb) {
   const size_t n = common_length({d.shape(0), T.shape(0), b.shape(0), tt.shape(0), pb.shape(0)});
+  const bool one_model = d.stride(0) == 0 && T.stride(0) == 0 && tt.stride(0) == 0 && pb.stride(0) == 0;
+  const size_t nm = one_model ? std::min<size_t>(n, 1) : n;  // length of the model-term columns
   OwnedArray<int8_t> regime({n});
-  OwnedArray<double> limit({n}), cb({n}), lbl({n}), b1({n}), b2({n}), b3({n});
+  OwnedArray<double> limit({n}), lbl({n}), cb({nm}), b1({nm}), b2({nm}), b3({nm});
   OwnedArray<bool> hard({n}), upd({n});
-  OwnedArray<int32_t> cd({n}), ucd({n});
+  OwnedArray<int32_t> cd({nm}), ucd({n});
   const auto d_in = column(d);
   const auto T_in = column(T), b_in = column(b), tt_in = column(tt), pb_in = column(pb);
   {
@@ -52,14 +58,16 @@ nb::tuple limit_columns(const I64& d, const F64& T, const F64& b, const F64& tt,
       regime.data[i] = int8_t(r.regime);
       limit.data[i] = r.limit;
       hard.data[i] = r.hard_bound;
-      cd.data[i] = r.critical_dimension;
       upd.data[i] = r.updated_applies;
       ucd.data[i] = r.updated_critical_dimension;
-      cb.data[i] = r.critical_base;
       lbl.data[i] = r.larger_base_limit;
-      b1.data[i] = r.thresholds.beta_1;
-      b2.data[i] = r.thresholds.beta_2;
-      b3.data[i] = r.thresholds.beta_3;
+      if (i < nm) {
+        cd.data[i] = r.critical_dimension;
+        cb.data[i] = r.critical_base;
+        b1.data[i] = r.thresholds.beta_1;
+        b2.data[i] = r.thresholds.beta_2;
+        b3.data[i] = r.thresholds.beta_3;
+      }
     }
   }
   return nb::make_tuple(regime.array, limit.array, hard.array, cd.array, upd.array, ucd.array, cb.array,
