@@ -8,6 +8,7 @@
 #include "runner.hpp"
 
 #include <ropex/backends/eigen/threads.hpp>
+#include <ropex/config.hpp>
 #include <ropex/error.hpp>
 #include <ropex/io/json_file.hpp>
 #include <ropex/model/sampling.hpp>
@@ -51,7 +52,7 @@ class Model {
       : device_(device) {
     if (device != "cpu" && device != "cuda")
       throw ropex::make_error("Model", "device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
-#if !defined(ROPEX_HAS_CUDA)
+#if !ROPEX_HAS_CUDA
     if (device == "cuda")
       throw ropex::make_error("Model", "device",
                               "cuda: this ropex module was built without CUDA (pip install . -C "
@@ -79,7 +80,7 @@ class Model {
       ck_ = std::make_unique<Checkpoint>(Checkpoint::open(p));
       if (rope_base || scaling)
         ropex::apply_rope_override(ck_->config().rope, rope_base, scaling ? &*scaling : nullptr, "rope_scaling");
-#if defined(ROPEX_HAS_CUDA)
+#if ROPEX_HAS_CUDA
       if (device == "cuda") runner_ = make_cuda_runner(*ck_, dtype_);
 #endif
       if (!runner_) runner_ = std::make_unique<LlamaRunner<ropex::backends::cpu>>(*ck_, 512, 64);

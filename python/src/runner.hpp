@@ -85,20 +85,20 @@ class LlamaRunner final : public Runner {
                                 const std::function<bool(int32_t)>& stop, const Hook& layer,
                                 const Hook& token) override {
     auto cache = m_.make_cache(int64_t(prompt.size()) + steps);
-    std::vector<float> logits(size_t(vocab_));
+    std::vector<float> row(static_cast<size_t>(vocab_));  // logits of the last position
     std::vector<int32_t> out;
     auto hidden = [&] {
       Scope s(m_, layer);  // the prefill may be long; decode steps run without a layer hook (the
       return m_.forward(prompt, cache);  // GPU records them as CUDA graphs only then)
     }();
-    m_.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
+    m_.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, row.data());
     for (int64_t step = 0; step < steps; ++step) {
-      const int32_t next = pick(logits.data());
+      const int32_t next = pick(row.data());
       out.push_back(next);
       token(step + 1, steps);
       if (stop(next) || step + 1 == steps) break;
       hidden = m_.forward(std::span(&next, 1), cache);
-      m_.logits(hidden.data(), 1, logits.data());
+      m_.logits(hidden.data(), 1, row.data());
     }
     return out;
   }

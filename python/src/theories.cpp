@@ -21,6 +21,19 @@ ropex::Dtype dtype_of(const std::string& name) {
   throw ropex::make_error("", "dtype", "must be bf16, fp16 or fp32, got \"" + name + "\"");
 }
 
+// out[i] = f(head_dim[i], x[i]) for a checked (int, double) -> double function.
+NumpyArray<double> per_head_dim(const I64& d, const F64& x, double (*f)(int, double)) {
+  const size_t n = common_length({d.shape(0), x.shape(0)});
+  OwnedArray<double> out({n});
+  const auto d_in = column(d);
+  const auto x_in = column(x);
+  {
+    nb::gil_scoped_release nogil;
+    for (size_t i = 0; i < n; ++i) out.data[i] = f(int_arg(d_in[i], "head_dim"), x_in[i]);
+  }
+  return out.array;
+}
+
 }  // namespace
 
 void bind_theories(nb::module_& m) {
@@ -120,32 +133,11 @@ void bind_theories(nb::module_& m) {
 
   m.def(
       "slowest_period_v",
-      [](const I64& d, const F64& b) {
-        const size_t n = common_length({d.shape(0), b.shape(0)});
-        OwnedArray<double> out({n});
-        const auto d_in = column(d);
-        const auto b_in = column(b);
-        {
-          nb::gil_scoped_release nogil;
-          for (size_t i = 0; i < n; ++i) out.data[i] = ropex::slowest_period(int_arg(d_in[i], "head_dim"), b_in[i]);
-        }
-        return out.array;
-      },
+      [](const I64& d, const F64& b) { return per_head_dim(d, b, &ropex::slowest_period); },
       nb::arg("head_dim"), nb::arg("base"));
   m.def(
       "base_for_slowest_period_v",
-      [](const I64& d, const F64& target) {
-        const size_t n = common_length({d.shape(0), target.shape(0)});
-        OwnedArray<double> out({n});
-        const auto d_in = column(d);
-        const auto t_in = column(target);
-        {
-          nb::gil_scoped_release nogil;
-          for (size_t i = 0; i < n; ++i)
-            out.data[i] = ropex::base_for_slowest_period(int_arg(d_in[i], "head_dim"), t_in[i]);
-        }
-        return out.array;
-      },
+      [](const I64& d, const F64& t) { return per_head_dim(d, t, &ropex::base_for_slowest_period); },
       nb::arg("head_dim"), nb::arg("target"));
 }
 

@@ -244,18 +244,21 @@ def test_progress_to_tqdm(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
     m = _stories()
     ids = np.arange(1, 1025) % m.config["vocab_size"]
     want = m.perplexity(ids, context=256).perplexity
-    pytest.importorskip("tqdm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.perplexity(ids, context=256, progress=False).perplexity == want
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+        with pytest.warns(UserWarning, match="tqdm is not installed"):
+            assert m.perplexity(ids, context=256, progress=True).perplexity == want
+    pytest.importorskip("tqdm.auto")
+    capsys.readouterr()
     assert m.perplexity(ids, context=256, progress=True).perplexity == want
     err = capsys.readouterr().err
     assert "perplexity" in err and "1023/1023" in err  # the bar reached the tokens scored
     m.logits(ids[:16], progress=True)
-    assert f"{m.config['num_hidden_layers']}/{m.config['num_hidden_layers']}" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
-    with pytest.warns(UserWarning, match="tqdm is not installed"):
-        assert m.perplexity(ids, context=256, progress=True).perplexity == want
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        m.perplexity(ids, context=256, progress=False)
+    layers = m.config["num_hidden_layers"]
+    assert f"{layers}/{layers}" in capsys.readouterr().err
 
 
 def test_tokenize_with_the_facade(tmp_path: Path) -> None:
