@@ -169,8 +169,8 @@ def test_ctrl_c_interrupts_a_long_call() -> None:
 
 LONG_CALLS = {
     "perplexity": lambda m, ids, p: m.perplexity(ids, context=256, progress=p),
-    "logits": lambda m, ids, p: m.logits(ids[:6000], progress=p),
-    "generate": lambda m, ids, p: m.generate(ids[:8], steps=1500, progress=p),
+    "logits": lambda m, ids, p: m.logits(ids[:3000], progress=p),
+    "generate": lambda m, ids, p: m.generate(ids[:8], steps=3000, progress=p),
 }
 
 
@@ -178,7 +178,11 @@ LONG_CALLS = {
 def test_gil_released_during_long_calls(call: str) -> None:
     # A Python thread keeps running while the C++ call works: its ticks fill the call's span with
     # no gap near the call's length (a call holding the GIL would stop them from start to end).
-    m = _stories()
+    # One C++ thread, and a ticking thread that sleeps between ticks: no core is oversubscribed
+    # and the per-layer check-ins get the GIL at once.
+    if not STORIES.exists():
+        pytest.skip(f"{STORIES} is absent")
+    m = ropex.Model(STORIES, threads=1)
     ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 30000)
     span: list[float] = []
 
@@ -192,11 +196,12 @@ def test_gil_released_during_long_calls(call: str) -> None:
     th.start()
     while th.is_alive():
         ticks.append(time.perf_counter())
+        time.sleep(0.001)
     th.join()
     t0, t1 = span
     inside = np.array([t for t in ticks if t0 <= t <= t1])
-    assert t1 - t0 >= 0.2, f"{call} took {t1 - t0:.3f} s: too short to show anything"
-    assert len(inside) >= 1000
+    assert t1 - t0 >= 0.1, f"{call} took {t1 - t0:.3f} s: too short to show anything"
+    assert len(inside) >= 10
     gaps = np.diff(np.concatenate([[t0], inside, [t1]]))
     assert gaps.max() < 0.5 * (t1 - t0), f"longest stall of the Python thread {gaps.max():.3f} s of {t1 - t0:.3f} s"
 
@@ -244,18 +249,19 @@ def test_progress_to_tqdm(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
     m = _stories()
     ids = np.arange(1, 1025) % m.config["vocab_size"]
     want = m.perplexity(ids, context=256).perplexity
+    same = pytest.approx(want, rel=1e-6)  # OpenMP reductions: not bit-equal from run to run
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert m.perplexity(ids, context=256, progress=False).perplexity == want
+        assert m.perplexity(ids, context=256, progress=False).perplexity == same
     with monkeypatch.context() as mp:
         mp.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
         with pytest.warns(UserWarning, match="tqdm is not installed"):
-            assert m.perplexity(ids, context=256, progress=True).perplexity == want
+            assert m.perplexity(ids, context=256, progress=True).perplexity == same
     pytest.importorskip("tqdm.auto")
     capsys.readouterr()
-    assert m.perplexity(ids, context=256, progress=True).perplexity == want
+    assert m.perplexity(ids, context=256, progress=True).perplexity == same
     err = capsys.readouterr().err
-    assert "perplexity" in err and "1023/1023" in err  # the bar reached the tokens scored
+    assert "perplexity" in err and "1020/1020" in err  # the bar ends at the targets scored (4 windows of 255)
     m.logits(ids[:16], progress=True)
     layers = m.config["num_hidden_layers"]
     assert f"{layers}/{layers}" in capsys.readouterr().err
