@@ -40,4 +40,16 @@ for lib in libpcre2-8 libutf8proc; do
 done
 copy include/pcre2.h
 copy include/utf8proc.h
+# The Python module's build there (bench/gpu/run_python.sh): scikit-build-core and nanobind with
+# their pure-Python needs as wheels, installed there only when the image's python3 lacks them.
+py=python3
+[[ -x "$root/build-py/venv/bin/python" ]] && py="$root/build-py/venv/bin/python"
+mkdir -p "$dst/wheels"
+"$py" -m pip download -q --no-deps --only-binary=:all: -d "$dst/wheels" scikit-build-core nanobind packaging pathspec ||
+  echo "stage_device_deps: Python wheels not downloaded (no pip or no network): run_python.sh needs them in the image" >&2
+# The llama2.c checkpoint the GPU tests run (tests/cuda, python/tests/test_cuda.py), from ../shared/data.
+if [[ -e "$root/../shared/data/stories260K.bin" ]]; then
+  mkdir -p "$dst/data"
+  cp "$root/../shared/data/stories260K.bin" "$dst/data/"
+fi
 du -sh "$dst"

@@ -37,7 +37,7 @@ fi
 # pytest (python/tests) against this build's CLI.
 echo "== Python module: pip install . + pytest =="
 python3 -m venv build-py/venv
-CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" build-py/venv/bin/pip install -q . pytest mypy ml_dtypes
+CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" build-py/venv/bin/pip install -q . pytest mypy ml_dtypes tqdm
 ROPEX_CLI="$PWD/$build/bin/ropex" build-py/venv/bin/python -m pytest -q python/tests
 
 if [ "$CUDA_COMPILE" = ON ]; then

@@ -195,6 +195,36 @@ TEST_CASE("extrapolation_limit: every regime of Theorem 3") {
   }
 }
 
+TEST_CASE("model_terms: a sweep over bases gives extrapolation_limit's results, checked once") {
+  struct Model {
+    int d;
+    double T, tune, pb;
+  };
+  for (const Model m : {Model{128, 4096, 0, 10000}, Model{128, 4096, 16384, 10000}, Model{64, 2048, 32768, 5e5}}) {
+    const auto terms = ropex::model_terms(m.d, m.T, m.tune, m.pb);
+    for (double b = 2; b < 1e10; b *= 1.37) {
+      const auto want = ropex::extrapolation_limit(m.d, m.T, b, m.tune, m.pb);
+      const auto got = ropex::extrapolation_limit(terms, b);
+      REQUIRE(got.regime == want.regime);
+      CHECK(got.limit == want.limit);  // the same operations: bit-equal
+      CHECK(got.hard_bound == want.hard_bound);
+      CHECK(got.critical_dimension == want.critical_dimension);
+      CHECK(got.updated_applies == want.updated_applies);
+      CHECK(got.updated_critical_dimension == want.updated_critical_dimension);
+      CHECK(got.critical_base == want.critical_base);
+      CHECK(got.larger_base_limit == want.larger_base_limit);
+      CHECK(got.thresholds.beta_1 == want.thresholds.beta_1);
+      CHECK(got.thresholds.beta_3 == want.thresholds.beta_3);
+    }
+  }
+  static_assert(ropex::extrapolation_limit(ropex::model_terms(128, 4096), 1e6).critical_dimension == 92);
+  CHECK(error_of([] { (void)ropex::model_terms(127, 4096); }) == "head_dim: must be a positive even number, got 127");
+  CHECK(error_of([] { (void)ropex::model_terms(128, 4096, 2048); }) == "tune_len: must be >= train_len (4096), got 2048");
+  CHECK(error_of([] { (void)ropex::model_terms(128, 4096, 0, 1); }) == "pretrain_base: must be > 1, got 1");
+  const auto terms = ropex::model_terms(128, 4096);
+  CHECK(error_of([&] { (void)ropex::extrapolation_limit(terms, 0.5); }) == "base: must be > 1, got 0.5");
+}
+
 TEST_CASE("base_for_context: exact inverse of 16b and the ceiling-free form") {
   const auto r = ropex::base_for_context(131072, 128, 4096);
   CHECK(std::lround(r.base) == 1022122);

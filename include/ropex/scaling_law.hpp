@@ -148,14 +148,30 @@ ROPEX_HD constexpr SmallBaseThresholds small_base_thresholds(double T_tune) {
   return {2.0 * T_tune / cx::pi, T_tune / cx::pi, T_tune / cx::two_pi};
 }
 
-/// Theorem 3, all regimes. T_tune = T_train means no continued training.
-ROPEX_HD constexpr ExtrapolationLimit extrapolation_limit(int d, double T_train, double base,
-                                                          double T_tune, double pretrain_base = 10000) {
+/// The terms of Theorem 3 that do not depend on the tuning base: d_extra (eq. 13), beta_0 (16a) and
+/// the thresholds (16d) of one (d, T_train, T_tune, beta_pt). A sweep over bases computes them once.
+struct ModelTerms {
+  int d;
+  double T_tune;
+  int critical_dimension;
+  double critical_base;
+  SmallBaseThresholds thresholds;
+};
+
+ROPEX_HD constexpr ModelTerms model_terms(int d, double T_train, double T_tune, double pretrain_base = 10000) {
+  return {d, T_tune, critical_dimension(d, T_train, pretrain_base), critical_base(T_train, T_tune, pretrain_base),
+          small_base_thresholds(T_tune)};
+}
+
+/// Theorem 3, all regimes, for one base under the model's terms.
+ROPEX_HD constexpr ExtrapolationLimit extrapolation_limit(const ModelTerms& m, double base) {
+  const int d = m.d;
+  const double T_tune = m.T_tune;
   ExtrapolationLimit r{};
-  r.critical_dimension = critical_dimension(d, T_train, pretrain_base);
-  r.critical_base = critical_base(T_train, T_tune, pretrain_base);
+  r.critical_dimension = m.critical_dimension;
+  r.critical_base = m.critical_base;
   r.larger_base_limit = cx::two_pi * cx::pow(base, static_cast<double>(r.critical_dimension) / d);
-  r.thresholds = small_base_thresholds(T_tune);
+  r.thresholds = m.thresholds;
   if (base > r.critical_base) {  // 16b
     r.regime = Regime::larger_base;
     r.limit = r.larger_base_limit;
@@ -173,6 +189,12 @@ ROPEX_HD constexpr ExtrapolationLimit extrapolation_limit(int d, double T_train,
   else r.regime = Regime::tune_length;
   r.hard_bound = r.regime == Regime::tune_length;
   return r;
+}
+
+/// Theorem 3, all regimes. T_tune = T_train means no continued training.
+ROPEX_HD constexpr ExtrapolationLimit extrapolation_limit(int d, double T_train, double base,
+                                                          double T_tune, double pretrain_base = 10000) {
+  return extrapolation_limit(model_terms(d, T_train, T_tune, pretrain_base), base);
 }
 
 /// Base for a target context T: the exact inverse of 16b, beta = (T/2pi)^(d/d_extra), and the
@@ -296,6 +318,24 @@ constexpr ExtrapolationLimit extrapolation_limit(int head_dim, double train_len,
   detail::check_base("pretrain_base", pretrain_base);
   tune_len = detail::checked_tune_len(train_len, tune_len);
   return law::extrapolation_limit(head_dim, train_len, base, tune_len, pretrain_base);
+}
+
+/// The base-independent terms of extrapolation_limit, checked and computed once for a sweep over
+/// bases: `auto m = ropex::model_terms(128, 4096); for (double b : bases) ropex::extrapolation_limit(m, b);`
+/// gives the same results as extrapolation_limit(128, 4096, b) for each b.
+constexpr law::ModelTerms model_terms(int head_dim, double train_len, double tune_len = 0,
+                                      double pretrain_base = 10000) {
+  detail::check_head_dim(head_dim);
+  detail::check_length("train_len", train_len);
+  detail::check_base("pretrain_base", pretrain_base);
+  tune_len = detail::checked_tune_len(train_len, tune_len);
+  return law::model_terms(head_dim, train_len, tune_len, pretrain_base);
+}
+
+/// extrapolation_limit for one base under terms from model_terms().
+constexpr ExtrapolationLimit extrapolation_limit(const law::ModelTerms& terms, double base) {
+  detail::check_base("base", base);
+  return law::extrapolation_limit(terms, base);
 }
 
 /// extrapolation_limit with named inputs.

@@ -24,14 +24,29 @@ from ._laws import (
 )
 from ._model import Model, PerplexityResult, PositionBin
 from ._rope import RopeScaling, apply_rope, rope_table
+from ._theories import (
+    MEN_SCAN_CAP,
+    CutPoints,
+    MenBase,
+    MenLength,
+    NumericBounds,
+    base_for_slowest_period,
+    cut_points,
+    men_base_for_context,
+    men_context_length,
+    men_sum,
+    numeric_bounds,
+    slowest_period,
+)
 
 Error.__module__ = "ropex"
 Error.__doc__ = ('Invalid input (argument, file, JSON field): a ValueError whose message reads '
                  '"<source>: <field>: <problem>", the text the ropex CLI prints.')
 
 __all__ = [
-    "REGIMES", "BaseForContext", "Error", "ExtrapolationLimit", "Model", "PerplexityResult", "PeriodTable",
-    "PositionBin", "RopeScaling", "RopeTable", "SmallBaseThresholds", "__version__", "apply_rope",
-    "base_for_context", "critical_base", "critical_dimension", "extrapolation_limit", "has_cuda", "period_table",
-    "rope_table",
+    "MEN_SCAN_CAP", "REGIMES", "BaseForContext", "CutPoints", "Error", "ExtrapolationLimit", "MenBase", "MenLength",
+    "Model", "NumericBounds", "PerplexityResult", "PeriodTable", "PositionBin", "RopeScaling", "RopeTable",
+    "SmallBaseThresholds", "__version__", "apply_rope", "base_for_context", "base_for_slowest_period",
+    "critical_base", "critical_dimension", "cut_points", "extrapolation_limit", "has_cuda", "men_base_for_context",
+    "men_context_length", "men_sum", "numeric_bounds", "period_table", "rope_table", "slowest_period",
 ]

@@ -47,6 +47,48 @@ def period_table_v(
     npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]
 ]: ...
 
+def men_sum_v(
+    head_dim: npt.NDArray[np.int64],
+    base: npt.NDArray[np.float64],
+    m: npt.NDArray[np.int64],
+    static_pairs: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]: ...
+def men_context_length_v(
+    head_dim: npt.NDArray[np.int64],
+    base: npt.NDArray[np.float64],
+    cap: npt.NDArray[np.int64],
+    static_pairs: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[Any], ...]: ...
+def men_base_for_context_v(
+    head_dim: npt.NDArray[np.int64],
+    target: npt.NDArray[np.int64],
+    static_pairs: npt.NDArray[np.int64],
+    grid_step: float,
+    fine_step: float,
+    base_min: float,
+    base_max: float,
+    fine_span: float,
+    rel_tol: float,
+    refine_points: int,
+) -> tuple[npt.NDArray[Any], ...]: ...
+def cut_points_v(
+    head_dim: npt.NDArray[np.int64],
+    base: npt.NDArray[np.float64],
+    original_context: npt.NDArray[np.float64],
+    train_len: npt.NDArray[np.float64],
+    pretrain_base: npt.NDArray[np.float64],
+    beta_fast: npt.NDArray[np.float64],
+    beta_slow: npt.NDArray[np.float64],
+    low_freq_factor: npt.NDArray[np.float64],
+    high_freq_factor: npt.NDArray[np.float64],
+    p: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[Any], ...]: ...
+def numeric_bounds_v(dtype: str, tolerance: npt.NDArray[np.float64]) -> tuple[npt.NDArray[Any], ...]: ...
+def slowest_period_v(head_dim: npt.NDArray[np.int64], base: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def base_for_slowest_period_v(
+    head_dim: npt.NDArray[np.int64], target: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]: ...
+
 class RopeScaling:
     @staticmethod
     def from_config(config: Union[dict[str, Any], str, PathLike[str]], source: Optional[str] = None) -> RopeScaling: ...
@@ -131,6 +173,7 @@ class Model:
         self,
         path: Union[str, PathLike[str]],
         device: str = "cpu",
+        dtype: Optional[str] = None,
         rope_base: Optional[float] = None,
         rope_scaling: Optional[Union[dict[str, Any], str]] = None,
         threads: int = 0,
@@ -145,6 +188,8 @@ class Model:
     def path(self) -> str: ...
     @property
     def device(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
     def logits(
         self, ids: npt.NDArray[np.int64], progress: Optional[Callable[[int, int], object]] = None
     ) -> npt.NDArray[np.float32]: ...

@@ -62,7 +62,7 @@ def _as_ints(name: str, x: Any) -> npt.NDArray[np.int64]:
     if a.dtype.kind == "f":
         bad = a[~np.isfinite(a) | (a != np.round(a))] if a.size else a
         if bad.size:
-            raise Error(f"{name}: must be an integer, got {bad.flat[0]!r}")
+            raise Error(f"{name}: must be an integer, got {bad.flat[0].item()!r}")
         return a.astype(np.int64)
     raise Error(f"{name}: expected integers, got an array of dtype {a.dtype}")
 
@@ -103,7 +103,7 @@ class SmallBaseThresholds:
     beta_3: FloatResult
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ExtrapolationLimit:
     """Everything Theorem 3 (eq. 16a-16d) says about one (d, T_train, beta, T_tune, beta_pt).
 
@@ -120,6 +120,9 @@ class ExtrapolationLimit:
     * ``critical_base``: beta_0 (16a)
     * ``larger_base_limit``: 2*pi*beta^(d_extra/d) (16b), whichever regime applies
     * ``thresholds``: beta_1, beta_2, beta_3 (16d)
+
+    For array inputs ``regime`` is a numpy array of str made on first read (a million 18-character
+    strings are 72 MB; a sweep that reads only ``limit`` never makes them).
     """
 
     regime: StrResult
@@ -131,6 +134,29 @@ class ExtrapolationLimit:
     critical_base: FloatResult
     larger_base_limit: FloatResult
     thresholds: SmallBaseThresholds
+
+    def __init__(self, regime: Union[StrResult, npt.NDArray[np.int8]], limit: FloatResult, hard_bound: BoolResult,
+                 critical_dimension: IntResult, updated_applies: BoolResult, updated_critical_dimension: IntResult,
+                 critical_base: FloatResult, larger_base_limit: FloatResult, thresholds: SmallBaseThresholds) -> None:
+        """``regime``: the name, an array of names, or an int8 array of ``ropex::Regime`` codes."""
+        put = object.__setattr__  # frozen: fields are set once, here
+        if isinstance(regime, np.ndarray) and regime.dtype == np.int8:
+            put(self, "_regime_codes", regime)
+        else:
+            put(self, "regime", regime)
+        for k, v in (("limit", limit), ("hard_bound", hard_bound), ("critical_dimension", critical_dimension),
+                     ("updated_applies", updated_applies), ("updated_critical_dimension", updated_critical_dimension),
+                     ("critical_base", critical_base), ("larger_base_limit", larger_base_limit),
+                     ("thresholds", thresholds)):
+            put(self, k, v)
+
+    def __getattr__(self, name: str) -> Any:  # only reached while `regime` is still codes
+        codes = self.__dict__.get("_regime_codes")
+        if name != "regime" or codes is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        names = _REGIME_ARRAY[codes]
+        object.__setattr__(self, "regime", names)
+        return names
 
     @property
     def equation(self) -> StrResult:
@@ -209,8 +235,11 @@ def _limit(t: tuple[Any, ...], shape: tuple[int, ...] | None = None) -> Extrapol
         regime: Any = REGIMES[t[0]]
         f = list(t[1:])
     else:
-        regime = _shaped(shape, _REGIME_ARRAY[t[0]])
-        f = [_shaped(shape, a) for a in t[1:]]
+        codes: npt.NDArray[np.int8] = t[0]  # named on first read of .regime
+        regime = codes.reshape(shape) if shape else REGIMES[int(codes[0])]
+        n = len(codes)
+        # one model's terms come back as one value: a read-only broadcast view of the full shape
+        f = [_shaped(shape, a) if len(a) == n else np.broadcast_to(a, shape) for a in t[1:]]
     return ExtrapolationLimit(regime, f[0], f[1], f[2], f[3], f[4], f[5], f[6], SmallBaseThresholds(f[7], f[8], f[9]))
 
 

@@ -1,14 +1,19 @@
-"""ropex.Model: run a LLaMA-family checkpoint (HF directory, GGUF file, llama2.c .bin) on the CPU.
+"""ropex.Model: run a LLaMA-family checkpoint (HF directory, GGUF file, llama2.c .bin) on the CPU,
+or on an NVIDIA GPU when the module is built with CUDA (``ropex.has_cuda``).
 
 The forward is the C++ ``ropex::model::Llama`` (include/ropex/model/llama.hpp), the evaluation
 ``ropex::eval::perplexity``: the same code, and so the same numbers, as ``ropex logits`` /
-``ropex perplexity`` / ``ropex generate``. Long calls release the GIL; Ctrl-C stops them after the
-current layer (KeyboardInterrupt); ``progress(done, total)`` is called as they go.
+``ropex perplexity`` / ``ropex generate`` (``--device cuda`` for ``device="cuda"``). Long calls
+release the GIL; Ctrl-C stops them after the current layer (KeyboardInterrupt); ``progress`` is
+called as they go: a callable ``progress(done, total)``, or ``True`` for a tqdm bar.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -19,7 +24,39 @@ from . import _core
 from ._rope import RopeScaling
 
 Error = _core.Error
-Progress = Optional[Callable[[int, int], object]]
+#: ``progress(done, total)``, ``True`` (a tqdm bar when tqdm is installed) or None.
+Progress = Union[Callable[[int, int], object], bool, None]
+
+
+@contextmanager
+def _reporter(progress: Progress, desc: str, unit: str) -> Iterator[Optional[Callable[[int, int], object]]]:
+    """The callback the C++ side calls: the user's own, or one that drives a tqdm bar (closed after)."""
+    if progress is None or progress is False:
+        yield None
+        return
+    if callable(progress):
+        yield progress
+        return
+    try:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        warnings.warn("progress=True: tqdm is not installed (pip install tqdm); no progress shown", stacklevel=3)
+        yield None
+        return
+    bar = tqdm(desc=desc, unit=unit)
+    done_before = 0
+
+    def update(done: int, total: int) -> None:
+        nonlocal done_before
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - done_before)
+        done_before = done
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _ids(ids: npt.ArrayLike, name: str = "ids") -> npt.NDArray[np.int64]:
@@ -71,15 +108,17 @@ class Model:
 
     ``path``: a Hugging Face model directory (config.json + safetensors, sharded or not), a GGUF
     file or a llama2.c ``.bin``. ``rope_base`` / ``rope_scaling`` (a HF ``rope_scaling`` dict or its
-    JSON) evaluate it at another base or scaling without editing files. ``device``: "cpu"; "cuda"
-    is refused (the Python module is built for the CPU; the CLI has ``--device cuda``).
+    JSON) evaluate it at another base or scaling without editing files. ``device``: "cpu", or
+    "cuda" when ``ropex.has_cuda`` (the module built with ``-C cmake.define.ROPEX_CUDA=ON``): the
+    CLI's ``--device cuda`` forward. ``dtype``: "f32" on the CPU; "bf16" (default: weights,
+    activations and KV cache in bfloat16) or "f32" on cuda, as the CLI's ``--dtype``.
     ``threads``: CPU threads (default: all).
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], device: str = "cpu", *,
+    def __init__(self, path: Union[str, "os.PathLike[str]"], device: str = "cpu", *, dtype: Optional[str] = None,
                  rope_base: Optional[float] = None, rope_scaling: Optional[Union[dict[str, Any], str]] = None,
                  threads: Optional[int] = None) -> None:
-        self._m = _core.Model(path, device, rope_base, rope_scaling, threads or 0)
+        self._m = _core.Model(path, device, dtype, rope_base, rope_scaling, threads or 0)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -104,15 +143,22 @@ class Model:
     def device(self) -> str:
         return self._m.device
 
+    @property
+    def dtype(self) -> str:
+        """"f32" or "bf16": the precision the forward runs in."""
+        return self._m.dtype
+
     def logits(self, ids: npt.ArrayLike, *, progress: Progress = None) -> npt.NDArray[np.float32]:
         """float32 logits ``[len(ids), vocab]`` of one causal forward over ``ids`` from position 0.
         ``progress(layers_done, layers)``."""
-        return self._m.logits(_ids(ids), progress)
+        with _reporter(progress, "logits", "layer") as p:
+            return self._m.logits(_ids(ids), p)
 
     def nll(self, ids: npt.ArrayLike, *, progress: Progress = None) -> npt.NDArray[np.float64]:
         """``[len(ids)-1]``: -log softmax(logits[i])[ids[i+1]], the loss of each next token given
         all before it (one forward). ``progress(layers_done, layers)``."""
-        return self._m.nll(_ids(ids), progress)
+        with _reporter(progress, "nll", "layer") as p:
+            return self._m.nll(_ids(ids), p)
 
     def perplexity(self, ids: npt.ArrayLike, context: Optional[int] = None, stride: Optional[int] = None, *,
                    bins: int = 32, bos_windows: bool = False, progress: Progress = None) -> PerplexityResult:
@@ -121,8 +167,9 @@ class Model:
         loss. perplexity = exp(mean NLL). ``bos_windows``: windows after the first start with BOS.
         ``progress(tokens_scored, tokens)`` after each window."""
         a = _ids(ids)
-        r = self._m.perplexity(a, int(len(a) if context is None else context), int(stride or 0), bins,
-                               bos_windows, progress)
+        with _reporter(progress, "perplexity", "tok") as p:
+            r = self._m.perplexity(a, int(len(a) if context is None else context), int(stride or 0), bins,
+                                   bos_windows, p)
         count = np.asarray(r.position_count)
         sums = np.asarray(r.position_nll_sum)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -137,7 +184,8 @@ class Model:
         same seed, same tokens). ``stop_at_eos`` stops after any of the config's eos ids.
         Returns the new ids. ``progress(tokens_done, steps)``."""
         p = None if prompt is None else _ids(prompt, "prompt")
-        return self._m.generate(p, steps, temperature, seed, stop_at_eos, progress)
+        with _reporter(progress, "generate", "tok") as cb:
+            return self._m.generate(p, steps, temperature, seed, stop_at_eos, cb)
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Text to ids with the model directory's tokenizer.json (byte-level BPE) or tokenizer.model

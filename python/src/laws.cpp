@@ -9,14 +9,12 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
 namespace ropex_py {
 namespace {
-
-using F64 = nb::ndarray<const double, nb::ndim<1>, nb::device::cpu>;
-using I64 = nb::ndarray<const int64_t, nb::ndim<1>, nb::device::cpu>;
 
 // head_dim comes from an int64 array: out-of-range values get the C++ check's message.
 int head_dim_of(int64_t d) {
@@ -25,43 +23,51 @@ int head_dim_of(int64_t d) {
   return int(d);
 }
 
-size_t common_length(std::initializer_list<size_t> sizes) {
-  const size_t n = *sizes.begin();
-  for (size_t s : sizes)
-    if (s != n) throw ropex::make_error("", "arguments", "columns of different lengths (broadcast them first)");
-  return n;
-}
-
 nb::tuple limit_tuple(const ropex::ExtrapolationLimit& r) {
   return nb::make_tuple(int(r.regime), r.limit, r.hard_bound, r.critical_dimension, r.updated_applies,
                         r.updated_critical_dimension, r.critical_base, r.larger_base_limit, r.thresholds.beta_1,
                         r.thresholds.beta_2, r.thresholds.beta_3);
 }
 
+// One model over many bases (every column but the base broadcast, stride 0): the model's terms
+// (critical dimension, critical base, thresholds) are one value each, returned as 1-element arrays
+// the package broadcasts (read-only views) instead of a million copies.
 nb::tuple limit_columns(const I64& d, const F64& T, const F64& b, const F64& tt, const F64& pb) {
   const size_t n = common_length({d.shape(0), T.shape(0), b.shape(0), tt.shape(0), pb.shape(0)});
+  const bool one_model = d.stride(0) == 0 && T.stride(0) == 0 && tt.stride(0) == 0 && pb.stride(0) == 0;
+  const size_t nm = one_model ? std::min<size_t>(n, 1) : n;  // length of the model-term columns
   OwnedArray<int8_t> regime({n});
-  OwnedArray<double> limit({n}), cb({n}), lbl({n}), b1({n}), b2({n}), b3({n});
+  OwnedArray<double> limit({n}), lbl({n}), cb({nm}), b1({nm}), b2({nm}), b3({nm});
   OwnedArray<bool> hard({n}), upd({n});
-  OwnedArray<int32_t> cd({n}), ucd({n});
-  const auto cd_in = column(d);
+  OwnedArray<int32_t> cd({nm}), ucd({n});
+  const auto d_in = column(d);
   const auto T_in = column(T), b_in = column(b), tt_in = column(tt), pb_in = column(pb);
   {
     nb::gil_scoped_release nogil;
+    // The base-independent terms are computed again only where (d, T_train, T_tune, beta_pt)
+    // change: once for a sweep over bases, as a C++ caller would hoist them.
+    int64_t last_d = 0;
+    double last_T = 0, last_tt = 0, last_pb = 0;
+    ropex::law::ModelTerms terms{};
     for (size_t i = 0; i < n; ++i) {
-      const ropex::ExtrapolationLimit r =
-          ropex::extrapolation_limit(head_dim_of(cd_in[i]), T_in[i], b_in[i], tt_in[i], pb_in[i]);
+      if (i == 0 || d_in[i] != last_d || T_in[i] != last_T || tt_in[i] != last_tt || pb_in[i] != last_pb) {
+        last_d = d_in[i], last_T = T_in[i], last_tt = tt_in[i], last_pb = pb_in[i];
+        terms = ropex::model_terms(head_dim_of(last_d), last_T, last_tt, last_pb);
+      }
+      const ropex::ExtrapolationLimit r = ropex::extrapolation_limit(terms, b_in[i]);
       regime.data[i] = int8_t(r.regime);
       limit.data[i] = r.limit;
       hard.data[i] = r.hard_bound;
-      cd.data[i] = r.critical_dimension;
       upd.data[i] = r.updated_applies;
       ucd.data[i] = r.updated_critical_dimension;
-      cb.data[i] = r.critical_base;
       lbl.data[i] = r.larger_base_limit;
-      b1.data[i] = r.thresholds.beta_1;
-      b2.data[i] = r.thresholds.beta_2;
-      b3.data[i] = r.thresholds.beta_3;
+      if (i < nm) {
+        cd.data[i] = r.critical_dimension;
+        cb.data[i] = r.critical_base;
+        b1.data[i] = r.thresholds.beta_1;
+        b2.data[i] = r.thresholds.beta_2;
+        b3.data[i] = r.thresholds.beta_3;
+      }
     }
   }
   return nb::make_tuple(regime.array, limit.array, hard.array, cd.array, upd.array, ucd.array, cb.array,

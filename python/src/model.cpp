@@ -1,16 +1,16 @@
 // ropex.Model: a checkpoint ropex loads (HF directory, GGUF file, llama2.c .bin) and the Llama
-// forward over it (include/ropex/model/{checkpoint,llama}.hpp, eval/perplexity.hpp), CPU only.
-// Long calls release the GIL; after every layer (and every perplexity window) they take it back
-// briefly to call PyErr_CheckSignals (Ctrl-C raises KeyboardInterrupt there) and the progress
-// callback.
+// forward over it (include/ropex/model/{checkpoint,llama}.hpp, eval/perplexity.hpp) on the CPU, or
+// on the GPU when the module is built with ROPEX_CUDA=ON (runner.hpp, model_cuda.cu).
+// Long calls release the GIL; after every layer (and every perplexity window, generated token)
+// they take it back briefly to call PyErr_CheckSignals (Ctrl-C raises KeyboardInterrupt there) and
+// the progress callback.
 #include "common.hpp"
+#include "runner.hpp"
 
-#include <ropex/error.hpp>
-#include <ropex/eval/perplexity.hpp>
-#include <ropex/io/json_file.hpp>
-#include <ropex/model/checkpoint.hpp>
-#include <ropex/model/llama.hpp>
 #include <ropex/backends/eigen/threads.hpp>
+#include <ropex/config.hpp>
+#include <ropex/error.hpp>
+#include <ropex/io/json_file.hpp>
 #include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
 
@@ -18,8 +18,6 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
-
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
@@ -30,15 +28,10 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace ropex_py {
 namespace {
 
 using ropex::model::Checkpoint;
-using ropex::model::Llama;
 using Ids = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Progress = std::optional<nb::callable>;
 
@@ -54,15 +47,20 @@ void check_in(const Progress& progress, int64_t done, int64_t total) {
 
 class Model {
  public:
-  Model(nb::handle path, const std::string& device, std::optional<double> rope_base, nb::handle rope_scaling,
-        int threads)
+  Model(nb::handle path, const std::string& device, std::optional<std::string> dtype, std::optional<double> rope_base,
+        nb::handle rope_scaling, int threads)
       : device_(device) {
     if (device != "cpu" && device != "cuda")
       throw ropex::make_error("Model", "device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+#if !ROPEX_HAS_CUDA
     if (device == "cuda")
       throw ropex::make_error("Model", "device",
-                              "cuda: the ropex Python module runs models on the CPU only (use the ropex CLI "
-                              "built with -DROPEX_CUDA=ON for --device cuda)");
+                              "cuda: this ropex module was built without CUDA (pip install . -C "
+                              "cmake.define.ROPEX_CUDA=ON on a machine with nvcc)");
+#endif
+    dtype_ = dtype.value_or(device == "cuda" ? "bf16" : "f32");
+    if (device == "cpu" && dtype_ != "f32")
+      throw ropex::make_error("Model", "dtype", "the CPU forward runs in \"f32\" only, got \"" + dtype_ + "\"");
     const std::string p = nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(path));
     set_cpu_threads(threads);
     std::optional<nlohmann::json> scaling;
@@ -82,7 +80,10 @@ class Model {
       ck_ = std::make_unique<Checkpoint>(Checkpoint::open(p));
       if (rope_base || scaling)
         ropex::apply_rope_override(ck_->config().rope, rope_base, scaling ? &*scaling : nullptr, "rope_scaling");
-      llama_ = std::make_unique<Llama<>>(*ck_);
+#if ROPEX_HAS_CUDA
+      if (device == "cuda") runner_ = make_cuda_runner(*ck_, dtype_);
+#endif
+      if (!runner_) runner_ = std::make_unique<LlamaRunner<ropex::backends::cpu>>(*ck_, 512, 64);
     }
   }
 
@@ -124,30 +125,27 @@ class Model {
     return out;
   }
 
-  // Runs f with the GIL released and the layer hook installed (removed again on any exit).
+  // Runs f with the GIL released (the hooks take it back).
   template <class F>
-  void run(const Progress& progress, bool layer_progress, F&& f) {
-    struct Hook {
-      Llama<>* m;
-      ~Hook() { m->on_layer(nullptr); }
-    } hook{llama_.get()};
-    llama_->on_layer([&progress, layer_progress](int64_t done, int64_t total) {
-      check_in(layer_progress ? progress : Progress(), done, total);
-    });
+  static void without_gil(F&& f) {
     nb::gil_scoped_release nogil;
     f();
+  }
+  // `progress` must outlive the call the hook serves (the hook copies no Python object: it runs
+  // without the GIL until it takes it).
+  static Hook hook(const Progress& progress) {
+    return [&progress](int64_t done, int64_t total) { check_in(progress, done, total); };
+  }
+  static Hook signals_only() {
+    static const Progress none;
+    return hook(none);
   }
 
   NumpyArray<float> logits(const Ids& ids_in, const Progress& progress) {
     const auto ids = ids_of(ids_in);
     if (ids.empty()) throw ropex::make_error("ids", "", "no token ids");
-    const int64_t vocab = config().vocab_size;
-    OwnedArray<float> out({ids.size(), size_t(vocab)});
-    run(progress, true, [&] {
-      auto cache = llama_->make_cache(int64_t(ids.size()));
-      const auto hidden = llama_->forward(ids, cache);
-      llama_->logits(hidden.data(), hidden.rows(), out.data);
-    });
+    OwnedArray<float> out({ids.size(), size_t(config().vocab_size)});
+    without_gil([&] { runner_->logits(ids, out.data, hook(progress)); });
     return out.array;
   }
 
@@ -155,20 +153,8 @@ class Model {
   NumpyArray<double> nll(const Ids& ids_in, const Progress& progress) {
     const auto ids = ids_of(ids_in);
     if (ids.size() < 2) throw ropex::make_error("ids", "", "need at least 2 token ids, got " + std::to_string(ids.size()));
-    const int64_t vocab = config().vocab_size, n = int64_t(ids.size());
-    OwnedArray<double> out({size_t(n - 1)});
-    run(progress, true, [&] {
-      auto cache = llama_->make_cache(n);
-      const auto hidden = llama_->forward(ids, cache);
-      constexpr int64_t rows = 64;
-      std::vector<float> lg(size_t(rows * vocab));
-      for (int64_t p0 = 0; p0 < n - 1; p0 += rows) {
-        const int64_t r = std::min(rows, n - 1 - p0);
-        llama_->logits(hidden.data() + p0 * hidden.cols(), r, lg.data());
-        for (int64_t i = 0; i < r; ++i)
-          out.data[p0 + i] = ropex::eval::token_nll(lg.data() + i * vocab, vocab, ids[size_t(p0 + i + 1)]);
-      }
-    });
+    OwnedArray<double> out({ids.size() - 1});
+    without_gil([&] { runner_->nll(ids, out.data, hook(progress)); });
     return out.array;
   }
 
@@ -180,9 +166,9 @@ class Model {
     if (bins < 1) throw ropex::make_error("perplexity", "bins", "must be >= 1, got " + std::to_string(bins));
     if (stride < 0) throw ropex::make_error("perplexity", "stride", "must be >= 0, got " + std::to_string(stride));
     if (bos_windows) po.window_bos = int32_t(config().bos_token_id);
-    po.progress = [&progress](int64_t done, int64_t total) { check_in(progress, done, total); };
+    po.progress = hook(progress);
     ropex::eval::PerplexityResult r;
-    run(progress, false, [&] { r = ropex::eval::perplexity(*llama_, ids, po); });
+    without_gil([&] { r = runner_->perplexity(ids, po, signals_only()); });
     return r;
   }
 
@@ -199,22 +185,13 @@ class Model {
     if (prompt.empty()) throw ropex::make_error("generate", "prompt", "the model has no bos_token_id; give a prompt");
     const auto& eos = config().eos_token_ids;
     const int64_t vocab = config().vocab_size;
+    std::mt19937_64 rng(seed);
     std::vector<int32_t> out;
-    run(Progress(), false, [&] {
-      std::mt19937_64 rng(seed);
-      auto cache = llama_->make_cache(int64_t(prompt.size()) + steps);
-      std::vector<float> logits(static_cast<size_t>(vocab));
-      auto hidden = llama_->forward(prompt, cache);
-      llama_->logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
-      for (int64_t step = 0; step < steps; ++step) {
-        const int32_t next = ropex::model::pick_token(logits.data(), vocab, temperature, rng);
-        out.push_back(next);
-        check_in(progress, step + 1, steps);
-        if (stop_at_eos && std::find(eos.begin(), eos.end(), int64_t(next)) != eos.end()) break;
-        if (step + 1 == steps) break;
-        hidden = llama_->forward(std::span(&next, 1), cache);
-        llama_->logits(hidden.data(), 1, logits.data());
-      }
+    without_gil([&] {
+      out = runner_->generate(
+          prompt, steps, [&](const float* logits) { return ropex::model::pick_token(logits, vocab, temperature, rng); },
+          [&](int32_t t) { return stop_at_eos && std::find(eos.begin(), eos.end(), int64_t(t)) != eos.end(); },
+          signals_only(), hook(progress));
     });
     return out;
   }
@@ -225,9 +202,9 @@ class Model {
   }
 
   std::unique_ptr<Checkpoint> ck_;
-  std::unique_ptr<Llama<>> llama_;
+  std::unique_ptr<Runner> runner_;
   std::optional<ropex::tokenizer::Tokenizer> tok_;
-  std::string device_;
+  std::string device_, dtype_;
 };
 
 }  // namespace
@@ -252,14 +229,15 @@ void bind_model(nb::module_& m) {
       });
 
   nb::class_<Model>(m, "Model")
-      .def(nb::init<nb::handle, const std::string&, std::optional<double>, nb::handle, int>(), nb::arg("path"),
-           nb::arg("device") = "cpu", nb::arg("rope_base") = nb::none(), nb::arg("rope_scaling") = nb::none(),
-           nb::arg("threads") = 0)
+      .def(nb::init<nb::handle, const std::string&, std::optional<std::string>, std::optional<double>, nb::handle, int>(),
+           nb::arg("path"), nb::arg("device") = "cpu", nb::arg("dtype") = nb::none(), nb::arg("rope_base") = nb::none(),
+           nb::arg("rope_scaling") = nb::none(), nb::arg("threads") = 0)
       .def_prop_ro("config", &Model::config_dict)
       .def_prop_ro("rope", [](const Model& m) { return m.config().rope; })
       .def_prop_ro("format", [](const Model& m) { return m.ck_->format(); })
       .def_prop_ro("path", [](const Model& m) { return m.ck_->path().string(); })
       .def_prop_ro("device", [](const Model& m) { return m.device_; })
+      .def_prop_ro("dtype", [](const Model& m) { return m.dtype_; })
       .def("logits", &Model::logits, nb::arg("ids"), nb::arg("progress") = nb::none())
       .def("nll", &Model::nll, nb::arg("ids"), nb::arg("progress") = nb::none())
       .def("perplexity", &Model::perplexity, nb::arg("ids"), nb::arg("context"), nb::arg("stride") = 0,

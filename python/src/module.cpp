@@ -9,7 +9,7 @@ NB_MODULE(_core, m) {
   m.doc() = "ropex C++ core (nanobind); use the package `ropex`.";
   // ropex::Error -> ropex.Error (a ValueError), what() unchanged: "<source>: <field>: <problem>".
   nb::exception<ropex::Error>(m, "Error", PyExc_ValueError);
-#if defined(ROPEX_HAS_CUDA)
+#if ROPEX_HAS_CUDA
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;
@@ -18,4 +18,5 @@ NB_MODULE(_core, m) {
   ropex_py::bind_laws(m);
   ropex_py::bind_rope(m);
   ropex_py::bind_model(m);
+  ropex_py::bind_theories(m);
 }

@@ -155,3 +155,30 @@ def test_broadcasting_and_shapes() -> None:
         ropex.extrapolation_limit(128, [4096, 8192], [1e5, 1e6, 1e7])
     with pytest.raises(ropex.Error, match="base: expected numbers"):
         ropex.extrapolation_limit(128, 4096, np.array(["a"]))
+
+
+def test_sweep_over_bases_shares_the_model_terms() -> None:
+    # One model, many bases: the model's terms are one value each (read-only broadcast views);
+    # regime names are made on first read. Both equal the element-wise results.
+    bases = np.logspace(2, 9, 50).reshape(5, 10)
+    v = ropex.extrapolation_limit(128, 4096, base=bases, tune_len=16384)
+    for f in ("critical_dimension", "critical_base"):
+        a = getattr(v, f)
+        assert a.shape == (5, 10) and a.strides == (0, 0) and not a.flags.writeable
+    assert v.thresholds.beta_1.shape == (5, 10) and v.limit.flags.writeable and v.limit.strides != (0, 0)
+    assert "regime" not in vars(v)
+    assert v.regime.shape == (5, 10) and v.regime[0, 0] == "small_base_full" and v.regime[-1, -1] == "larger_base"
+    assert v.regime is v.regime and v.equation.shape == (5, 10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.regime = v.regime  # type: ignore[misc]
+    s = ropex.extrapolation_limit(128, 4096, float(bases[3, 7]), 16384)
+    for f in dataclasses.fields(s):
+        got = getattr(v, f.name)
+        want = getattr(s, f.name)
+        if f.name == "thresholds":
+            assert dataclasses.astuple(want) == tuple(float(x[3, 7]) for x in dataclasses.astuple(got))
+        else:
+            assert got[3, 7] == want
+    # per-element models (an array of train lengths) give full arrays
+    w = ropex.extrapolation_limit(128, np.array([2048, 4096]), 1e6)
+    assert w.critical_dimension.strides != (0,) and list(w.critical_dimension) == [82, 92]

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,8 +127,10 @@ def test_errors(cli: Callable[..., Any], hf_model: Callable[[str], Path]) -> Non
     with pytest.raises(ropex.Error, match='device: must be "cpu" or "cuda"'):
         ropex.Model(hf_model("default"), device="tpu")
     if not ropex.has_cuda:
-        with pytest.raises(ropex.Error, match="device: cuda: the ropex Python module runs models on the CPU only"):
+        with pytest.raises(ropex.Error, match="device: cuda: this ropex module was built without CUDA"):
             ropex.Model(hf_model("default"), device="cuda")
+    with pytest.raises(ropex.Error, match='dtype: the CPU forward runs in "f32" only, got "bf16"'):
+        ropex.Model(hf_model("default"), dtype="bf16")
 
 
 def test_progress_callback_errors_propagate(hf_model: Callable[[str], Path]) -> None:
@@ -159,6 +165,106 @@ def test_ctrl_c_interrupts_a_long_call() -> None:
         time.sleep(30)  # only reached when the call finished before the signal
     assert 2 <= len(windows) < n_windows, "the interrupt stopped the C++ call between layers/windows"
     assert m.perplexity(ids[:600], context=300).tokens == 598  # usable afterwards (2 windows of 299 targets)
+
+
+LONG_CALLS = {
+    "perplexity": lambda m, ids, p: m.perplexity(ids, context=256, progress=p),
+    "logits": lambda m, ids, p: m.logits(ids[:3000], progress=p),
+    "generate": lambda m, ids, p: m.generate(ids[:8], steps=3000, progress=p),
+}
+
+
+@pytest.mark.parametrize("call", LONG_CALLS)
+def test_gil_released_during_long_calls(call: str) -> None:
+    # A Python thread keeps running while the C++ call works: its ticks fill the call's span with
+    # no gap near the call's length (a call holding the GIL would stop them from start to end).
+    # One C++ thread, and a ticking thread that sleeps between ticks: no core is oversubscribed
+    # and the per-layer check-ins get the GIL at once.
+    if not STORIES.exists():
+        pytest.skip(f"{STORIES} is absent")
+    m = ropex.Model(STORIES, threads=1)
+    ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 30000)
+    span: list[float] = []
+
+    def work() -> None:
+        span.append(time.perf_counter())
+        LONG_CALLS[call](m, ids, None)
+        span.append(time.perf_counter())
+
+    th = threading.Thread(target=work)
+    ticks: list[float] = []
+    th.start()
+    while th.is_alive():
+        ticks.append(time.perf_counter())
+        time.sleep(0.001)
+    th.join()
+    t0, t1 = span
+    inside = np.array([t for t in ticks if t0 <= t <= t1])
+    assert t1 - t0 >= 0.1, f"{call} took {t1 - t0:.3f} s: too short to show anything"
+    assert len(inside) >= 10
+    gaps = np.diff(np.concatenate([[t0], inside, [t1]]))
+    assert gaps.max() < 0.5 * (t1 - t0), f"longest stall of the Python thread {gaps.max():.3f} s of {t1 - t0:.3f} s"
+
+
+_CTRL_C_CHILD = """
+import sys, numpy as np, ropex
+m = ropex.Model(sys.argv[1])
+ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 200000)
+def progress(done, total):
+    if done == 255:
+        print("running", flush=True)
+try:
+    m.perplexity(ids, context=256, progress=progress)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", m.perplexity(ids[:600], context=300).tokens, flush=True)
+    if sys.argv[2] == "reraise":
+        raise
+"""
+
+
+@pytest.mark.parametrize("mode", ["caught", "reraise"])
+def test_sigint_to_a_process_in_a_long_perplexity(mode: str) -> None:
+    # A real Ctrl-C: SIGINT to a process busy in the C++ call. KeyboardInterrupt is raised in it
+    # (the model still works after), and uncaught it ends the process the way Python does, no crash.
+    if not STORIES.exists():
+        pytest.skip(f"{STORIES} is absent")
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_CTRL_C_CHILD), str(STORIES), mode],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "running"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert out.strip() == "interrupted 598", err
+    if mode == "caught":
+        assert child.returncode == 0, err
+    else:  # Python's exit for an uncaught KeyboardInterrupt: killed by SIGINT, traceback printed
+        assert child.returncode == -signal.SIGINT and err.rstrip().endswith("KeyboardInterrupt"), err
+
+
+def test_progress_to_tqdm(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _stories()
+    ids = np.arange(1, 1025) % m.config["vocab_size"]
+    want = m.perplexity(ids, context=256).perplexity
+    same = pytest.approx(want, rel=1e-6)  # OpenMP reductions: not bit-equal from run to run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.perplexity(ids, context=256, progress=False).perplexity == same
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+        with pytest.warns(UserWarning, match="tqdm is not installed"):
+            assert m.perplexity(ids, context=256, progress=True).perplexity == same
+    pytest.importorskip("tqdm.auto")
+    capsys.readouterr()
+    assert m.perplexity(ids, context=256, progress=True).perplexity == same
+    err = capsys.readouterr().err
+    assert "perplexity" in err and "1020/1020" in err  # the bar ends at the targets scored (4 windows of 255)
+    m.logits(ids[:16], progress=True)
+    layers = m.config["num_hidden_layers"]
+    assert f"{layers}/{layers}" in capsys.readouterr().err
 
 
 def test_tokenize_with_the_facade(tmp_path: Path) -> None:

@@ -34,15 +34,27 @@ def rope(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def model(path: str) -> float:
-    m = ropex.Model(path, device="cpu", rope_base=1e6)
+    m = ropex.Model(path, device="cpu", dtype="f32", rope_base=1e6)
+    dtype: str = m.dtype
     ids = np.arange(16)
     logits: npt.NDArray[np.float32] = m.logits(ids, progress=lambda done, total: None)
     nll: npt.NDArray[np.float64] = m.nll(ids)
     r: ropex.PerplexityResult = m.perplexity(ids, context=8, stride=4)
     curve: npt.NDArray[np.float64] = r.position_nll
-    new: list[int] = m.generate([1, 2, 3], steps=4, temperature=0.0)
+    new: list[int] = m.generate([1, 2, 3], steps=4, temperature=0.0, progress=True)
     text: str = m.detokenize(m.tokenize("hello"))
-    return float(logits.sum() + nll.sum() + curve[0]) + r.perplexity + len(new) + len(text)
+    return float(logits.sum() + nll.sum() + curve[0]) + r.perplexity + len(new) + len(text) + len(dtype)
+
+
+def theories() -> float:
+    length: ropex.MenLength = ropex.men_context_length(128, np.logspace(4, 6, 8), cap=ropex.MEN_SCAN_CAP)
+    base: ropex.MenBase = ropex.men_base_for_context(128, 4096, static_pairs=0, grid_step=1e-3)
+    cuts: ropex.CutPoints = ropex.cut_points(128, 5e5, 4096, original_context=8192, beta_fast=32, p=0.25)
+    bounds: ropex.NumericBounds = ropex.numeric_bounds(np.float16, tolerance=[1e-3, 1e-2])
+    b_m = ropex.men_sum(128, 1e4, np.arange(100))
+    period = ropex.slowest_period(128, 1e4) + ropex.base_for_slowest_period(128, 65536)
+    return float(np.sum(length.length) + np.sum(base.base) + np.sum(cuts.yarn_low) + np.sum(bounds.exact_positions)
+                 + np.sum(b_m) + np.sum(period)) + bounds.precision
 
 
 try:

@@ -101,6 +101,15 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
   std::vector<double> row_nll(size_t(opts.logits_rows));
   std::vector<int32_t> targets;
   double total = 0;
+  // The targets the windows below will score (the progress total): a window scores its targets
+  // past those already scored, so non-overlapping windows skip each window's first token.
+  int64_t to_score = 0;
+  for (int64_t b = 0, until = 0; until < n - 1; b += S) {
+    const int64_t e = std::min(b + N, n);
+    to_score += (e - b - 1) - std::max<int64_t>(0, until - b - 1);
+    until = e;
+    if (e == n) break;
+  }
   int64_t scored_until = 0;  // targets < this index are already scored (target index = token index)
   for (int64_t begin = 0; scored_until < n - 1; begin += S) {
     const int64_t end = std::min(begin + N, n);
@@ -133,7 +142,7 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
     }
     scored_until = end;
     ++r.windows;
-    if (opts.progress) opts.progress(r.tokens, n - 1);
+    if (opts.progress) opts.progress(r.tokens, to_score);
     if (end == n) break;
   }
   r.mean_nll = total / double(r.tokens);
