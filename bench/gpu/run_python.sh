@@ -46,6 +46,8 @@ log "built ($(( $(date +%s) - T0 )) s)"
 
 log "python/tests/test_cuda.py"
 export PYTHONPATH=/tmp/ropex-py${PYTHONPATH:+:$PYTHONPATH}
+# the staged PCRE2/utf8proc (the pip-installed module has no run path into .deps)
+export LD_LIBRARY_PATH=$PWD/.deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 python3 -c 'import ropex; assert ropex.has_cuda, "module built without CUDA"; print("ropex", ropex.__version__, "has_cuda", ropex.has_cuda)' || exit 1
 ROPEX_CLI=$PWD/build-gpu/bin/ropex ROPEX_GGUF=$GGUF ROPEX_STORIES260K=$PWD/.deps/data/stories260K.bin \
   timeout 400 python3 -m pytest -v -s -p no:cacheprovider --junitxml="$OUT/test_cuda.xml" python/tests/test_cuda.py
