@@ -26,7 +26,7 @@ def _model_and_ids(name: str) -> tuple[Path, np.ndarray]:
     if name == "stories260K":
         if not STORIES.exists():
             pytest.skip(f"{STORIES} is absent")
-        return STORIES, np.random.default_rng(1).integers(0, 512, 768).astype(np.int64)
+        return STORIES, np.load(FIXTURES / "stories260K" / "tokens.npy").astype(np.int64)  # HF's greedy text
     if not GGUF.exists():
         pytest.skip(f"{GGUF} is absent")
     return GGUF, np.load(GGUF_TOKENS).astype(np.int64)
@@ -52,10 +52,18 @@ def test_cuda_logits_equal_cli(cli: Callable[..., Any], tmp_path: Path, name: st
     assert diff <= 1e-5 * float(np.abs(ref).max()), diff
     # and the GPU against the CPU forward (the bounds bench/gpu/run_gguf.sh uses)
     cpu = ropex.Model(path).logits(ids).astype(np.float64)
+    nmse = float(((got - cpu) ** 2).sum() / (cpu**2).sum())
     if dtype == "f32":
         assert np.abs(got - cpu).max() <= 1e-3
+    elif name == "stories260K":
+        # as tests/cuda/test_cuda_llama.cu: this tiny model's bf16 floor is above 5e-4 (rounding only
+        # its weights moves the logits by NMSE ~9e-4), so it is held to HF transformers' own bf16 forward
+        hf16 = np.load(FIXTURES / "stories260K" / "hf_bf16.logits.npy").astype(np.float64)
+        hf_nmse = float(((hf16 - cpu) ** 2).sum() / (cpu**2).sum())
+        print(f"stories260K bf16: NMSE vs CPU {nmse:.3g} (HF bf16: {hf_nmse:.3g})")
+        assert nmse <= hf_nmse
     else:
-        assert ((got - cpu) ** 2).sum() / (cpu**2).sum() <= 5e-4
+        assert nmse <= 5e-4
 
 
 @pytest.mark.parametrize("name", ["stories260K", "smollm2-gguf"])
