@@ -154,7 +154,11 @@ TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-po
   const fs::path csv = tmp_root() / "curve.csv";
   auto r = run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --json --csv " + q(csv));
   REQUIRE_MESSAGE(r.code == 0, r.err);
-  CHECK(r.err.empty());  // no progress bar when stderr is not a terminal
+  // not a terminal: one plain progress line per window, with rate and ETA; --quiet: none
+  CHECK(r.err.find("perplexity: 127/299 tokens") != std::string::npos);
+  CHECK(r.err.find("tokens/s") != std::string::npos);
+  CHECK(r.err.find("ETA") != std::string::npos);
+  CHECK(run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --quiet").err.empty());
   const auto j = nlohmann::json::parse(r.out);
   ropex::model::Llama<> model(ck);
   ropex::eval::PerplexityOptions po;
