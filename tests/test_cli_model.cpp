@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "cli_runner.hpp"
+#include "stories_model.hpp"
 
 #include <ropex/eval/perplexity.hpp>
 #include <ropex/io/npy.hpp>
@@ -325,22 +326,7 @@ TEST_CASE("ropex generate --prompt: text through the model's tokenizer, the cont
   }
   // stories260K (vocab 512) next to a byte-level BPE tokenizer.json whose ids all lie below 512
   const fs::path dir = tmp_root() / "stories_bpe";
-  fs::create_directories(dir);
-  fs::copy_file(kStories, dir / "stories260K.bin", fs::copy_options::overwrite_existing);
-  nlohmann::json vocab = nlohmann::json::object();
-  const auto& table = ropex::tokenizer::ByteLevelTable::get();
-  for (int b = 0; b < 256; ++b) vocab[table.to_unicode[size_t(b)]] = b;
-  vocab["Ġt"] = 256;
-  vocab["he"] = 257;
-  vocab["Ġthe"] = 258;
-  const nlohmann::json tj = {
-      {"added_tokens", nlohmann::json::array()},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array({"Ġ t", "h e", "Ġt he"})}}}};
-  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  ropex::test::stories_with_byte_tokenizer(dir);
   const auto model = q((dir / "stories260K.bin").string());
   auto r = run_cli("generate --model " + model + " --prompt " + q("Once upon the time") + " --steps 6 --json");
   REQUIRE_MESSAGE(r.code == 0, r.err);

@@ -62,8 +62,8 @@ inline std::string loss_figure(const ojson& setting, const ojson& report) {
     x.push_back(0.5 * (b["begin"].get<double>() + b["end"].get<double>()));
     yl.push_back(b["mean_long"]), ys.push_back(b["mean_short"]);
   }
-  p.curve(x, yl, "one long window", "#222222");
   p.curve(x, ys, "short windows (S = " + short_number(S) + ")", "#999999");
+  p.curve(x, yl, "one long window", "#222222");  // on top: equal to the short ones below S
   p.vline(S, "S = " + short_number(S), "#bbbbbb", false);
   if (setting["predictions_apply"].get<bool>())
     for (const auto& t : setting["predictions"])

@@ -95,9 +95,11 @@ class Plot {
              "\" y1=\"" + num(top_) + "\" y2=\"" + num(h_ - bottom_) + "\" stroke=\"" + color + "\" stroke-width=\"1.4\"" +
              (dashed ? " stroke-dasharray=\"5,3\"" : "") + "/>\n";
     // Labels stack down the plot so neighbouring lines stay readable.
+    // Right of the line, or left of it in the plot's last quarter, so the text stays inside.
     const double ly = top_ + 14 + 13.0 * double(vlines_++ % 8);
-    body_ += "<text class=\"vline-label\" x=\"" + num(X + 3) + "\" y=\"" + num(ly) + "\" font-size=\"11\" fill=\"" + color +
-             "\">" + xml_escape(label) + "</text>\n";
+    const bool left = X > left_ + 0.75 * (w_ - left_ - right_);
+    body_ += "<text class=\"vline-label\" x=\"" + num(left ? X - 3 : X + 3) + "\" y=\"" + num(ly) + "\" font-size=\"11\"" +
+             (left ? " text-anchor=\"end\"" : "") + " fill=\"" + color + "\">" + xml_escape(label) + "</text>\n";
     return true;
   }
 
@@ -116,7 +118,12 @@ class Plot {
                     "\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     s += "<text class=\"title\" x=\"" + num(w_ / 2.0) + "\" y=\"20\" font-size=\"15\" text-anchor=\"middle\">" + xml_escape(title_) + "</text>\n";
     s += axes();
-    s += "<g clip-path=\"none\">\n" + body_ + "</g>\n";
+    // Curves are clipped to the frame (ids are global in an HTML page: one per figure).
+    static int figures = 0;
+    const std::string clip = "ropex-plot-" + std::to_string(++figures);
+    s += "<defs><clipPath id=\"" + clip + "\"><rect x=\"" + num(left_) + "\" y=\"" + num(top_) + "\" width=\"" +
+         num(w_ - left_ - right_) + "\" height=\"" + num(h_ - top_ - bottom_) + "\"/></clipPath></defs>\n";
+    s += "<g clip-path=\"url(#" + clip + ")\">\n" + body_ + "</g>\n";
     s += legend();
     return s + "</svg>\n";
   }
@@ -198,7 +205,7 @@ class Plot {
   std::string title_;
   Axis x_, y_;
   int w_, h_;
-  double left_ = 62, right_ = 200, top_ = 32, bottom_ = 46;
+  double left_ = 62, right_ = 240, top_ = 32, bottom_ = 46;
   std::string body_;
   std::vector<Entry> legend_;
   int vlines_ = 0;
@@ -230,7 +237,8 @@ inline std::string heatmap(const std::string& title, const std::vector<std::stri
       const int x = left + cw * int(c);
       s += "<rect class=\"cell\" data-row=\"" + xml_escape(row_labels[r]) + "\" data-col=\"" + xml_escape(col_labels[c]) +
            "\" data-value=\"" + (std::isfinite(a) ? num(a, "%.4g") : "nan") + "\" x=\"" + std::to_string(x) + "\" y=\"" +
-           std::to_string(y) + "\" width=\"" + std::to_string(cw - 1) + "\" height=\"" + std::to_string(ch - 1) + "\" fill=\"" + fill + "\"/>";
+           std::to_string(y) + "\" width=\"" + std::to_string(cw - 1) + "\" height=\"" + std::to_string(ch - 1) + "\" fill=\"" + fill +
+           "\" stroke=\"#999999\" stroke-width=\"0.5\"/>";
       s += "<text x=\"" + std::to_string(x + cw / 2) + "\" y=\"" + std::to_string(y + ch / 2 + 4) + "\" font-size=\"11\" text-anchor=\"middle\" fill=\"" +
            (std::isfinite(a) && a > 0.55 ? "white" : "black") + "\">" + (std::isfinite(a) ? num(a, "%.2f") : "-") + "</text>\n";
     }
