@@ -132,7 +132,7 @@ TEST_CASE("ropex check on stories260K: report files, predictions, the rule, pass
   const fs::path dir = fs::temp_directory_path() / ("ropex_check_" + std::to_string(::getpid()));
   const auto model = ropex::test::stories_with_byte_tokenizer(dir / "model");
   const fs::path out = dir / "report";
-  auto r = run_cli("check --model " + q(model) + " --text " + q(kText) + " --max-len 1024 --passkey-depths 0,1 --passkey-trials 1 --report " + q(out) + " --json");
+  auto r = run_cli("check --model " + q(model) + " --text " + q(kText) + " --max-len 1024 --passkey-depths 0,1 --passkey-trials 1 --threads 1 --report " + q(out) + " --json");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);
   for (const char* f : {"report.json", "report.md", "report.html", "per_token.csv", "curve.csv", "limits.svg", "loss_0.svg", "passkey_0.svg", "partial.jsonl"})
@@ -179,7 +179,7 @@ TEST_CASE("ropex check on stories260K: report files, predictions, the rule, pass
   CHECK(j["time"]["units_computed"] == 2 + 6);
   CHECK(r.err.find("check: ") != std::string::npos);  // progress lines
   // a rerun finds every unit done, computes nothing, and reports the same
-  auto again = run_cli("check --model " + q(model) + " --text " + q(kText) + " --max-len 1024 --passkey-depths 0,1 --passkey-trials 1 --report " + q(out) + " --json");
+  auto again = run_cli("check --model " + q(model) + " --text " + q(kText) + " --max-len 1024 --passkey-depths 0,1 --passkey-trials 1 --threads 1 --report " + q(out) + " --json");
   REQUIRE_MESSAGE(again.code == 0, again.err);
   const auto j2 = nlohmann::json::parse(again.out);
   CHECK(j2["time"]["units_computed"] == 0);
@@ -203,8 +203,9 @@ TEST_CASE("ropex check resumes after a kill: same result, finished units not red
   }
   const fs::path dir = fs::temp_directory_path() / ("ropex_check_resume_" + std::to_string(::getpid()));
   const auto model = ropex::test::stories_with_byte_tokenizer(dir / "model");
-  const std::vector<std::string> args{"check", "--model", model.string(), "--text", kText.string(), "--max-len", "1024",
-                                      "--rope-base", "40000", "--passkey-depths", "0,0.5,1", "--passkey-trials", "2", "--quiet"};
+  const std::vector<std::string> args{"check", "--model", model.string(), "--text", kText.string(), "--max-len", "768",
+                                      "--rope-base", "40000", "--passkey-depths", "0,1", "--passkey-trials", "1", "--threads", "1",
+                                      "--quiet"};
   std::string args_text;
   for (size_t i = 0; i < args.size(); ++i) args_text += (i ? " " : "") + q(args[i]);
   // uninterrupted reference
@@ -212,7 +213,7 @@ TEST_CASE("ropex check resumes after a kill: same result, finished units not red
   REQUIRE_MESSAGE(ref.code == 0, ref.err);
   const auto jr = nlohmann::json::parse(ref.out);
   const int64_t units = jr["time"]["units_computed"];
-  CHECK(units >= 2 * 2 + 3 * 3 * 2);  // two settings' windows; the first's passkey at 256, 512, 1024
+  CHECK(units >= 2 * 2 + 3 * 2);  // two settings' windows; the first's passkey at 256, 512, 768
   // interrupted: SIGKILL once a few units are on disk
   const fs::path part = dir / "cut" / "partial.jsonl";
   const pid_t pid = ::fork();

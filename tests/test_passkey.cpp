@@ -178,7 +178,7 @@ TEST_CASE("ropex passkey on stories260K: grid, JSON inputs with origins, CSV, ba
   }
   const fs::path dir = fs::temp_directory_path() / ("ropex_passkey_" + std::to_string(::getpid()));
   const auto model = ropex::test::stories_with_byte_tokenizer(dir);
-  const std::string base = "passkey --model " + q(model) + " --lengths 300,400 --depths 0,1 --trials 2 --seed 5";
+  const std::string base = "passkey --model " + q(model) + " --lengths 300,400 --depths 0,1 --trials 2 --seed 5 --threads 1";
   auto r = run_cli(base + " --json");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);
