@@ -220,11 +220,11 @@ TEST_CASE("ropex passkey on the SmolLM2 GGUF with its own tokenizer: retrieves a
     MESSAGE("skipped: " << gguf << " is absent");
     return;
   }
-  auto r = run_cli("passkey --model " + q(gguf) + " --lengths 256 --depths 0,0.5,1 --trials 2 --json --quiet");
+  auto r = run_cli("passkey --model " + q(gguf) + " --lengths 256 --depths 0,1 --trials 1 --threads 2 --json --quiet");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);
   CHECK(j["inputs"]["tokenizer"]["origin"] == "the model's own");
   int correct = 0;
   for (const auto& c : j["cells"]) correct += c["correct"].get<int>();
-  CHECK(correct >= 4);  // of 6: a 135M instruct model finds a key in 256 tokens
+  CHECK(correct == 2);  // a 135M instruct model finds a key in 256 tokens at either end
 }
