@@ -65,9 +65,15 @@ inline std::string loss_figure(const ojson& setting, const ojson& report) {
   p.curve(x, ys, "short windows (S = " + short_number(S) + ")", "#999999");
   p.curve(x, yl, "one long window", "#222222");  // on top: equal to the short ones below S
   p.vline(S, "S = " + short_number(S), "#bbbbbb", false);
+  // Numeric bounds are drawn where the run computed in that format (bf16 on the GPU); the CPU is fp32.
+  const bool bf16 = report["inputs"].contains("dtype") && report["inputs"]["dtype"]["value"] == "bf16";
   if (setting["predictions_apply"].get<bool>())
-    for (const auto& t : setting["predictions"])
+    for (const auto& t : setting["predictions"]) {
+      const std::string name = t["theory"];
+      const bool numeric = name.rfind("bf16", 0) == 0 || name.rfind("fp16", 0) == 0;
+      if (numeric && !(bf16 && name.rfind("bf16", 0) == 0)) continue;
       if (!t["context"].is_null()) p.vline(t["context"].get<double>(), t["theory"].get<std::string>() + " " + short_number(t["context"]), detail::theory_color(t["theory"]));
+    }
   const auto& m = setting["rise"]["margin_0.50"]["measured_limit"];
   if (!m.is_null()) p.vline(m.get<double>(), "measured " + short_number(m.get<double>()), "#000000", false);
   return p.svg();

@@ -95,9 +95,9 @@ class Plot {
              "\" y1=\"" + num(top_) + "\" y2=\"" + num(h_ - bottom_) + "\" stroke=\"" + color + "\" stroke-width=\"1.4\"" +
              (dashed ? " stroke-dasharray=\"5,3\"" : "") + "/>\n";
     // Labels stack down the plot so neighbouring lines stay readable.
-    // Right of the line, or left of it in the plot's last quarter, so the text stays inside.
+    // Right of the line in the plot's left half, left of it in the right half: the text stays inside.
     const double ly = top_ + 14 + 13.0 * double(vlines_++ % 8);
-    const bool left = X > left_ + 0.75 * (w_ - left_ - right_);
+    const bool left = X > left_ + 0.5 * (w_ - left_ - right_);
     body_ += "<text class=\"vline-label\" x=\"" + num(left ? X - 3 : X + 3) + "\" y=\"" + num(ly) + "\" font-size=\"11\"" +
              (left ? " text-anchor=\"end\"" : "") + " fill=\"" + color + "\">" + xml_escape(label) + "</text>\n";
     return true;
