@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "cli_runner.hpp"
+#include "stories_model.hpp"
 
 #include <ropex/eval/perplexity.hpp>
 #include <ropex/io/npy.hpp>
@@ -154,7 +155,11 @@ TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-po
   const fs::path csv = tmp_root() / "curve.csv";
   auto r = run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --json --csv " + q(csv));
   REQUIRE_MESSAGE(r.code == 0, r.err);
-  CHECK(r.err.empty());  // no progress bar when stderr is not a terminal
+  // not a terminal: one plain progress line per window, with rate and ETA; --quiet: none
+  CHECK(r.err.find("perplexity: 127/299 tokens") != std::string::npos);
+  CHECK(r.err.find("tokens/s") != std::string::npos);
+  CHECK(r.err.find("ETA") != std::string::npos);
+  CHECK(run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --quiet").err.empty());
   const auto j = nlohmann::json::parse(r.out);
   ropex::model::Llama<> model(ck);
   ropex::eval::PerplexityOptions po;
@@ -321,22 +326,7 @@ TEST_CASE("ropex generate --prompt: text through the model's tokenizer, the cont
   }
   // stories260K (vocab 512) next to a byte-level BPE tokenizer.json whose ids all lie below 512
   const fs::path dir = tmp_root() / "stories_bpe";
-  fs::create_directories(dir);
-  fs::copy_file(kStories, dir / "stories260K.bin", fs::copy_options::overwrite_existing);
-  nlohmann::json vocab = nlohmann::json::object();
-  const auto& table = ropex::tokenizer::ByteLevelTable::get();
-  for (int b = 0; b < 256; ++b) vocab[table.to_unicode[size_t(b)]] = b;
-  vocab["Ġt"] = 256;
-  vocab["he"] = 257;
-  vocab["Ġthe"] = 258;
-  const nlohmann::json tj = {
-      {"added_tokens", nlohmann::json::array()},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array({"Ġ t", "h e", "Ġt he"})}}}};
-  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  ropex::test::stories_with_byte_tokenizer(dir);
   const auto model = q((dir / "stories260K.bin").string());
   auto r = run_cli("generate --model " + model + " --prompt " + q("Once upon the time") + " --steps 6 --json");
   REQUIRE_MESSAGE(r.code == 0, r.err);

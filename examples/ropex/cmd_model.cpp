@@ -7,6 +7,7 @@
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
 #include <ropex/io/npy.hpp>
+#include <ropex/io/progress.hpp>
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
@@ -49,6 +50,7 @@ struct ModelOptions {
   int threads = 0;
   std::string device = "cpu";
   bool fast = false;  // --fast: int8 activations against quantized blocks (CPU)
+  bool quiet = false;  // --quiet: no progress on stderr
   ropex::cli::CudaOptions cuda;
 };
 
@@ -65,6 +67,7 @@ void add_model_options(CLI::App* s, ModelOptions& o) {
               "CPU, quantized GGUF weights: int8 activations per 32-block against the blocks (llama.cpp's way; "
               "measured +0.25% perplexity on SmolLM2 Q4_1). Default: exact (blocks decoded to f32, f32 activations, "
               "as HF computes)");
+  s->add_flag("--quiet", o.quiet, "no progress on stderr");
 }
 
 // The CPU model with the requested arithmetic for quantized weights (exact unless --fast).
@@ -154,9 +157,18 @@ void run_generate(const GenerateOptions& o) {
   std::mt19937_64 rng(o.seed);
   std::vector<int32_t> out;
   const auto t0 = std::chrono::steady_clock::now();
+  // Progress: a line every tenth of the steps (a redrawn line on a terminal).
+  ropex::io::Progress progress("generate", o.steps, "tokens", !o.m.quiet);
+  int64_t picked = 0;
+  const int64_t every = std::max<int64_t>(1, o.steps / 10);
+  const auto pick = [&](const float* lg) {
+    const int32_t t = pick_token(lg, vocab, o.temperature, rng);
+    if (++picked % every == 0 || picked == o.steps) progress.update(picked);
+    return t;
+  };
   if (o.m.device == "cuda") {
     out = ropex::cli::cuda_generate(
-        ck, prompt, o.steps, [&](const float* lg) { return pick_token(lg, vocab, o.temperature, rng); },
+        ck, prompt, o.steps, pick,
         [&](int32_t t) { return o.stop_at_eos && is_eos(t); }, o.m.cuda);
   } else {
     Llama<> model = cpu_model(ck, o.m);
@@ -165,7 +177,7 @@ void run_generate(const GenerateOptions& o) {
     auto hidden = model.forward(prompt, cache);  // prefill; the last row predicts the first new token
     model.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
     for (int64_t step = 0; step < o.steps; ++step) {
-      const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
+      const int32_t next = pick(logits.data());
       out.push_back(next);
       if (o.stop_at_eos && is_eos(next)) break;
       if (step + 1 == o.steps) break;
@@ -173,6 +185,7 @@ void run_generate(const GenerateOptions& o) {
       model.logits(hidden.data(), 1, logits.data());
     }
   }
+  progress.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tok) {  // --prompt: the continuation as text (special tokens and ids the tokenizer lacks dropped)
     const std::string text = tok->decode(out, /*skip_special=*/true, /*strict=*/false);
@@ -225,14 +238,12 @@ void run_perplexity(const PerplexityCliOptions& o) {
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
   if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
-  const bool tty = isatty(STDERR_FILENO);
-  if (tty)
-    po.progress = [](int64_t done, int64_t total) {
-      const int width = 40, filled = int(double(width) * double(done) / double(std::max<int64_t>(total, 1)));
-      std::fprintf(stderr, "\r[%s%s] %lld/%lld tokens", std::string(size_t(filled), '#').c_str(),
-                   std::string(size_t(width - filled), ' ').c_str(), (long long)done, (long long)total);
-      std::fflush(stderr);
-    };
+  ropex::io::Progress progress("perplexity", int64_t(tokens.size()) - 1, "tokens", !o.m.quiet);
+  int64_t windows = 0;
+  po.progress = [&](int64_t done, int64_t total) {
+    progress.set_total(total);
+    progress.update(done, "window " + std::to_string(++windows));
+  };
   ropex::cli::CudaRunStats gpu;
   ropex::eval::PerplexityResult r;
   if (o.m.device == "cuda") {
@@ -241,7 +252,7 @@ void run_perplexity(const PerplexityCliOptions& o) {
     Llama<> model = cpu_model(ck, o.m);
     r = ropex::eval::perplexity(model, tokens, po);
   }
-  if (tty) std::fprintf(stderr, "\n");
+  progress.finish();
   if (!o.csv.empty()) {
     std::ofstream csv(o.csv);
     if (!csv) throw ropex::make_error("--csv", o.csv, "cannot open for writing");

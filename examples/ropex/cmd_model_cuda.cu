@@ -115,4 +115,12 @@ eval::PerplexityResult cuda_perplexity(const model::Checkpoint& ck, std::span<co
   });
 }
 
+std::unique_ptr<eval::Scorer> cuda_scorer(const model::Checkpoint& ck, const CudaOptions& o) {
+  // Losses from the device as cuda_perplexity computes them: 2^27 logits per lm_head call.
+  const int64_t rows = std::max<int64_t>(64, (int64_t(1) << 27) / ck.config().vocab_size);
+  if (o.dtype == "f32") return std::make_unique<eval::OwningScorer<model::Llama<backends::cuda_f32>>>(rows, ck, o.chunk);
+  if (o.dtype != "bf16") throw make_error("--dtype", o.dtype, "must be bf16 or f32");
+  return std::make_unique<eval::OwningScorer<model::Llama<backends::cuda_bf16>>>(rows, ck, o.chunk);
+}
+
 }  // namespace ropex::cli

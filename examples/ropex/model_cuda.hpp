@@ -4,11 +4,13 @@
 #pragma once
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
+#include <ropex/eval/scorer.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,6 +42,9 @@ std::vector<int32_t> cuda_generate(const model::Checkpoint& ck, std::span<const 
 /// progress on stderr for windows of 32K tokens and more.
 eval::PerplexityResult cuda_perplexity(const model::Checkpoint& ck, std::span<const int32_t> tokens,
                                        eval::PerplexityOptions po, const CudaOptions& o, CudaRunStats* stats);
+/// A Scorer (eval/scorer.hpp) over the model on the GPU, for passkey and check; one sequence per
+/// forward (the CUDA model API has no batch dimension).
+std::unique_ptr<eval::Scorer> cuda_scorer(const model::Checkpoint& ck, const CudaOptions& o);
 #else
 [[noreturn]] inline void no_cuda() {
   throw make_error("--device", "cuda", "this ropex was built without CUDA (configure with -DROPEX_CUDA=ON)");
@@ -56,6 +61,7 @@ inline eval::PerplexityResult cuda_perplexity(const model::Checkpoint&, std::spa
                                               const CudaOptions&, CudaRunStats*) {
   no_cuda();
 }
+inline std::unique_ptr<eval::Scorer> cuda_scorer(const model::Checkpoint&, const CudaOptions&) { no_cuda(); }
 #endif
 
 }  // namespace ropex::cli
