@@ -42,7 +42,8 @@ concept DenseMatrix = requires(M& m) {
 template <DenseMatrix M>
 auto as_xtensor(M& m) {
   const std::array<std::size_t, 2> shape{static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
-  return xt::adapt(m.data(), shape, M::IsRowMajor ? xt::layout_type::row_major : xt::layout_type::column_major);
+  constexpr auto layout = M::IsRowMajor ? xt::layout_type::row_major : xt::layout_type::column_major;
+  return xt::adapt<layout>(m.data(), shape);
 }
 
 /// cos of a RoPE table as an xtensor view [n_tokens, rotary_dim/2]: element (t, i) is
