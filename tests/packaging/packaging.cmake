@@ -41,7 +41,7 @@ add_test(NAME packaging_missing_component
   COMMAND ${CMAKE_COMMAND} -S ${ROPEX_PKG_SRC}/missing -B ${ROPEX_PKG_DIR}/packaging_missing_component
     -DCMAKE_PREFIX_PATH=${ROPEX_PKG_DIR}/prefix -DCMAKE_DISABLE_FIND_PACKAGE_Eigen3=ON)
 set_tests_properties(packaging_missing_component PROPERTIES FIXTURES_REQUIRED ropex_installed LABELS packaging
-  PASS_REGULAR_EXPRESSION "ropex component 'ropex' needs what was not found: Eigen3 3.4")
+  PASS_REGULAR_EXPRESSION "ropex component 'ropex' is unavailable: Eigen3 3.4 not found")
 
 # Header warnings. Every header alone (self-contained) with this build's compiler and OpenMP;
 # then all headers and the instantiated templates in one unit per compiler, with and without
