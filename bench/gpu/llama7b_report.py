@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Merges llama7b's figures (ropex) with the HF transformers peer (llama7b_hf.py) into the issue's
+"""Merges llama7b's figures (ropex) with the HF transformers peer (llama7b_hf.py) into the results
 cases (llama7b_prefill, llama7b_decode, perplexity_128k, perplexity_1m), prints the Markdown table
 for docs/benchmarks.md, and optionally merges the cases into bench/results/<card>.json.
 

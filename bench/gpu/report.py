@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Merges bench_gpu's figures (ropex.json) with the PyTorch peers (peers.json) into the issue's
+"""Merges bench_gpu's figures (ropex.json) with the PyTorch peers (peers.json) into the results
 schema, bench/results/<card>.json, and prints the Markdown table for docs/benchmarks.md.
 
     python3 bench/gpu/report.py ropex.json peers.json --out-dir DIR
@@ -42,7 +42,7 @@ def main():
                           "ropex": c["fused_rope_tflops"], "peers": {}})
     card = ours["card"]
     date = datetime.date.today().isoformat()
-    result = {"card": card, "date": date, "cases": cases}  # the issue's schema, nothing more
+    result = {"card": card, "date": date, "cases": cases}  # the results schema, nothing more
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, slug + ".json"), "w") as f:
