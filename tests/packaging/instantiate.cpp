@@ -25,30 +25,31 @@ inline void ropex_check_llama(const ropex::model::Checkpoint& ck, std::span<cons
   opts.context = 8;
   (void)ropex::eval::perplexity(model, tokens, opts);
 }
-template std::vector<double> ropex::attention::attention_reference(ropex::attention::HeadsView<const float>,
-                                                                   ropex::attention::HeadsView<const float>,
-                                                                   ropex::attention::HeadsView<const float>,
-                                                                   const ropex::attention::AttentionShape&);
-template float ropex::attention::softmax_rescale(ropex::attention::SoftmaxState<float>&, float);
-template float ropex::attention::softmax_weight(const ropex::attention::SoftmaxState<float>&, float);
-template ropex::attention::SoftmaxMerge<float> ropex::attention::softmax_merge(
-    const ropex::attention::SoftmaxState<float>&, const ropex::attention::SoftmaxState<float>&);
-template float ropex::attention::softmax_finalize(const ropex::attention::SoftmaxState<float>&);
-template ropex::BasicRopeTable<float> ropex::rope_table(std::span<const double>, std::span<const std::int64_t>, double);
-template ropex::BasicRopeTable<double> ropex::rope_table(std::span<const double>, std::span<const std::int64_t>, double);
-template void ropex::apply_rope(float*, std::int64_t, std::int64_t, std::int64_t, const ropex::BasicRopeTable<float>&,
-                                ropex::RopeLayout);
-template void ropex::apply_rope(double*, std::int64_t, std::int64_t, std::int64_t,
-                                const ropex::BasicRopeTable<double>&, ropex::RopeLayout);
+
+// The function templates, called as a program calls them (calls, not explicit instantiations,
+// so a parameter added with a default does not break the check).
+inline void ropex_check_functions(ropex::attention::HeadsView<const float> q, const ropex::attention::AttentionShape& s,
+                                  std::span<const double> inv_freq, std::span<const std::int64_t> pos, float* xf,
+                                  double* xd) {
+  (void)ropex::attention::attention_reference(q, q, q, s);
+  ropex::attention::SoftmaxState<float> a{}, b{};
+  (void)ropex::attention::softmax_rescale(a, 1.0f);
+  (void)ropex::attention::softmax_weight(a, 1.0f);
+  (void)ropex::attention::softmax_merge(a, b);
+  (void)ropex::attention::softmax_finalize(a);
+  const auto tf = ropex::rope_table<float>(inv_freq, pos);
+  const auto td = ropex::rope_table<double>(inv_freq, pos);
+  ropex::apply_rope(xf, 1, 1, 8, tf, ropex::RopeLayout::half);
+  ropex::apply_rope(xd, 1, 1, 8, td, ropex::RopeLayout::interleaved);
+}
 
 #if __has_include(<xtensor/xtensor.hpp>)
-template void ropex::apply_rope(xt::xtensor<float, 3>&, const ropex::BasicRopeTable<float>&, ropex::RopeLayout);
-template xt::xtensor<float, 2> ropex::io::read_npy_xtensor<2>(const std::filesystem::path&);
-template void ropex::io::write_npy_f32(const std::filesystem::path&, const xt::xexpression<xt::xtensor<float, 2>>&);
-inline void ropex_check_xtensor_views(ropex::backends::eigen_detail::RowMatrix& m, const ropex::RopeTable& t) {
+inline void ropex_check_xtensor(ropex::backends::eigen_detail::RowMatrix& m, const ropex::RopeTable& t,
+                                const ropex::eval::PerplexityResult& r, xt::xtensor<float, 3>& x) {
   auto v = ropex::as_xtensor(m);
-  auto c = ropex::rope_cos(t);
-  auto s = ropex::rope_sin(t);
-  v(0, 0) = c(0, 0) + s(0, 0);
+  v(0, 0) = ropex::rope_cos(t)(0, 0) + ropex::rope_sin(t)(0, 0) + float(ropex::position_mean_nll(r)(0));
+  ropex::apply_rope(x, t, ropex::RopeLayout::half);
+  ropex::io::write_npy_f32("x.npy", ropex::io::read_npy_xtensor<2>("x.npy"));
+  ropex::io::write_npy_f32("y.npy", ropex::io::read_npy_xarray("x.npy"));
 }
 #endif
