@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libeigen3-dev libxtensor-dev xtl-dev doctest-dev
       nlohmann-json3-dev libbenchmark-dev libcli11-dev libsentencepiece-dev sentencepiece
       libpcre2-dev libutf8proc-dev
-      libopenblas-dev clang libclang-rt-dev python3 python3-numpy python3-venv
+      libopenblas-dev clang libclang-rt-dev libomp-dev python3 python3-numpy python3-venv
       python3-dev  # python3-dev: headers for the Python module (pip install .)
       chromium zlib1g-dev)  # chromium, zlib: test_report_html renders report.html and decodes the screenshot
 missing=()

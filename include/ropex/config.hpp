@@ -18,3 +18,14 @@
 #ifndef ROPEX_HAS_CUDA
 #define ROPEX_HAS_CUDA 0
 #endif
+
+// An OpenMP directive that vanishes in a build without OpenMP, where `#pragma omp` would warn
+// (-Wunknown-pragmas) in every file including the header; g++ before 13 applies no
+// `#pragma GCC diagnostic` to that warning, so a header cannot silence it any other way.
+//   ROPEX_OMP(parallel for schedule(static))   is   #pragma omp parallel for schedule(static)
+#if defined(_OPENMP)
+#define ROPEX_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#define ROPEX_OMP(...) ROPEX_PRAGMA(omp __VA_ARGS__)
+#else
+#define ROPEX_OMP(...)
+#endif

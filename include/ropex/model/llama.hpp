@@ -73,17 +73,18 @@ class Llama {
       auto qkv = ops_.upload_stacked({t(p + "self_attn.q_proj.weight"), t(p + "self_attn.k_proj.weight"),
                                       t(p + "self_attn.v_proj.weight")});
       auto gate_up = ops_.upload_stacked({t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight")});
-      Layer layer{vec(p + "input_layernorm.weight"), qkv[0], qkv[1], qkv[2], w(p + "self_attn.o_proj.weight"),
-                  vec(p + "post_attention_layernorm.weight"), gate_up[0], gate_up[1], w(p + "mlp.down_proj.weight")};
-      layer.bq = opt_vec(c.qkv_bias, p + "self_attn.q_proj.bias");
-      layer.bk = opt_vec(c.qkv_bias, p + "self_attn.k_proj.bias");
-      layer.bv = opt_vec(c.qkv_bias, p + "self_attn.v_proj.bias");
-      layer.bo = opt_vec(c.o_bias, p + "self_attn.o_proj.bias");
-      layer.q_norm = opt_vec(c.qk_norm, p + "self_attn.q_norm.weight");
-      layer.k_norm = opt_vec(c.qk_norm, p + "self_attn.k_norm.weight");
-      layer.b_gate = opt_vec(c.mlp_bias, p + "mlp.gate_proj.bias");
-      layer.b_up = opt_vec(c.mlp_bias, p + "mlp.up_proj.bias");
-      layer.b_down = opt_vec(c.mlp_bias, p + "mlp.down_proj.bias");
+      Layer layer{.attn_norm = vec(p + "input_layernorm.weight"), .wq = qkv[0], .wk = qkv[1], .wv = qkv[2],
+                  .wo = w(p + "self_attn.o_proj.weight"), .ffn_norm = vec(p + "post_attention_layernorm.weight"),
+                  .w_gate = gate_up[0], .w_up = gate_up[1], .w_down = w(p + "mlp.down_proj.weight"),
+                  .bq = opt_vec(c.qkv_bias, p + "self_attn.q_proj.bias"),
+                  .bk = opt_vec(c.qkv_bias, p + "self_attn.k_proj.bias"),
+                  .bv = opt_vec(c.qkv_bias, p + "self_attn.v_proj.bias"),
+                  .bo = opt_vec(c.o_bias, p + "self_attn.o_proj.bias"),
+                  .q_norm = opt_vec(c.qk_norm, p + "self_attn.q_norm.weight"),
+                  .k_norm = opt_vec(c.qk_norm, p + "self_attn.k_norm.weight"),
+                  .b_gate = opt_vec(c.mlp_bias, p + "mlp.gate_proj.bias"),
+                  .b_up = opt_vec(c.mlp_bias, p + "mlp.up_proj.bias"),
+                  .b_down = opt_vec(c.mlp_bias, p + "mlp.down_proj.bias")};
       layers_.push_back(std::move(layer));
     }
     embed_.push_back(w("model.embed_tokens.weight"));

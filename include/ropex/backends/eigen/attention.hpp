@@ -16,6 +16,7 @@
 // step (few query rows) scores and accumulates straight on the cache rows (simd.hpp); exp uses
 // Eigen's packets.
 #pragma once
+#include <ropex/config.hpp>
 #include <ropex/attention/layout.hpp>
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/attention/reference.hpp>
@@ -95,7 +96,7 @@ inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
         const float* bp = b + p * ldb + j;
         for (int r = 0; r < R; ++r) {
           const float x = a[(i + r) * lda + p];
-#pragma omp simd
+          ROPEX_OMP(simd)
           for (int jj = 0; jj < C; ++jj) cc[r][jj] += x * bp[jj];
         }
       }
@@ -117,7 +118,7 @@ inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
     for (int64_t p = 0; p < k; ++p) {
       const float x = a[i * lda + p];
       const float* bp = b + p * ldb;
-#pragma omp simd
+      ROPEX_OMP(simd)
       for (int64_t jj = 0; jj < n; ++jj) cr[jj] += x * bp[jj];
     }
   }
@@ -218,10 +219,10 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
     for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
     return;
   }
-#pragma omp parallel
+  ROPEX_OMP(parallel)
   {
     Scratch& w = scratch();
-#pragma omp for schedule(dynamic, 1)
+    ROPEX_OMP(for schedule(dynamic, 1))
     for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
   }
 }

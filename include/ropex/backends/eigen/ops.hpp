@@ -7,6 +7,7 @@
 // (the default), or QuantMode::fast with activations quantized per 32-block to int8 and integer
 // dot products (llama.cpp's way; error bound in quant/dot.hpp).
 #pragma once
+#include <ropex/config.hpp>
 #include <ropex/attention/layout.hpp>
 #include <ropex/backends/eigen/attention.hpp>
 #include <ropex/backends/eigen/gemm.hpp>
@@ -73,10 +74,10 @@ inline void to_float(const model::TensorView& w, size_t offset, size_t n, float*
   }
   const auto* h = reinterpret_cast<const uint16_t*>(p);
   if (w.dtype == model::DType::bf16) {
-#pragma omp simd
+    ROPEX_OMP(simd)
     for (size_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(h[i]) << 16);
   } else {
-#pragma omp simd
+    ROPEX_OMP(simd)
     for (size_t i = 0; i < n; ++i) {
       // (exp|mant) << 13 read as a float is 2^(e-127)(1+m/1024); * 2^112 rebias to 2^(e-15)(...)
       // (subnormals come out exact too). e == 31 is inf/NaN: force the float exponent to 255.
@@ -143,7 +144,7 @@ struct ops<cpu> {
   static void add_bias(float* y, const Vector& bias, int64_t n, int64_t cols) {
     for (int64_t i = 0; i < n; ++i) {
       float* row = y + i * cols;
-#pragma omp simd
+      ROPEX_OMP(simd)
       for (int64_t c = 0; c < cols; ++c) row[c] += bias[size_t(c)];
     }
   }
@@ -201,7 +202,7 @@ struct ops<cpu> {
     // Products on the BLAS's own thread pool: converting weight blocks with an OpenMP team in
     // between would leave its threads spinning against the BLAS threads (measured: ~12% of a
     // prefill in libgomp), so the conversion (~2% of the work) then runs on the calling thread.
-    const bool gemm_own_threads = eigen::gemm_has_own_threads();
+    [[maybe_unused]] const bool gemm_own_threads = eigen::gemm_has_own_threads();  // read by ROPEX_OMP
     // Blocks of ~4M weights (16 MB of float scratch): big enough for GEMM efficiency, small
     // enough that the whole matrix is never expanded.
     const int64_t block = std::clamp<int64_t>(int64_t(1 << 22) / in, 64, out);
@@ -209,7 +210,7 @@ struct ops<cpu> {
     float* buf = scratch.data();  // shared by the converting threads (not thread_local: OpenMP threads)
     for (int64_t r0 = 0; r0 < out; r0 += block) {
       const int64_t rows = std::min(block, out - r0);
-#pragma omp parallel for schedule(static) if (!gemm_own_threads && rows * in > (1 << 16))
+      ROPEX_OMP(parallel for schedule(static) if (!gemm_own_threads && rows * in > (1 << 16)))
       for (int64_t r = 0; r < rows; ++r)
         eigen_detail::to_float(w, size_t((r0 + r) * in), size_t(in), buf + r * in);
       product(y + r0, rows, buf);
@@ -223,11 +224,11 @@ struct ops<cpu> {
     const quant::GgmlType t = model::dtype_ggml_type(w.dtype);
     const size_t row_bytes = w.row_bytes();
     std::vector<quant::PreparedX> px(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static) if (n * in > (1 << 16))
+    ROPEX_OMP(parallel for schedule(static) if (n * in > (1 << 16)))
     for (int64_t i = 0; i < n; ++i) px[size_t(i)].prepare(x + i * in, in, true);
     constexpr int64_t kRows = 16;
     const int64_t n_blocks = (out + kRows - 1) / kRows;
-#pragma omp parallel for schedule(dynamic, 1)
+    ROPEX_OMP(parallel for schedule(dynamic, 1))
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r1 = std::min(out, (b + 1) * kRows);
       for (int64_t i = 0; i < n; ++i) {
@@ -254,7 +255,7 @@ struct ops<cpu> {
 
   /// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight   (RMSNorm, Zhang & Sennrich 2019)
   static void rmsnorm(float* out, const float* x, const float* weight, int64_t n, int64_t dim, double eps) {
-#pragma omp parallel for schedule(static) if (n * dim > (1 << 16))
+    ROPEX_OMP(parallel for schedule(static) if (n * dim > (1 << 16)))
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * dim;
       double ss = 0;
@@ -267,7 +268,7 @@ struct ops<cpu> {
 
   /// gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g))   (SwiGLU, Shazeer 2020)
   static void swiglu(float* gate, const float* up, int64_t count) {
-#pragma omp parallel for schedule(static) if (count > (1 << 16))
+    ROPEX_OMP(parallel for schedule(static) if (count > (1 << 16)))
     for (int64_t c0 = 0; c0 < count; c0 += 4096) {
       const int64_t len = std::min<int64_t>(4096, count - c0);
       Eigen::Map<Eigen::ArrayXf> g(gate + c0, len);
@@ -354,10 +355,10 @@ struct ops<cpu> {
     const int64_t n_chunks = (r_end - r_begin + kChunk - 1) / kChunk;
     // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
     // the other thread idling at the barrier.
-#pragma omp parallel
+    ROPEX_OMP(parallel)
     {
       std::vector<float> row;
-#pragma omp for schedule(dynamic, 1)
+      ROPEX_OMP(for schedule(dynamic, 1))
       for (int64_t c = 0; c < n_chunks; ++c)
         rows(r_begin + c * kChunk, std::min(r_end, r_begin + (c + 1) * kChunk), row);
     }

@@ -6,6 +6,7 @@
 //   axpy_rows: acc += sum_c p[c] * V[c, :], four rows per pass over acc (attention's P V).
 // Neither calls a BLAS: they run inside OpenMP threads, where a threaded BLAS would oversubscribe.
 #pragma once
+#include <ropex/config.hpp>
 #include <ropex/model/tensor.hpp>
 
 #include <bit>
@@ -95,13 +96,13 @@ inline void axpy_rows(const float* p, const float* v, int64_t ld, int64_t rows, 
   for (; c + 4 <= rows; c += 4) {  // four value rows per pass over the accumulator
     const float p0 = p[c], p1 = p[c + 1], p2 = p[c + 2], p3 = p[c + 3];
     const float *v0 = v + c * ld, *v1 = v0 + ld, *v2 = v1 + ld, *v3 = v2 + ld;
-#pragma omp simd
+    ROPEX_OMP(simd)
     for (int64_t t = 0; t < d; ++t) acc[t] += p0 * v0[t] + p1 * v1[t] + p2 * v2[t] + p3 * v3[t];
   }
   for (; c < rows; ++c) {
     const float pc = p[c];
     const float* vc = v + c * ld;
-#pragma omp simd
+    ROPEX_OMP(simd)
     for (int64_t t = 0; t < d; ++t) acc[t] += pc * vc[t];
   }
 }
