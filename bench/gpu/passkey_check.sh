@@ -7,7 +7,7 @@
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 exec > >(tee -a "$OUT/passkey_check.log") 2>&1
-M=.models/SmolLM2-135M-Instruct.Q4_1.gguf
+M=${GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}  # or the GGUF placed on the machine by an earlier call
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=ON \
       -DROPEX_BUILD_BENCH=OFF -DROPEX_INSTALL=OFF -DROPEX_BLAS=OFF -DCMAKE_CUDA_ARCHITECTURES=90a \
       -DCMAKE_PREFIX_PATH="$PWD/.deps" > "$OUT/build.log" 2>&1 &&
