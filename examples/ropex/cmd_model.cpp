@@ -6,6 +6,8 @@
 
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
+#include <ropex/io/json_file.hpp>
+#include <ropex/io/memory_budget.hpp>
 #include <ropex/io/npy.hpp>
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
@@ -49,6 +51,7 @@ struct ModelOptions {
   int threads = 0;
   std::string device = "cpu";
   bool fast = false;  // --fast: int8 activations against quantized blocks (CPU)
+  bool no_weight_check = false;  // --no-weight-check: skip the load-time NaN/inf scan of the weights
   ropex::cli::CudaOptions cuda;
 };
 
@@ -65,6 +68,9 @@ void add_model_options(CLI::App* s, ModelOptions& o) {
               "CPU, quantized GGUF weights: int8 activations per 32-block against the blocks (llama.cpp's way; "
               "measured +0.25% perplexity on SmolLM2 Q4_1). Default: exact (blocks decoded to f32, f32 activations, "
               "as HF computes)");
+  s->add_flag("--no-weight-check", o.no_weight_check,
+              "skip the load-time check that every weight is finite (it names a tensor holding NaN/inf; "
+              "costs one read of the weights)");
 }
 
 // The CPU model with the requested arithmetic for quantized weights (exact unless --fast).
@@ -89,11 +95,33 @@ Checkpoint open_model(const ModelOptions& o) {
     }
   }
   if (o.rope_base || scaling) ropex::apply_rope_override(ck.config().rope, o.rope_base, scaling ? &*scaling : nullptr);
+  if (!o.no_weight_check) ck.check_weights_finite();
   return ck;
 }
 
+// Refuses, naming `flag`, a CPU forward whose KV cache and activations (plus `extra` bytes) would
+// not fit in the memory available now.
+void require_forward_memory(const char* flag, const Checkpoint& ck, int64_t window, int64_t cache_tokens,
+                            bool layer_streamed, double extra, const char* what) {
+  const auto& c = ck.config();
+  ropex::io::require_memory(
+      flag,
+      ropex::io::forward_bytes(double(window), double(cache_tokens), layer_streamed ? 1.0 : double(c.num_hidden_layers),
+                               double(c.num_key_value_heads * c.head_dim), double(c.hidden_size), double(c.head_dim)) +
+          extra,
+      what);
+}
+
+// Stops with the likely cause when a forward's logits hold NaN or inf.
+void check_logits_finite(const float* logits, size_t n, int64_t vocab, const Checkpoint& ck) {
+  if (const size_t i = ropex::model::first_nonfinite(logits, n); i < n)
+    throw ropex::make_error("logits", "", "not finite (NaN or inf) at token " + std::to_string(i / size_t(vocab)) +
+                                              ": " + ropex::model::nonfinite_cause(ck.config(), ck.weights_checked()));
+}
+
 std::vector<int32_t> read_token_file(const std::string& path, const char* flag) {
-  if (!std::filesystem::exists(path)) throw ropex::make_error(flag, path, "no such file");
+  std::error_code ec;  // the throwing overload reports a symlink loop as a bare "filesystem error"
+  if (!std::filesystem::exists(path, ec)) throw ropex::make_error(flag, path, "no such file");
   return ropex::io::read_tokens(path);
 }
 
@@ -111,10 +139,13 @@ void run_logits(const LogitsOptions& o) {
   if (o.m.device == "cuda") {
     logits = ropex::cli::cuda_logits(ck, tokens, o.m.cuda);
   } else {
+    require_forward_memory("--tokens", ck, int64_t(tokens.size()), int64_t(tokens.size()), false,
+                           4.0 * double(tokens.size()) * double(ck.config().vocab_size), "the forward and its logits");
     Llama<> model = cpu_model(ck, o.m);
     auto cache = model.make_cache(int64_t(tokens.size()));
     logits = model.logits(tokens, cache);
   }
+  check_logits_finite(logits.data(), size_t(logits.size()), ck.config().vocab_size, ck);
   ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())});
 }
 
@@ -152,20 +183,26 @@ void run_generate(const GenerateOptions& o) {
   const auto is_eos = [&](int32_t t) { return std::find(eos.begin(), eos.end(), int64_t(t)) != eos.end(); };
   const int64_t vocab = ck.config().vocab_size;
   std::mt19937_64 rng(o.seed);
+  const auto pick = [&](const float* lg) {
+    check_logits_finite(lg, size_t(vocab), vocab, ck);
+    return pick_token(lg, vocab, o.temperature, rng);
+  };
   std::vector<int32_t> out;
   const auto t0 = std::chrono::steady_clock::now();
   if (o.m.device == "cuda") {
     out = ropex::cli::cuda_generate(
-        ck, prompt, o.steps, [&](const float* lg) { return pick_token(lg, vocab, o.temperature, rng); },
+        ck, prompt, o.steps, pick,
         [&](int32_t t) { return o.stop_at_eos && is_eos(t); }, o.m.cuda);
   } else {
+    require_forward_memory("--steps", ck, int64_t(prompt.size()), int64_t(prompt.size()) + o.steps, false, 0,
+                           "the KV cache of the prompt and the steps");
     Llama<> model = cpu_model(ck, o.m);
     auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
     std::vector<float> logits(static_cast<size_t>(vocab));
     auto hidden = model.forward(prompt, cache);  // prefill; the last row predicts the first new token
     model.logits(hidden.data() + (hidden.rows() - 1) * hidden.cols(), 1, logits.data());
     for (int64_t step = 0; step < o.steps; ++step) {
-      const int32_t next = pick_token(logits.data(), vocab, o.temperature, rng);
+      const int32_t next = pick(logits.data());
       out.push_back(next);
       if (o.stop_at_eos && is_eos(next)) break;
       if (step + 1 == o.steps) break;
@@ -202,18 +239,29 @@ struct PerplexityCliOptions {
 // with the config's BOS first, as a document starts in training.
 std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
   const auto tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw ropex::make_error("--text", text_path, "cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  std::string text;
+  try {  // regular files only, opened non-blocking: a FIFO or a directory is refused, not waited on
+    text = ropex::read_regular_file(text_path);
+  } catch (const ropex::Error& e) {
+    throw ropex::make_error("--text", "", e.what());
+  }
   std::vector<int32_t> tokens;
   if (ck.format() == "gguf") {
-    tokens = tok.encode(ss.str(), /*add_special_tokens=*/true);
+    tokens = tok.encode(text, /*add_special_tokens=*/true);
   } else {
     if (ck.config().bos_token_id >= 0) tokens.push_back(int32_t(ck.config().bos_token_id));
-    const auto ids = tok.encode(ss.str());
+    const auto ids = tok.encode(text);
     tokens.insert(tokens.end(), ids.begin(), ids.end());
   }
+  if (tokens.size() < 2)
+    throw ropex::make_error("--text", text_path, "gives " + std::to_string(tokens.size()) +
+                                                     " tokens; perplexity needs at least 2 (is the file empty?)");
+  const int64_t vocab = ck.config().vocab_size;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab)
+      throw ropex::make_error(tok.file().string(), "", "gives token id " + std::to_string(id) +
+                                                           ", outside the model's vocabulary of " + std::to_string(vocab) +
+                                                           " (tokenizer and model do not match)");
   std::fprintf(stderr, "--text: %zu tokens (%s)\n", tokens.size(), tok.file().string().c_str());
   return tokens;
 }
@@ -225,6 +273,7 @@ void run_perplexity(const PerplexityCliOptions& o) {
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
   if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
+  po.nonfinite_hint = ropex::model::nonfinite_cause(ck.config(), ck.weights_checked());
   const bool tty = isatty(STDERR_FILENO);
   if (tty)
     po.progress = [](int64_t done, int64_t total) {
@@ -238,6 +287,8 @@ void run_perplexity(const PerplexityCliOptions& o) {
   if (o.m.device == "cuda") {
     r = ropex::cli::cuda_perplexity(ck, tokens, po, o.m.cuda, &gpu);
   } else {
+    const int64_t window = std::min<int64_t>(o.context, int64_t(tokens.size()));
+    require_forward_memory("--context", ck, window, window, true, 0, "a window's KV cache and activations");
     Llama<> model = cpu_model(ck, o.m);
     r = ropex::eval::perplexity(model, tokens, po);
   }

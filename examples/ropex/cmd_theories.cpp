@@ -100,7 +100,7 @@ Inputs resolve(const Opts& o) {
   } else if (*o.o_config) {
     namespace fs = std::filesystem;
     std::string path = o.config;
-    if (fs::is_directory(path)) path = (fs::path(path) / "config.json").string();
+    if (std::error_code ec; fs::is_directory(path, ec)) path = (fs::path(path) / "config.json").string();
     const nlohmann::json j = ropex::read_json_file(path);
     const ropex::RotaryConfig rc = ropex::rotary_config_from_json(j, path);
     in.label = path;
