@@ -216,3 +216,17 @@ TEST_CASE("non-finite weights: named at load; past --no-weight-check the forward
           {"loss: not finite", "--no-weight-check"});
   refused("generate --model " + q(model) + " --steps 2 --no-weight-check", {"logits: not finite"});
 }
+
+TEST_CASE("theories: sizes and steps that would scan forever are refused") {
+  refused("theories --head-dim 2000000000 --train-len 4096 --base 1e6 --target 131072", {"--head-dim", "8192"});
+  refused("theories --head-dim 128 --train-len 4096 --base 1e6 --target 131072 --grid-step 1e-300", {"grid_step"});
+  refused("theories --head-dim 128 --train-len 4096 --base 1e6 --target 131072 --fine-step 1e-300", {"fine_step"});
+}
+
+TEST_CASE("token ids outside the vocabulary name the token file") {
+  Tmp tmp;
+  const fs::path model = hf_model(tmp / "m");
+  std::ofstream(tmp / "ids.txt") << "1 2 300";
+  refused("logits --model " + q(model) + " --tokens " + q(tmp / "ids.txt") + " --out " + q(tmp / "o.npy"),
+          {"--tokens", (tmp / "ids.txt").string(), "id 300 at index 2"});
+}

@@ -11,6 +11,7 @@
 #include <ropex/model/safetensors.hpp>
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
+#include <ropex/theories.hpp>
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -217,4 +218,15 @@ TEST_CASE("a sharded index loads in time linear in its entries") {
   const double small = seconds(10000), large = seconds(100000);
   MESSAGE("index of 10k entries: " << small << " s, 100k: " << large << " s");
   CHECK(large < 40 * small + 0.5);  // quadratic: ~100x
+}
+
+TEST_CASE("Men solver steps too small to move the base are refused (the scan never ended)") {
+  ropex::MenSolverOptions o;
+  o.grid_step = 1e-300;  // b * (1 + 1e-300) == b
+  CHECK(has(error_of([&] { (void)ropex::men_base_for_context(16, 100, 0, o); }), "grid_step: must be in [1e-6, 1]"));
+  o.grid_step = 1e-3;
+  o.fine_step = 1e-300;
+  CHECK(has(error_of([&] { (void)ropex::men_base_for_context(16, 100, 0, o); }), "fine_step"));
+  o.fine_step = 0;
+  CHECK(ropex::men_base_for_context(16, 100, 0, o).base > 1);
 }

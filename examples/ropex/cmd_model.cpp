@@ -119,10 +119,15 @@ void check_logits_finite(const float* logits, size_t n, int64_t vocab, const Che
                                               ": " + ropex::model::nonfinite_cause(ck.config(), ck.weights_checked()));
 }
 
-std::vector<int32_t> read_token_file(const std::string& path, const char* flag) {
+std::vector<int32_t> read_token_file(const std::string& path, const char* flag, int64_t vocab) {
   std::error_code ec;  // the throwing overload reports a symlink loop as a bare "filesystem error"
   if (!std::filesystem::exists(path, ec)) throw ropex::make_error(flag, path, "no such file");
-  return ropex::io::read_tokens(path);
+  auto ids = ropex::io::read_tokens(path);
+  for (size_t i = 0; i < ids.size(); ++i)  // named here: the forward's own check knows no file
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw ropex::make_error(flag, path, "id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                              " is outside the vocabulary [0, " + std::to_string(vocab) + ") of the model");
+  return ids;
 }
 
 // ---------------------------------------------------------------------------------------- logits
@@ -133,7 +138,7 @@ struct LogitsOptions {
 
 void run_logits(const LogitsOptions& o) {
   const Checkpoint ck = open_model(o.m);
-  const auto tokens = read_token_file(o.tokens, "--tokens");
+  const auto tokens = read_token_file(o.tokens, "--tokens", ck.config().vocab_size);
   if (tokens.empty()) throw ropex::make_error("--tokens", o.tokens, "no token ids");
   Llama<>::HostMatrix logits;  // [n, vocab]
   if (o.m.device == "cuda") {
@@ -166,7 +171,7 @@ void run_generate(const GenerateOptions& o) {
   const Checkpoint ck = open_model(o.m);
   std::vector<int32_t> prompt;
   std::optional<ropex::tokenizer::Tokenizer> tok;
-  if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
+  if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens", ck.config().vocab_size);
   if (!o.prompt_text.empty()) {
     tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
     prompt = tok->encode(o.prompt_text, /*add_special_tokens=*/true);  // BOS where the tokenizer adds one
@@ -269,7 +274,7 @@ std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoin
 void run_perplexity(const PerplexityCliOptions& o) {
   if (o.tokens.empty() == o.text.empty()) throw ropex::cli::UsageError("perplexity: give exactly one of --tokens or --text");
   const Checkpoint ck = open_model(o.m);
-  const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens") : tokenize_text(o.text, ck);
+  const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens", ck.config().vocab_size) : tokenize_text(o.text, ck);
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
   if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
