@@ -9,6 +9,7 @@
 #include <ropex/io/memory_budget.hpp>
 #include <ropex/model/finite.hpp>
 #include <ropex/model/safetensors.hpp>
+#include <ropex/rope/rotary_config.hpp>
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
 #include <ropex/theories.hpp>
@@ -229,4 +230,11 @@ TEST_CASE("Men solver steps too small to move the base are refused (the scan nev
   CHECK(has(error_of([&] { (void)ropex::men_base_for_context(16, 100, 0, o); }), "fine_step"));
   o.fine_step = 0;
   CHECK(ropex::men_base_for_context(16, 100, 0, o).base > 1);
+}
+
+TEST_CASE("a config head_dim past int range is refused, not wrapped (4294967298 read as 2)") {
+  const nlohmann::json cfg = {{"head_dim", 4294967298.0}, {"rope_theta", 10000}};
+  CHECK(has(error_of([&] { (void)ropex::rotary_config_from_json(cfg, "config.json"); }), "config.json: head_dim: must be <="));
+  const nlohmann::json fine = {{"head_dim", 128}, {"rope_theta", 10000}};
+  CHECK(ropex::rotary_config_from_json(fine, "config.json").head_dim == 128);
 }

@@ -86,14 +86,8 @@ Checkpoint open_model(const ModelOptions& o) {
     throw ropex::make_error("--fast", "", "is a CPU mode (quantized GGUF weights); --device cuda decodes the blocks to bf16/f32");
   set_cpu_threads(o.threads);
   Checkpoint ck = Checkpoint::open(o.model);
-  std::optional<nlohmann::json> scaling;
-  if (!o.rope_scaling.empty()) {
-    try {
-      scaling = nlohmann::json::parse(o.rope_scaling);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ropex::make_error("--rope-scaling", "", std::string("invalid JSON: ") + e.what());
-    }
-  }
+  std::optional<nlohmann::json> scaling;  // strict: depth-limited, no NUL, no duplicate keys
+  if (!o.rope_scaling.empty()) scaling = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
   if (o.rope_base || scaling) ropex::apply_rope_override(ck.config().rope, o.rope_base, scaling ? &*scaling : nullptr);
   if (!o.no_weight_check) ck.check_weights_finite();
   return ck;

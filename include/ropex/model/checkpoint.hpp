@@ -212,10 +212,11 @@ class Checkpoint {
     const auto single = dir / "model.safetensors";
     const auto index = dir / "model.safetensors.index.json";
     // error_code overloads: the throwing ones report a symlink loop as a bare "filesystem error"
-    if (fs::is_regular_file(single, ec) || fs::is_symlink(fs::symlink_status(single, ec))) {
+    // Present in any form (a FIFO, a dangling link, a loop): the opener then names what is wrong.
+    if (fs::exists(fs::symlink_status(single, ec))) {
       shards_.push_back(SafetensorsFile::open(single));
       weights_source_ = single.string();
-    } else if (fs::is_regular_file(index, ec) || fs::is_symlink(fs::symlink_status(index, ec))) {
+    } else if (fs::exists(fs::symlink_status(index, ec))) {
       shards_ = open_safetensors_index(index);
       weights_source_ = index.string();
     } else {

@@ -5,7 +5,9 @@
 #include <ropex/model/tensor.hpp>
 #include <ropex/rope/scaling.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string>

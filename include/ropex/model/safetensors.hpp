@@ -207,7 +207,7 @@ inline std::vector<SafetensorsFile> open_safetensors_index(const std::filesystem
     if (it == shard_of_file.end()) {
       const auto shard_path = dir / shard;
       std::error_code ec;  // the throwing overload reports a symlink loop as a bare "filesystem error"
-      if (!std::filesystem::is_regular_file(shard_path, ec) && !std::filesystem::is_symlink(std::filesystem::symlink_status(shard_path, ec)))
+      if (!std::filesystem::exists(std::filesystem::symlink_status(shard_path, ec)))
         throw make_error(src, "weight_map." + tensor, "shard file " + shard_path.string() + " does not exist");
       shards.push_back(SafetensorsFile::open(shard_path));
       it = shard_of_file.emplace(shard, shards.size() - 1).first;
