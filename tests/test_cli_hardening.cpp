@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "cli_runner.hpp"
+#include "test_util.hpp"
 
 #include <ropex/model/safetensors.hpp>
 
@@ -34,14 +35,8 @@ const fs::path kGguf = kRoot / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-struct Tmp {
-  fs::path root = fs::temp_directory_path() / ("ropex_cli_hardening_" + std::to_string(::getpid()));
-  Tmp() { fs::create_directories(root); }
-  ~Tmp() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
-  }
-  fs::path operator/(const std::string& n) const { return root / n; }
+struct Tmp : ropex::test::TempDir {
+  Tmp() : TempDir("cli_hardening") {}
 };
 
 // ropex under `timeout`, so a hang fails the test instead of stalling it (timeout exits 124).

@@ -510,7 +510,8 @@ void run_periods(PeriodOpts& o) {
     in.has_base = true;
     in.origin["base"] = in.origin["pretrain_base"];
   }
-  ropex::io::require_memory(in.origin["head_dim"], double(in.head_dim) / 2 * (sizeof(ropex::PairPeriod) + 256.0),
+  const std::string& head_origin = in.origin["head_dim"];  // "flag --head-dim", or the preset / file key
+  ropex::io::require_memory(head_origin.rfind("flag ", 0) == 0 ? head_origin.substr(5) : head_origin, double(in.head_dim) / 2 * (sizeof(ropex::PairPeriod) + 256.0),
                             "the period table and its output");
   const auto rows = with_origin(in, [&] { return ropex::period_table(in.head_dim, in.base, in.train_len, in.tune_len); });
   const int d = in.head_dim;

@@ -148,6 +148,13 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
   r.mean_nll = total / double(r.tokens);
   r.perplexity = std::exp(r.mean_nll);
   r.curve = bin_positions(r.position_nll_sum, r.position_count, opts.bins, N);
+  // exp(mean NLL) past 709.78 is inf (printed as "inf", or null in JSON): refuse instead.
+  double worst = r.mean_nll;
+  for (const auto& b : r.curve) worst = std::max(worst, b.mean_nll);
+  if (!(worst < 709.78))
+    throw make_error("perplexity", "loss",
+                     "a mean NLL of " + std::to_string(worst) + " nats puts exp(NLL) past the double range: " +
+                         opts.nonfinite_hint);
   return r;
 }
 
