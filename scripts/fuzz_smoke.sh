@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined) and runs each for
 # FUZZ_SECONDS (default 30) on a small seed corpus. Exits non-zero on the first crash; the
-# reproducer is left in $BUILD/crashes/<target>/.
+# reproducer is left in $BUILD/crashes/<target>/. Inputs may reach 1 MiB (-max_len), and the seeds
+# include JSON nested far past the parser's depth limit, so stack-depth bugs are within reach.
 #   FUZZ_SECONDS=300 scripts/fuzz_smoke.sh          # longer local run
 #   FUZZ_TARGETS="safetensors config" scripts/fuzz_smoke.sh
 set -euo pipefail
@@ -55,6 +56,13 @@ variants = {
 }
 for k, v in variants.items():
     open(os.path.join(out, "config", k + ".json"), "w").write(json.dumps({**base, **v}))
+# ~400 KB of nesting where the loader copies and walks values (bos/eos ids, rope dicts)
+deep = "[" * 200000 + "]" * 200000
+for key in ("eos_token_id", "bos_token_id", "rope_scaling", "max_position_embeddings"):
+    open(os.path.join(out, "config", "deep_" + key + ".json"), "w").write(
+        json.dumps({**base, key: 0}).replace('"%s": 0' % key, '"%s": %s' % (key, deep)))
+h = ('{"a": ' + "[" * 100000 + "]" * 100000 + "}").encode()
+open(os.path.join(out, "safetensors", "deep"), "wb").write(struct.pack("<Q", len(h)) + h)
 def l2(name, dim, hidden, layers, heads, kv, vocab, seq, version=0, shared=True):
     hs = dim // heads
     n = abs(vocab) * dim + layers * (2 * dim + 2 * dim * dim + 2 * kv * hs * dim + 3 * hidden * dim) + dim
@@ -109,6 +117,9 @@ for name, (norm, pre, post, ign, mg) in shapes.items():
           "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": vocab, "merges": mg, "ignore_merges": ign}}
     text = "abc  abcab 123 caf\u00e9 e\u0301 <|s|>x <t> \u4f60\u597d \U0001f642\t\r"
     open(os.path.join(out, "tokenizer", name), "w", encoding="utf-8").write(text + "\n" + json.dumps(tj, ensure_ascii=False))
+open(os.path.join(out, "tokenizer", "deep"), "w").write(
+    "ab\n" + json.dumps({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": 0}).replace(
+        '"pre_tokenizer": 0', '"pre_tokenizer": ' + "[" * 200000 + "]" * 200000))
 PY
 fi
 # Checked-in fixtures as extra seeds, where small.
@@ -125,7 +136,7 @@ for t in $TARGETS; do
   crashes=$BUILD/crashes/$t
   mkdir -p "$corpus" "$crashes"
   echo "== fuzz_$t: ${SECONDS_PER}s =="
-  if ! "$bin" "$corpus" "$SEEDS/$t" -max_total_time="$SECONDS_PER" -max_len=16384 -timeout=10 \
+  if ! "$bin" "$corpus" "$SEEDS/$t" -max_total_time="$SECONDS_PER" -max_len=1048576 -timeout=10 \
         -rss_limit_mb=2048 -artifact_prefix="$crashes/" -print_final_stats=1 2>"$BUILD/fuzz_$t.log"; then
     echo "fuzz_$t FAILED: reproducer in $crashes/, log $BUILD/fuzz_$t.log" >&2
     tail -40 "$BUILD/fuzz_$t.log" >&2

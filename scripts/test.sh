@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds ropex and runs every test. In CI (CI=true) also: ASan+UBSan build of the tests, an nvcc
-# compile of every CUDA target (no GPU needed to compile), and a short libFuzzer smoke run.
+# Builds ropex and runs every test. In CI (CI=true) also: ASan+UBSan build of the tests (GCC), a
+# clang UBSan build with float-cast-overflow of the numeric, parser and CLI tests, an nvcc compile
+# of every CUDA target (no GPU needed to compile), and a short libFuzzer smoke run.
 #   ROPEX_SANITIZE=ON|OFF  (default ON when CI=true)
 #   ROPEX_CUDA_COMPILE=ON|OFF  (default ON when nvcc is on PATH and CI=true)
 set -euo pipefail
@@ -31,6 +32,22 @@ if [ "$CI" = true ]; then
   cmake -S . -B build-native -DCMAKE_BUILD_TYPE=Release -DROPEX_NATIVE=ON -DROPEX_BUILD_BENCH=OFF >/dev/null
   cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families test_cli_gguf
   (cd build-native && ctest -R 'test_quant_matmul|test_attention|test_gguf_model|test_families|test_cli_gguf' --output-on-failure)
+
+  # GCC's -fsanitize=undefined does not check float -> integer conversions; clang's
+  # float-cast-overflow does. The tests where doubles become integers (the laws, theories and RoPE
+  # math, the file parsers, every CLI flag through the CLI tests) run under it; the long model
+  # forwards (parity, GGUF, quantized products) stay with the GCC ASan+UBSan build above, which keeps
+  # this step to a few minutes of the 90-minute CI budget.
+  echo "== clang UBSan (-fsanitize=undefined,float-cast-overflow): law, rope, parser and CLI tests =="
+  UBSAN_TESTS="test_scaling_law test_theories test_rope test_rotary_config test_json_strict test_tokens test_safetensors
+               test_hardening test_cli_laws test_cli_rope test_cli_theories test_cli_hardening test_cli_property"
+  cmake -S . -B build-ubsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="${UBSAN_CXX:-clang++}" \
+        -DCMAKE_CXX_FLAGS="-fsanitize=undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+        -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=undefined" -DROPEX_OPENMP=OFF -DROPEX_BUILD_BENCH=OFF \
+        -DROPEX_NATIVE=OFF -DROPEX_INSTALL=OFF >/dev/null
+  # shellcheck disable=SC2086
+  cmake --build build-ubsan -j"$JOBS" --target ropex_cli $UBSAN_TESTS
+  (cd build-ubsan && ctest -R "^($(echo $UBSAN_TESTS | tr ' ' '|'))\$" --output-on-failure --timeout 900)
 fi
 
 # The Python module: pip install . into a venv (scikit-build-core and nanobind from PyPI), then

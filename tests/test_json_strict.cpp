@@ -99,7 +99,9 @@ TEST_CASE("both RoPE formats in one config: agreeing copies pass, disagreeing on
   CHECK(error_of([&] { ropex::rope_scaling_from_config(j, "c.json"); }) ==
         "c.json: rope_scaling: disagrees with rope_parameters (both RoPE formats present with different values)");
   // A key only one of them sets counts as a difference (transformers reads rope_scaling alone).
-  j["rope_scaling"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}};
+  // (rope_theta here: a scaled type without its factor is refused on its own, naming factor)
+  j["rope_parameters"]["rope_theta"] = 20000.0;
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 4.0}};
   CHECK(error_of([&] { ropex::rope_scaling_from_config(j, "c.json"); }).find("disagrees") != std::string::npos);
 }
 

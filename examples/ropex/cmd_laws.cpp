@@ -6,6 +6,7 @@
 // names the flag or file field to fix.
 #include "cli.hpp"
 
+#include <ropex/io/memory_budget.hpp>
 #include <ropex/error.hpp>
 #include <ropex/presets.hpp>
 #include <ropex/rope/rotary_config.hpp>
@@ -85,9 +86,10 @@ std::string preset_origin(const ropex::ModelPreset& p) {
 // A directory means its config.json.
 std::string config_path(const std::string& arg) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(arg)) return arg;
+  std::error_code ec;  // the throwing overloads report a symlink loop as a bare "filesystem error"
+  if (!fs::is_directory(arg, ec)) return arg;
   const fs::path file = fs::path(arg) / "config.json";
-  if (!fs::exists(file)) throw ropex::make_error(arg, "", "directory has no config.json");
+  if (!fs::exists(fs::symlink_status(file, ec))) throw ropex::make_error(arg, "", "directory has no config.json");
   return file.string();
 }
 
@@ -508,6 +510,9 @@ void run_periods(PeriodOpts& o) {
     in.has_base = true;
     in.origin["base"] = in.origin["pretrain_base"];
   }
+  const std::string& head_origin = in.origin["head_dim"];  // "flag --head-dim", or the preset / file key
+  ropex::io::require_memory(head_origin.rfind("flag ", 0) == 0 ? head_origin.substr(5) : head_origin, double(in.head_dim) / 2 * (sizeof(ropex::PairPeriod) + 256.0),
+                            "the period table and its output");
   const auto rows = with_origin(in, [&] { return ropex::period_table(in.head_dim, in.base, in.train_len, in.tune_len); });
   const int d = in.head_dim;
   if (o.json) {

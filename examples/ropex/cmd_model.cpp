@@ -6,6 +6,8 @@
 
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
+#include <ropex/io/json_file.hpp>
+#include <ropex/io/memory_budget.hpp>
 #include <ropex/io/npy.hpp>
 #include <ropex/io/progress.hpp>
 #include <ropex/io/tokens.hpp>
@@ -51,6 +53,7 @@ struct ModelOptions {
   std::string device = "cpu";
   bool fast = false;  // --fast: int8 activations against quantized blocks (CPU)
   bool quiet = false;  // --quiet: no progress on stderr
+  bool no_weight_check = false;  // --no-weight-check: skip the load-time NaN/inf scan of the weights
   ropex::cli::CudaOptions cuda;
 };
 
@@ -68,6 +71,9 @@ void add_model_options(CLI::App* s, ModelOptions& o) {
               "measured +0.25% perplexity on SmolLM2 Q4_1). Default: exact (blocks decoded to f32, f32 activations, "
               "as HF computes)");
   s->add_flag("--quiet", o.quiet, "no progress on stderr");
+  s->add_flag("--no-weight-check", o.no_weight_check,
+              "skip the load-time check that every weight is finite (it names a tensor holding NaN/inf; "
+              "costs one read of the weights)");
 }
 
 // The CPU model with the requested arithmetic for quantized weights (exact unless --fast).
@@ -83,21 +89,42 @@ Checkpoint open_model(const ModelOptions& o) {
     throw ropex::make_error("--fast", "", "is a CPU mode (quantized GGUF weights); --device cuda decodes the blocks to bf16/f32");
   set_cpu_threads(o.threads);
   Checkpoint ck = Checkpoint::open(o.model);
-  std::optional<nlohmann::json> scaling;
-  if (!o.rope_scaling.empty()) {
-    try {
-      scaling = nlohmann::json::parse(o.rope_scaling);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ropex::make_error("--rope-scaling", "", std::string("invalid JSON: ") + e.what());
-    }
-  }
+  std::optional<nlohmann::json> scaling;  // strict: depth-limited, no NUL, no duplicate keys
+  if (!o.rope_scaling.empty()) scaling = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
   if (o.rope_base || scaling) ropex::apply_rope_override(ck.config().rope, o.rope_base, scaling ? &*scaling : nullptr);
+  if (!o.no_weight_check) ck.check_weights_finite();
   return ck;
 }
 
-std::vector<int32_t> read_token_file(const std::string& path, const char* flag) {
-  if (!std::filesystem::exists(path)) throw ropex::make_error(flag, path, "no such file");
-  return ropex::io::read_tokens(path);
+// Refuses, naming `flag`, a CPU forward whose KV cache and activations (plus `extra` bytes) would
+// not fit in the memory available now.
+void require_forward_memory(const char* flag, const Checkpoint& ck, int64_t window, int64_t cache_tokens,
+                            bool layer_streamed, double extra, const char* what) {
+  const auto& c = ck.config();
+  ropex::io::require_memory(
+      flag,
+      ropex::io::forward_bytes(double(window), double(cache_tokens), layer_streamed ? 1.0 : double(c.num_hidden_layers),
+                               double(c.num_key_value_heads * c.head_dim), double(c.hidden_size), double(c.head_dim)) +
+          extra,
+      what);
+}
+
+// Stops with the likely cause when a forward's logits hold NaN or inf.
+void check_logits_finite(const float* logits, size_t n, int64_t vocab, const Checkpoint& ck) {
+  if (const size_t i = ropex::model::first_nonfinite(logits, n); i < n)
+    throw ropex::make_error("logits", "", "not finite (NaN or inf) at token " + std::to_string(i / size_t(vocab)) +
+                                              ": " + ropex::model::nonfinite_cause(ck.config(), ck.weights_checked()));
+}
+
+std::vector<int32_t> read_token_file(const std::string& path, const char* flag, int64_t vocab) {
+  std::error_code ec;  // the throwing overload reports a symlink loop as a bare "filesystem error"
+  if (!std::filesystem::exists(path, ec)) throw ropex::make_error(flag, path, "no such file");
+  auto ids = ropex::io::read_tokens(path);
+  for (size_t i = 0; i < ids.size(); ++i)  // named here: the forward's own check knows no file
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw ropex::make_error(flag, path, "id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                              " is outside the vocabulary [0, " + std::to_string(vocab) + ") of the model");
+  return ids;
 }
 
 // ---------------------------------------------------------------------------------------- logits
@@ -108,16 +135,19 @@ struct LogitsOptions {
 
 void run_logits(const LogitsOptions& o) {
   const Checkpoint ck = open_model(o.m);
-  const auto tokens = read_token_file(o.tokens, "--tokens");
+  const auto tokens = read_token_file(o.tokens, "--tokens", ck.config().vocab_size);
   if (tokens.empty()) throw ropex::make_error("--tokens", o.tokens, "no token ids");
   Llama<>::HostMatrix logits;  // [n, vocab]
   if (o.m.device == "cuda") {
     logits = ropex::cli::cuda_logits(ck, tokens, o.m.cuda);
   } else {
+    require_forward_memory("--tokens", ck, int64_t(tokens.size()), int64_t(tokens.size()), false,
+                           4.0 * double(tokens.size()) * double(ck.config().vocab_size), "the forward and its logits");
     Llama<> model = cpu_model(ck, o.m);
     auto cache = model.make_cache(int64_t(tokens.size()));
     logits = model.logits(tokens, cache);
   }
+  check_logits_finite(logits.data(), size_t(logits.size()), ck.config().vocab_size, ck);
   ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())});
 }
 
@@ -138,7 +168,7 @@ void run_generate(const GenerateOptions& o) {
   const Checkpoint ck = open_model(o.m);
   std::vector<int32_t> prompt;
   std::optional<ropex::tokenizer::Tokenizer> tok;
-  if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens");
+  if (!o.prompt.empty()) prompt = read_token_file(o.prompt, "--prompt-tokens", ck.config().vocab_size);
   if (!o.prompt_text.empty()) {
     tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
     prompt = tok->encode(o.prompt_text, /*add_special_tokens=*/true);  // BOS where the tokenizer adds one
@@ -162,6 +192,7 @@ void run_generate(const GenerateOptions& o) {
   int64_t picked = 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   const auto pick = [&](const float* lg) {
+    check_logits_finite(lg, size_t(vocab), vocab, ck);
     const int32_t t = pick_token(lg, vocab, o.temperature, rng);
     if (++picked % every == 0 || picked == o.steps) progress.update(picked);
     return t;
@@ -171,6 +202,8 @@ void run_generate(const GenerateOptions& o) {
         ck, prompt, o.steps, pick,
         [&](int32_t t) { return o.stop_at_eos && is_eos(t); }, o.m.cuda);
   } else {
+    require_forward_memory("--steps", ck, int64_t(prompt.size()), int64_t(prompt.size()) + o.steps, false, 0,
+                           "the KV cache of the prompt and the steps");
     Llama<> model = cpu_model(ck, o.m);
     auto cache = model.make_cache(int64_t(prompt.size()) + o.steps);
     std::vector<float> logits(static_cast<size_t>(vocab));
@@ -215,18 +248,29 @@ struct PerplexityCliOptions {
 // with the config's BOS first, as a document starts in training.
 std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoint& ck) {
   const auto tok = ropex::tokenizer::Tokenizer::from_model(ck.path());
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw ropex::make_error("--text", text_path, "cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  std::string text;
+  try {  // regular files only, opened non-blocking: a FIFO or a directory is refused, not waited on
+    text = ropex::read_regular_file(text_path);
+  } catch (const ropex::Error& e) {
+    throw ropex::make_error("--text", "", e.what());
+  }
   std::vector<int32_t> tokens;
   if (ck.format() == "gguf") {
-    tokens = tok.encode(ss.str(), /*add_special_tokens=*/true);
+    tokens = tok.encode(text, /*add_special_tokens=*/true);
   } else {
     if (ck.config().bos_token_id >= 0) tokens.push_back(int32_t(ck.config().bos_token_id));
-    const auto ids = tok.encode(ss.str());
+    const auto ids = tok.encode(text);
     tokens.insert(tokens.end(), ids.begin(), ids.end());
   }
+  if (tokens.size() < 2)
+    throw ropex::make_error("--text", text_path, "gives " + std::to_string(tokens.size()) +
+                                                     " tokens; perplexity needs at least 2 (is the file empty?)");
+  const int64_t vocab = ck.config().vocab_size;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab)
+      throw ropex::make_error(tok.file().string(), "", "gives token id " + std::to_string(id) +
+                                                           ", outside the model's vocabulary of " + std::to_string(vocab) +
+                                                           " (tokenizer and model do not match)");
   std::fprintf(stderr, "--text: %zu tokens (%s)\n", tokens.size(), tok.file().string().c_str());
   return tokens;
 }
@@ -234,10 +278,11 @@ std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoin
 void run_perplexity(const PerplexityCliOptions& o) {
   if (o.tokens.empty() == o.text.empty()) throw ropex::cli::UsageError("perplexity: give exactly one of --tokens or --text");
   const Checkpoint ck = open_model(o.m);
-  const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens") : tokenize_text(o.text, ck);
+  const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens", ck.config().vocab_size) : tokenize_text(o.text, ck);
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
   if (o.bos_windows) po.window_bos = int32_t(ck.config().bos_token_id);
+  po.nonfinite_hint = ropex::model::nonfinite_cause(ck.config(), ck.weights_checked());
   ropex::io::Progress progress("perplexity", int64_t(tokens.size()) - 1, "tokens", !o.m.quiet);
   int64_t windows = 0;
   po.progress = [&](int64_t done, int64_t total) {
@@ -249,6 +294,8 @@ void run_perplexity(const PerplexityCliOptions& o) {
   if (o.m.device == "cuda") {
     r = ropex::cli::cuda_perplexity(ck, tokens, po, o.m.cuda, &gpu);
   } else {
+    const int64_t window = std::min<int64_t>(o.context, int64_t(tokens.size()));
+    require_forward_memory("--context", ck, window, window, true, 0, "a window's KV cache and activations");
     Llama<> model = cpu_model(ck, o.m);
     r = ropex::eval::perplexity(model, tokens, po);
   }

@@ -3,6 +3,7 @@
 #include "cli.hpp"
 
 #include <ropex/io/json_file.hpp>
+#include <ropex/io/memory_budget.hpp>
 #include <ropex/rope/rotary_config.hpp>
 #include "gguf_config.hpp"
 #include <ropex/rope/scaling.hpp>
@@ -49,6 +50,7 @@ void run_rope(const RopeOptions& o) {
     throw ropex::make_error(o.config, rotary_key, "rotary dim " + std::to_string(rotary) + " must be even and > 0");
   if (o.positions < 0) throw ropex::cli::UsageError("--positions: must be >= 0");
   const std::int64_t seq_len = o.positions;
+  ropex::io::require_memory(rotary_key, double(rotary) / 2 * 300.0, "the per-pair table and its output");
   const auto inv = rs.inv_freq(rotary, seq_len);
   const double att = rs.attention_factor(seq_len);
   if (o.json) {
@@ -93,7 +95,8 @@ ROPEX_SUBCOMMAND(40, [](CLI::App& app) {
   s->add_option("--positions", o->positions,
                 "sequence length (max position + 1) to evaluate at; matters for dynamic / longrope")
       ->default_val(0);
-  s->add_option("--head-dim", o->head_dim, "override head_dim (default: from the config)");
+  s->add_option("--head-dim", o->head_dim, "override head_dim (default: from the config)")
+      ->check(CLI::Range(2, 1 << 20));  // 0 or a negative value would be ignored, not applied
   s->add_option("--rope-base", o->base, "override rope_theta");
   s->add_option("--rope-scaling", o->rope_scaling, "override rope_scaling, as HF JSON");
   s->add_flag("--json", o->json, "print JSON (keys: rope_type, base, inv_freq, period, attention_factor, ...)");

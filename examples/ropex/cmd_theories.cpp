@@ -100,7 +100,7 @@ Inputs resolve(const Opts& o) {
   } else if (*o.o_config) {
     namespace fs = std::filesystem;
     std::string path = o.config;
-    if (fs::is_directory(path)) path = (fs::path(path) / "config.json").string();
+    if (std::error_code ec; fs::is_directory(path, ec)) path = (fs::path(path) / "config.json").string();
     const nlohmann::json j = ropex::read_json_file(path);
     const ropex::RotaryConfig rc = ropex::rotary_config_from_json(j, path);
     in.label = path;
@@ -152,6 +152,9 @@ Inputs resolve(const Opts& o) {
   // Checks with the flag named (the library names the field; the flag is what to fix).
   auto bad = [](const std::string& flag, const std::string& what) { throw ropex::cli::UsageError(flag + ": " + what); };
   if (in.head_dim < 2 || in.head_dim % 2) bad("--head-dim", "must be an even number >= 2, got " + std::to_string(in.head_dim));
+  // The Men bound scans 2^24 distances x d/2 pairs (~25 CPU-s at d = 1024): past 8192 a run takes
+  // many minutes and looks hung. Real heads have d <= 512.
+  if (in.head_dim > 8192) bad("--head-dim", "must be <= 8192 (the numeric theories' cost grows with d), got " + std::to_string(in.head_dim));
   if (!(std::isfinite(in.base) && in.base > 1)) bad("--base", "must be > 1, got " + fmt(in.base));
   if (!(std::isfinite(in.pretrain_base) && in.pretrain_base > 1)) bad("--pretrain-base", "must be > 1, got " + fmt(in.pretrain_base));
   if (!(std::isfinite(in.train_len) && in.train_len > ropex::two_pi))

@@ -59,11 +59,11 @@ void run_tokenize(const TokenizeOptions& o) {
 
   std::string text = o.text;
   if (!o.text_file.empty()) {
-    std::ifstream in(o.text_file, std::ios::binary);
-    if (!in) throw ropex::make_error("--text", o.text_file, "cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
+    try {  // regular files only, opened non-blocking: a FIFO is refused, not waited on
+      text = ropex::read_regular_file(o.text_file);
+    } catch (const ropex::Error& e) {
+      throw ropex::make_error("--text", "", e.what());
+    }
   }
   const auto ids = tok.encode(text, o.bos);
   if (!o.out.empty()) write_ids_npy(o.out, ids);

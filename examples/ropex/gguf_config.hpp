@@ -19,7 +19,8 @@ namespace ropex::cli {
 /// *.gguf, or a file that starts with the GGUF magic.
 inline bool is_gguf_file(const std::string& path) {
   namespace fs = std::filesystem;
-  if (!fs::is_regular_file(path)) return false;
+  std::error_code ec;  // a symlink loop is not GGUF; the JSON reader then names the path
+  if (!fs::is_regular_file(path, ec)) return false;
   if (fs::path(path).extension() == ".gguf") return true;
   std::ifstream in(path, std::ios::binary);
   char m[4] = {};

@@ -1,5 +1,6 @@
 // ropex: RoPE scaling laws on the command line. Subcommands register themselves (cli.hpp).
 #include "cli.hpp"
+#include "decimal_flags.hpp"
 
 #include <ropex/config.hpp>
 #include <ropex/error.hpp>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   std::stable_sort(regs.begin(), regs.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [order, reg] : regs) reg(app);
+  ropex::cli::restrict_to_decimal(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

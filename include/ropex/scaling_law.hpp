@@ -113,6 +113,9 @@ namespace law {
 /// counting it as unseen is right.
 ROPEX_HD constexpr int pairs_with_full_period(int d, double T, double b) {
   const double x = (d / 2) * cx::log_base(b, T / cx::two_pi);
+  // Clamp before any integer conversion: a base just above 1 makes x astronomically large.
+  if (!(x > -1.0)) return 0;  // NaN too
+  if (x >= d / 2) return d / 2;
   const long long k = cx::round_int(x);
   const double tol = 1e-12 * (cx::abs(x) > 1.0 ? cx::abs(x) : 1.0);
   const long long c = cx::abs(x - static_cast<double>(k)) <= tol ? k : cx::ceil_int(x);
@@ -254,6 +257,13 @@ constexpr void check_length(std::string_view field, double T) {
     throw make_error("", field, "must be > 2*pi (6.283...) tokens, got " + law_number(T));
 }
 
+// A law's value past the double range is refused, never printed as inf (or a JSON null).
+constexpr double check_result(std::string_view field, double v, std::string_view formula) {
+  if (!cx::isfinite(v))
+    throw make_error("", field, std::string(formula) + " overflows a double (> 1.8e308) for these inputs");
+  return v;
+}
+
 constexpr double checked_tune_len(double T_train, double T_tune) {
   if (T_tune == 0) return T_train;
   check_length("tune_len", T_tune);
@@ -283,15 +293,18 @@ constexpr double critical_base(double train_len, double tune_len, double pretrai
   detail::check_length("train_len", train_len);
   tune_len = detail::checked_tune_len(train_len, tune_len);
   detail::check_base("pretrain_base", pretrain_base);
-  return law::critical_base(train_len, tune_len, pretrain_base);
+  return detail::check_result("critical_base", law::critical_base(train_len, tune_len, pretrain_base),
+                              "beta_0 = pretrain_base^(log(tune_len/2pi)/log(train_len/2pi)) (16a)");
 }
 
 /// Larger-base bound T_extra = 2*pi*beta^(d_extra/d) (16b, Theorem 2), whatever the regime.
 constexpr double larger_base_limit(int head_dim, double train_len, double base,
                                    double pretrain_base = 10000) {
   detail::check_base("base", base);
-  return cx::two_pi * cx::pow(base, static_cast<double>(critical_dimension(head_dim, train_len,
-                                                                           pretrain_base)) / head_dim);
+  return detail::check_result(
+      "larger_base_limit",
+      cx::two_pi * cx::pow(base, static_cast<double>(critical_dimension(head_dim, train_len, pretrain_base)) / head_dim),
+      "2*pi*base^(d_extra/d) (16b)");
 }
 
 /// Updated critical dimension d'_extra = 2*ceil((d/2) * log_beta(T_tune/2pi)), capped at d (16c).
@@ -317,7 +330,11 @@ constexpr ExtrapolationLimit extrapolation_limit(int head_dim, double train_len,
   detail::check_base("base", base);
   detail::check_base("pretrain_base", pretrain_base);
   tune_len = detail::checked_tune_len(train_len, tune_len);
-  return law::extrapolation_limit(head_dim, train_len, base, tune_len, pretrain_base);
+  const ExtrapolationLimit r = law::extrapolation_limit(head_dim, train_len, base, tune_len, pretrain_base);
+  detail::check_result("critical_base", r.critical_base,
+                       "beta_0 = pretrain_base^(log(tune_len/2pi)/log(train_len/2pi)) (16a)");
+  detail::check_result("larger_base_limit", r.larger_base_limit, "2*pi*base^(d_extra/d) (16b)");
+  return r;
 }
 
 /// The base-independent terms of extrapolation_limit, checked and computed once for a sweep over
@@ -351,7 +368,11 @@ constexpr BaseForContext base_for_context(double target, int head_dim, double tr
   detail::check_head_dim(head_dim);
   detail::check_length("train_len", train_len);
   detail::check_base("pretrain_base", pretrain_base);
-  return law::base_for_context(target, head_dim, train_len, pretrain_base);
+  const BaseForContext r = law::base_for_context(target, head_dim, train_len, pretrain_base);
+  detail::check_result("base", r.base, "(target/2pi)^(d/d_extra) (inverse of 16b)");
+  detail::check_result("base_ceiling_free", r.base_ceiling_free,
+                       "pretrain_base^(log(target/2pi)/log(train_len/2pi)) (16a form)");
+  return r;
 }
 
 /// Per-pair table under `base`: theta_n, period, and whether a full period fits in T_train / T_tune
@@ -366,6 +387,7 @@ inline std::vector<PairPeriod> period_table(int head_dim, double base, double tr
   rows.reserve(head_dim / 2);
   for (int n = 0; n < head_dim / 2; ++n)
     rows.push_back(law::pair_period(n, head_dim, base, train_len, tune_len));
+  if (!rows.empty()) detail::check_result("period", rows.back().period, "2*pi*base^(2n/d)");
   return rows;
 }
 

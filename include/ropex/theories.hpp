@@ -333,8 +333,12 @@ inline MenBase men_base_for_context(int head_dim, std::int64_t target, int stati
   detail::check_theory_head_dim(head_dim);
   detail::check_static_pairs(static_pairs);
   if (target < 2) throw make_error("", "target", "must be >= 2 tokens, got " + std::to_string(target));
-  if (!(opt.grid_step > 0 && opt.grid_step <= 1))
-    throw make_error("", "grid_step", "must be in (0, 1], got " + detail::law_number(opt.grid_step));
+  // Steps below these leave b * (1 + step) == b in double (1e-300: an endless scan) or make the scan
+  // from base_min to base_max take billions of bases; the bracket refinement reaches rel_tol anyway.
+  if (!(opt.grid_step >= 1e-6 && opt.grid_step <= 1))
+    throw make_error("", "grid_step", "must be in [1e-6, 1], got " + detail::law_number(opt.grid_step));
+  if (!(opt.fine_step == 0 || (opt.fine_step >= 1e-9 && opt.fine_step <= 1)))
+    throw make_error("", "fine_step", "must be 0 (none) or in [1e-9, 1], got " + detail::law_number(opt.fine_step));
   detail::check_base("base_min", opt.base_min);
   if (!(opt.base_max > opt.base_min)) throw make_error("", "base_max", "must be > base_min");
   if (!(opt.refine_points >= 2)) throw make_error("", "refine_points", "must be >= 2");

@@ -85,8 +85,9 @@ class PerplexityResult:
     * ``perplexity`` = exp(``mean_nll``), the mean over ``tokens`` scored targets
     * ``context``, ``stride``, ``windows``: the windows evaluated (window w covers tokens
       [w*stride, w*stride + context), each target scored once)
-    * ``position_nll``: ``[context]`` mean loss of the targets at each position inside the window
-      (NaN where none was scored): the curve where a model that fails to extrapolate blows up
+    * ``position_nll``: ``[min(context, len(ids))]`` mean loss of the targets at each position inside
+      the window (NaN where none was scored; positions past the input are never reached): the curve
+      where a model that fails to extrapolate blows up
     * ``position_count``, ``position_nll_sum``: its counts and sums
     * ``curve``: the same binned into ``bins`` equal ranges
     """

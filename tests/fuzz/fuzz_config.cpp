@@ -9,9 +9,9 @@
 #include <cstdlib>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const auto j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return 0;
   try {
+    // As Checkpoint::open reads config.json: strict (depth-limited, no NUL, no duplicate keys).
+    const auto j = ropex::parse_json_strict(std::string_view(reinterpret_cast<const char*>(data), size), "config.json");
     const auto c = ropex::model::LlamaConfig::from_json(j, "config.json");
     if (c.num_hidden_layers * c.num_attention_heads < 4096) (void)ropex::model::expected_tensors(c);
     const int d = c.rotary_dim();

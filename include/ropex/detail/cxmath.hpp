@@ -43,6 +43,7 @@ ROPEX_HD constexpr double log_series(double x) {
 
 // e^x: x = k*ln2 + r with |r| <= ln2/2, Taylor series for e^r, then scale by 2^k exactly.
 ROPEX_HD constexpr double exp_series(double x) {
+  if (x != x) return x;
   if (x > 709.8) return std::numeric_limits<double>::infinity();
   if (x < -745.2) return 0.0;
   const double kd = x / ln2;
@@ -84,14 +85,25 @@ ROPEX_HD constexpr double pow(double x, double y) {
 /// log_b(x) = ln x / ln b.
 ROPEX_HD constexpr double log_base(double b, double x) { return cx::log(x) / cx::log(b); }
 
-/// Smallest integer >= x, for |x| < 2^62 (std::ceil is not constexpr in C++20).
+/// Largest magnitude ceil_int / round_int return: a double -> long long cast outside the
+/// integer range is undefined behaviour, so values beyond +-2^62 saturate there (NaN gives 0).
+inline constexpr long long int_limit = 1LL << 62;
+
+namespace detail {
+ROPEX_HD constexpr bool in_int_range(double x) { return x > -0x1p62 && x < 0x1p62; }  // false for NaN
+ROPEX_HD constexpr long long saturate_int(double x) { return x != x ? 0 : (x > 0 ? int_limit : -int_limit); }
+}  // namespace detail
+
+/// Smallest integer >= x (std::ceil is not constexpr in C++20); saturates past +-2^62.
 ROPEX_HD constexpr long long ceil_int(double x) {
+  if (!detail::in_int_range(x)) return detail::saturate_int(x);
   const long long t = static_cast<long long>(x);  // truncates toward zero
   return (static_cast<double>(t) < x) ? t + 1 : t;
 }
 
-/// Nearest integer (halves away from zero), for |x| < 2^62.
+/// Nearest integer (halves away from zero); saturates past +-2^62.
 ROPEX_HD constexpr long long round_int(double x) {
+  if (!detail::in_int_range(x)) return detail::saturate_int(x);
   return static_cast<long long>(x < 0 ? x - 0.5 : x + 0.5);
 }
 

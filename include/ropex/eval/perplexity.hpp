@@ -30,6 +30,8 @@ struct PerplexityOptions {
   /// token, so each window looks like a document start (models lean on BOS as an attention sink,
   /// StreamingLLM, Xiao et al. 2023). -1 (default): windows are plain slices (HF's recipe).
   int32_t window_bos = -1;
+  /// Appended to the error when a token's loss is NaN or inf (the CLI names the likely cause).
+  std::string nonfinite_hint = "non-finite weights or out-of-range RoPE settings";
   /// Called after each window with (tokens scored so far, tokens to score in all).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -44,22 +46,25 @@ struct PerplexityResult {
   double perplexity = 0, mean_nll = 0;
   int64_t tokens = 0;  ///< targets scored
   int64_t context = 0, stride = 0, windows = 0;
-  std::vector<double> position_nll_sum;    ///< [context]: summed NLL of targets at each position
-  std::vector<int64_t> position_count;     ///< [context]
+  /// [min(context, tokens)]: summed NLL of the targets at each window position (later positions
+  /// are never reached, so they are not stored: a long context over a short file costs nothing).
+  std::vector<double> position_nll_sum;
+  std::vector<int64_t> position_count;     ///< [min(context, tokens)]
   std::vector<PositionBin> curve;          ///< position_* binned into opts.bins equal ranges
 };
 
-/// Bins per-position sums into `bins` equal ranges of [0, context) (empty bins kept, count 0).
+/// Bins per-position sums into `bins` equal ranges of [0, context) (empty bins kept, count 0);
+/// positions past the arrays' end count as empty. context = 0: the arrays' length.
 inline std::vector<PositionBin> bin_positions(std::span<const double> nll_sum, std::span<const int64_t> count,
-                                              int64_t bins) {
-  const int64_t n = int64_t(nll_sum.size());
+                                              int64_t bins, int64_t context = 0) {
+  const int64_t stored = int64_t(nll_sum.size()), n = context > 0 ? context : stored;
   bins = std::clamp<int64_t>(bins, 1, std::max<int64_t>(n, 1));
   std::vector<PositionBin> out;
   for (int64_t b = 0; b < bins; ++b) {
     PositionBin pb;
     pb.begin = n * b / bins, pb.end = n * (b + 1) / bins;
     double s = 0;
-    for (int64_t p = pb.begin; p < pb.end; ++p) s += nll_sum[size_t(p)], pb.count += count[size_t(p)];
+    for (int64_t p = pb.begin; p < std::min(pb.end, stored); ++p) s += nll_sum[size_t(p)], pb.count += count[size_t(p)];
     pb.mean_nll = pb.count ? s / double(pb.count) : 0.0;
     out.push_back(pb);
   }
@@ -88,8 +93,8 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
 
   PerplexityResult r;
   r.context = N, r.stride = S;
-  r.position_nll_sum.assign(size_t(N), 0.0);
-  r.position_count.assign(size_t(N), 0);
+  r.position_nll_sum.assign(size_t(std::min(N, n)), 0.0);
+  r.position_count.assign(size_t(std::min(N, n)), 0);
   // Layer-streamed: one window is one forward() from an empty cache, so only the current
   // layer's keys/values are ever needed (1/num_layers of a full cache).
   auto cache = model.make_cache(std::min(N, n), /*layer_streamed=*/true);
@@ -134,6 +139,10 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t p = p0 + i;
         const double nll = row_nll[size_t(i)];
+        if (!std::isfinite(nll))
+          throw make_error("perplexity", "loss",
+                           "not finite (NaN or inf) predicting token " + std::to_string(begin + p + 1) + ": " +
+                               opts.nonfinite_hint);
         total += nll;
         r.position_nll_sum[size_t(p)] += nll;
         r.position_count[size_t(p)] += 1;
@@ -147,7 +156,14 @@ PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, const
   }
   r.mean_nll = total / double(r.tokens);
   r.perplexity = std::exp(r.mean_nll);
-  r.curve = bin_positions(r.position_nll_sum, r.position_count, opts.bins);
+  r.curve = bin_positions(r.position_nll_sum, r.position_count, opts.bins, N);
+  // exp(mean NLL) past 709.78 is inf (printed as "inf", or null in JSON): refuse instead.
+  double worst = r.mean_nll;
+  for (const auto& b : r.curve) worst = std::max(worst, b.mean_nll);
+  if (!(worst < 709.78))
+    throw make_error("perplexity", "loss",
+                     "a mean NLL of " + std::to_string(worst) + " nats puts exp(NLL) past the double range: " +
+                         opts.nonfinite_hint);
   return r;
 }
 

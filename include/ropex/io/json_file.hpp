@@ -26,51 +26,62 @@ namespace ropex {
 
 inline constexpr int kMaxJsonDepth = 128;
 
+namespace detail {
+
+// nlohmann's DOM builder plus the checks, as a SAX handler. (Not the parser-callback interface:
+// after every nested value it rescans the parent for discarded entries, so a 100k-entry
+// safetensors header took minutes.) Each method shadows the base's; sax_parse calls them by type.
+class StrictJsonSax : public nlohmann::detail::json_sax_dom_parser<nlohmann::json> {
+  using Base = nlohmann::detail::json_sax_dom_parser<nlohmann::json>;
+
+ public:
+  explicit StrictJsonSax(nlohmann::json& out) : Base(out, /*allow_exceptions=*/false) {}
+  std::string problem;
+
+  bool start_object(std::size_t n) { return open(true) && Base::start_object(n); }
+  bool start_array(std::size_t n) { return open(false) && Base::start_array(n); }
+  bool end_object() { return close() && Base::end_object(); }
+  bool end_array() { return close() && Base::end_array(); }
+  bool key(std::string& k) {
+    if (!keys_.empty() && !keys_.back().insert(k).second) {
+      problem = "key \"" + k + "\" appears twice in one object";
+      return false;
+    }
+    return Base::key(k);
+  }
+  bool parse_error(std::size_t pos, const std::string& token, const nlohmann::detail::exception& e) {
+    problem = std::string("malformed JSON: ") + e.what();
+    return Base::parse_error(pos, token, e);
+  }
+
+ private:
+  std::vector<std::set<std::string>> keys_;  // one per open object or array (arrays' stay empty)
+  bool open(bool) {
+    if (keys_.size() >= size_t(kMaxJsonDepth)) {
+      problem = "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      return false;  // stop at once: nothing deeper is built
+    }
+    keys_.emplace_back();
+    return true;
+  }
+  bool close() {
+    keys_.pop_back();
+    return true;
+  }
+};
+
+}  // namespace detail
+
 /// Parses `text` (the contents of `source`) under the rules above; throws ropex::Error
 /// "<source>: <what>" for malformed, too deep, NUL-carrying or duplicate-key input.
 inline nlohmann::json parse_json_strict(std::string_view text, std::string_view source) {
   if (const auto nul = text.find('\0'); nul != std::string_view::npos)
     throw make_error(source, "", "NUL byte at offset " + std::to_string(nul) + " (not JSON text)");
-  struct Level {
-    bool object;
-    std::set<std::string> keys;
-  };
-  std::vector<Level> stack;
-  std::string problem;
-  using Event = nlohmann::json::parse_event_t;
-  const nlohmann::json::parser_callback_t check = [&](int depth, Event event, nlohmann::json& parsed) {
-    if (!problem.empty()) return false;
-    switch (event) {
-      case Event::object_start:
-      case Event::array_start:
-        if (depth >= kMaxJsonDepth) {
-          problem = "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
-          throw std::runtime_error(problem);  // stop at once: the parser would recurse on
-        }
-        stack.push_back({event == Event::object_start, {}});
-        break;
-      case Event::object_end:
-      case Event::array_end:
-        if (!stack.empty()) stack.pop_back();
-        break;
-      case Event::key:
-        if (!stack.empty() && stack.back().object && !stack.back().keys.insert(parsed.get<std::string>()).second) {
-          problem = "key \"" + parsed.get<std::string>() + "\" appears twice in one object";
-          throw std::runtime_error(problem);
-        }
-        break;
-      case Event::value:
-        break;
-    }
-    return true;
-  };
-  try {
-    return nlohmann::json::parse(text.begin(), text.end(), check);
-  } catch (const nlohmann::json::exception& e) {
-    throw make_error(source, "", std::string("malformed JSON: ") + e.what());
-  } catch (const std::runtime_error&) {  // thrown by `check` above
-    throw make_error(source, "", problem);
-  }
+  nlohmann::json out;
+  detail::StrictJsonSax sax(out);
+  if (!nlohmann::json::sax_parse(text.begin(), text.end(), &sax) || sax.is_errored())
+    throw make_error(source, "", sax.problem.empty() ? "malformed JSON" : sax.problem);
+  return out;
 }
 
 /// The bytes of a regular file, read whole; refuses FIFOs, devices and directories without

@@ -10,6 +10,7 @@
 #include <ropex/io/json_file.hpp>
 #include <ropex/io/mapped_file.hpp>
 #include <ropex/model/config.hpp>
+#include <ropex/model/finite.hpp>
 #include <ropex/model/gguf.hpp>
 #include <ropex/model/gguf_model.hpp>
 #include <ropex/model/llama2c.hpp>
@@ -103,7 +104,7 @@ class Checkpoint {
     namespace fs = std::filesystem;
     std::error_code ec;
     const auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) throw make_error(p.string(), "", "no such file or directory");
+    if (ec || !fs::exists(st)) throw make_error(p.string(), "", ec ? ec.message() : "no such file or directory");
     Checkpoint ck;
     ck.path_ = p;
     if (fs::is_directory(st)) {
@@ -156,6 +157,19 @@ class Checkpoint {
   /// tokenizer.ggml.model, .tokens, .merges, .token_type, ...), else nullptr.
   const GgufFile* gguf() const { return gguf_.get(); }
 
+  /// Throws ropex::Error naming the file and tensor (its GGUF name too) when any tensor holds a NaN
+  /// or inf, so a bad checkpoint is named at load rather than surfacing as NaN logits. Reads every
+  /// weight once (decoding block types); the CLI's --no-weight-check skips it.
+  void check_weights_finite() {
+    for (const auto& [name, t] : tensors_)
+      if (const auto at = first_nonfinite(t))
+        throw make_error(t.source, label(name),
+                         "element " + std::to_string(*at) + " is not finite (NaN or inf): the checkpoint is corrupt");
+    weights_checked_ = true;
+  }
+  /// Whether check_weights_finite() has passed.
+  bool weights_checked() const { return weights_checked_; }
+
   /// Whether any tensor is stored in a ggml block type (Q4_0..Q6_K): such tensors decode on the
   /// CPU a row at a time; a backend that uploads per-element dtypes must refuse them.
   bool has_quantized() const {
@@ -166,6 +180,8 @@ class Checkpoint {
 
  private:
   static bool starts_with_gguf_magic(const std::filesystem::path& p) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(p, ec)) return false;  // never open (and wait on) a FIFO
     std::ifstream in(p, std::ios::binary);
     char m[4] = {};
     return in.read(m, 4) && std::string_view(m, 4) == "GGUF";
@@ -195,10 +211,12 @@ class Checkpoint {
     format_ = "safetensors";
     const auto single = dir / "model.safetensors";
     const auto index = dir / "model.safetensors.index.json";
-    if (fs::is_regular_file(single)) {
+    // error_code overloads: the throwing ones report a symlink loop as a bare "filesystem error"
+    // Present in any form (a FIFO, a dangling link, a loop): the opener then names what is wrong.
+    if (fs::exists(fs::symlink_status(single, ec))) {
       shards_.push_back(SafetensorsFile::open(single));
       weights_source_ = single.string();
-    } else if (fs::is_regular_file(index)) {
+    } else if (fs::exists(fs::symlink_status(index, ec))) {
       shards_ = open_safetensors_index(index);
       weights_source_ = index.string();
     } else {
@@ -297,6 +315,7 @@ class Checkpoint {
   std::unique_ptr<GgufFile> gguf_;                                     // a "gguf" checkpoint's file
   std::map<std::string, std::string, std::less<>> stored_name_;        // HF name -> GGUF tensor name
   std::map<std::string, TensorView, std::less<>> tensors_;
+  bool weights_checked_ = false;
 };
 
 }  // namespace ropex::model

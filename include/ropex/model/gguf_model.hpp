@@ -381,6 +381,7 @@ inline GgufModel gguf_model(const GgufFile& f) {
                        std::to_string(v) + " differs from the attention factor " + std::to_string(want) +
                            " ropex computes for this rope (" + std::string(to_string(r.type)) + "); not supported");
   }
+  r.validate(src);  // the same ranges as a config.json (RopeBounds): a factor of 1e-310 is no scaling
 
   // ---- tensors under HF names
   const bool phi3 = c.family == ModelFamily::phi3;

@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace ropex::model {
@@ -163,20 +164,22 @@ class SafetensorsFile {
     SafetensorsFile f;
     f.file_ = io::MappedFile::open(path);
     f.tensors_ = parse_safetensors(f.file_.bytes(), path.string());
+    f.by_name_.reserve(f.tensors_.size());
+    for (size_t i = 0; i < f.tensors_.size(); ++i) f.by_name_.emplace(f.tensors_[i].name, i);
     return f;
   }
   const std::vector<TensorView>& tensors() const { return tensors_; }
-  /// The tensor called `name`, or nullptr.
+  /// The tensor called `name`, or nullptr. Hashed: an index of N entries loads in O(N).
   const TensorView* find(std::string_view name) const {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
+    const auto it = by_name_.find(std::string(name));
+    return it == by_name_.end() ? nullptr : &tensors_[it->second];
   }
   const std::filesystem::path& path() const { return file_.path(); }
 
  private:
   io::MappedFile file_;
   std::vector<TensorView> tensors_;
+  std::unordered_map<std::string, size_t> by_name_;  // name -> index in tensors_
 };
 
 /// Opens a sharded checkpoint from its `model.safetensors.index.json`: {"weight_map": {tensor:
@@ -203,7 +206,8 @@ inline std::vector<SafetensorsFile> open_safetensors_index(const std::filesystem
     auto it = shard_of_file.find(shard);
     if (it == shard_of_file.end()) {
       const auto shard_path = dir / shard;
-      if (!std::filesystem::is_regular_file(shard_path))
+      std::error_code ec;  // the throwing overload reports a symlink loop as a bare "filesystem error"
+      if (!std::filesystem::exists(std::filesystem::symlink_status(shard_path, ec)))
         throw make_error(src, "weight_map." + tensor, "shard file " + shard_path.string() + " does not exist");
       shards.push_back(SafetensorsFile::open(shard_path));
       it = shard_of_file.emplace(shard, shards.size() - 1).first;

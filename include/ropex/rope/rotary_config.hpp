@@ -46,13 +46,18 @@ namespace detail {
 
 inline bool rc_has(const nlohmann::json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
 
-// A positive integer (exact-integer floats such as 4096.0 accepted).
-inline std::int64_t rc_int(const nlohmann::json& j, const char* key, std::string_view source) {
+// Largest head / rotary / hidden dimension read (as model/config.hpp's kMaxDim): far above any real
+// model, and small enough that the int these become cannot wrap (4294967298 would read as 2).
+inline constexpr double kMaxRotaryDim = 1 << 20;
+
+// A positive integer up to `hi` (exact-integer floats such as 4096.0 accepted).
+inline std::int64_t rc_int(const nlohmann::json& j, const char* key, std::string_view source, double hi = 9.0e15) {
   const auto& v = j[key];
   if (!v.is_number()) throw make_error(source, key, std::string("expected an integer, got ") + v.type_name());
   const double d = v.get<double>();
-  if (!std::isfinite(d) || d != std::floor(d) || d < 1 || d > 9.0e15)
+  if (!std::isfinite(d) || d != std::floor(d) || d < 1)
     throw make_error(source, key, "expected a positive integer, got " + v.dump());
+  if (d > hi) throw make_error(source, key, "must be <= " + RopeScaling::fmt(hi) + ", got " + v.dump());
   return static_cast<std::int64_t>(d);
 }
 
@@ -112,10 +117,11 @@ inline RotaryConfig rotary_config_from_json(const nlohmann::json& cfg, std::stri
   // Head dim of the attention that RoPE acts on.
   const bool mla = rc_has(cfg, "qk_rope_head_dim");
   if (rc_has(cfg, "head_dim")) {
-    r.head_dim = static_cast<int>(rc_int(cfg, "head_dim", source));
+    r.head_dim = static_cast<int>(rc_int(cfg, "head_dim", source, detail::kMaxRotaryDim));
     r.head_dim_key = "head_dim";
   } else if (mla && rc_has(cfg, "qk_nope_head_dim")) {  // DeepSeek-V2/V3: q/k head = nope part + rope part
-    r.head_dim = static_cast<int>(rc_int(cfg, "qk_nope_head_dim", source) + rc_int(cfg, "qk_rope_head_dim", source));
+    r.head_dim = static_cast<int>(rc_int(cfg, "qk_nope_head_dim", source, detail::kMaxRotaryDim) +
+                                  rc_int(cfg, "qk_rope_head_dim", source, detail::kMaxRotaryDim));
     r.head_dim_key = "qk_nope_head_dim+qk_rope_head_dim";
   } else {
     const bool gptj = !rc_has(cfg, "hidden_size") && rc_has(cfg, "n_embd");
@@ -126,6 +132,8 @@ inline RotaryConfig rotary_config_from_json(const nlohmann::json& cfg, std::stri
     const std::int64_t hidden = rc_int(cfg, hk, source), heads = rc_int(cfg, nk, source);
     if (hidden % heads != 0)
       throw make_error(source, nk, std::to_string(heads) + " does not divide " + hk + " " + std::to_string(hidden));
+    if (hidden / heads > detail::kMaxRotaryDim)
+      throw make_error(source, hk, "head dim " + std::to_string(hidden / heads) + " exceeds 2^20");
     r.head_dim = static_cast<int>(hidden / heads);
     r.head_dim_key = std::string(hk) + "/" + nk;
   }
@@ -144,8 +152,8 @@ inline RotaryConfig rotary_config_from_json(const nlohmann::json& cfg, std::stri
       rot.push_back({fraction(*d, "partial_rotary_factor", name + ".partial_rotary_factor"),
                      name + ".partial_rotary_factor"});
   if (rc_has(cfg, "rotary_pct")) rot.push_back({fraction(cfg, "rotary_pct", "rotary_pct"), "rotary_pct"});
-  if (rc_has(cfg, "rotary_dim")) rot.push_back({static_cast<double>(rc_int(cfg, "rotary_dim", source)), "rotary_dim"});
-  if (mla) rot.push_back({static_cast<double>(rc_int(cfg, "qk_rope_head_dim", source)), "qk_rope_head_dim"});
+  if (rc_has(cfg, "rotary_dim")) rot.push_back({static_cast<double>(rc_int(cfg, "rotary_dim", source, detail::kMaxRotaryDim)), "rotary_dim"});
+  if (mla) rot.push_back({static_cast<double>(rc_int(cfg, "qk_rope_head_dim", source, detail::kMaxRotaryDim)), "qk_rope_head_dim"});
   if (rot.empty()) {
     r.rotary_dim = r.head_dim;
     r.rotary_dim_key = r.head_dim_key;

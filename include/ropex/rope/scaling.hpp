@@ -49,6 +49,25 @@ inline const char* to_string(RopeLayout l) {
   return l == RopeLayout::half ? "half" : "interleaved";
 }
 
+/// Ranges the RoPE settings must lie in, by what each value means (docs/rope-variants.md lists them).
+/// Finite is not enough: a factor of 1e-310 divides theta into inf and an mscale of 1e308 scales the
+/// attention logits past float range, and the forward prints NaN.
+struct RopeBounds {
+  /// rope_theta: the slowest pair's period is ~base tokens; past 2^53 no position count is exact.
+  static constexpr double max_base = 9007199254740992.0;
+  /// factor (linear, ntk, dynamic, yarn, llama3, longrope) and LongRoPE's per-pair factors: a ratio of
+  /// context lengths (target / trained), so 1/1000 .. 10^6.
+  static constexpr double min_factor = 1e-3, max_factor = 1e6;
+  /// YaRN mscale / mscale_all_dim: multiply 0.1*ln(factor) in the attention factor; 0 = absent.
+  static constexpr double max_mscale = 100;
+  /// attention_factor: multiplies cos and sin, so q.k by its square; real configs use ~1 to ~1.5.
+  static constexpr double max_attention_factor = 100;
+  /// llama3 low_freq_factor / high_freq_factor: divide L0 into wavelength bands.
+  static constexpr double max_freq_factor = 1e6;
+  /// yarn beta_fast / beta_slow: rotation counts within L0.
+  static constexpr double max_beta = 1e6;
+};
+
 /// A model's RoPE settings: variant, base and every variant parameter, owning LongRoPE's factors.
 struct RopeScaling {
   RopeType type = RopeType::default_rope;
@@ -119,38 +138,59 @@ struct RopeScaling {
     return ropex::attention_factor(params(), static_cast<double>(seq_len));
   }
 
-  /// Throws ropex::Error naming `source` and the field when a value is out of range.
+  /// Throws ropex::Error naming `source` and the field when a value is out of range (RopeBounds).
   void validate(std::string_view source) const {
+    using B = RopeBounds;
     auto bad = [&](const char* field, const std::string& why) { return make_error(source, field, why); };
-    if (!std::isfinite(base) || base <= 1.0)
-      throw bad("rope_theta", "base must be a finite number > 1, got " + fmt(base));
+    auto in = [](double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; };
+    if (!std::isfinite(base) || base <= 1.0 || base > B::max_base)
+      throw bad("rope_theta", "base must be a finite number > 1 and <= 2^53, got " + fmt(base));
     if (!std::isfinite(partial_rotary_factor) || partial_rotary_factor <= 0 || partial_rotary_factor > 1)
       throw bad("partial_rotary_factor", "must be in (0, 1], got " + fmt(partial_rotary_factor));
     if (type == RopeType::default_rope) return;
-    if (type != RopeType::longrope && (!std::isfinite(factor) || factor <= 0))
-      throw bad("rope_scaling.factor", "must be a finite number > 0, got " + fmt(factor));
+    if (!in(factor, B::min_factor, B::max_factor))
+      throw bad("rope_scaling.factor", "must be a finite number > 0 in [0.001, 1e6] (a ratio of context lengths), got " + fmt(factor));
     if ((type == RopeType::yarn || type == RopeType::llama3 || type == RopeType::longrope) &&
         original_length() <= 0)
       throw bad("rope_scaling.original_max_position_embeddings",
                 std::string("needed by ") + to_string(type) + " (or max_position_embeddings)");
+    if (type == RopeType::longrope && original_length() < 2)  // ln L0 divides the attention factor
+      throw bad("rope_scaling.original_max_position_embeddings",
+                "longrope needs it >= 2, got " + std::to_string(original_length()));
     if (type == RopeType::dynamic && max_position_embeddings <= 0)
       throw bad("max_position_embeddings", "needed by dynamic NTK scaling");
     if (type == RopeType::ntk && factor <= 1.0 && factor != 1.0)
       throw bad("rope_scaling.factor", "NTK alpha must be >= 1, got " + fmt(factor));
+    if (attention_factor_override != 0 && !in(attention_factor_override, 0x1p-1022, B::max_attention_factor))
+      throw bad("rope_scaling.attention_factor", "must be in (0, 100] (0 or absent: derived), got " +
+                                                      fmt(attention_factor_override));
     if (type == RopeType::yarn) {
-      if (!(beta_fast > 0) || !(beta_slow > 0) || !std::isfinite(beta_fast) || !std::isfinite(beta_slow))
-        throw bad("rope_scaling.beta_fast", "beta_fast and beta_slow must be finite and > 0");
+      if (!in(beta_fast, 0x1p-1022, B::max_beta) || !in(beta_slow, 0x1p-1022, B::max_beta))
+        throw bad("rope_scaling.beta_fast", "beta_fast and beta_slow must be in (0, 1e6], got " + fmt(beta_fast) +
+                                                " and " + fmt(beta_slow));
+      if (!in(mscale, 0, B::max_mscale))
+        throw bad("rope_scaling.mscale", "must be in [0, 100] (0: absent), got " + fmt(mscale));
+      if (!in(mscale_all_dim, 0, B::max_mscale))
+        throw bad("rope_scaling.mscale_all_dim", "must be in [0, 100] (0: absent), got " + fmt(mscale_all_dim));
     }
-    if (type == RopeType::llama3 && !(low_freq_factor < high_freq_factor))
-      throw bad("rope_scaling.low_freq_factor", "must be < high_freq_factor, got " + fmt(low_freq_factor) +
-                                                    " >= " + fmt(high_freq_factor));
+    if (type == RopeType::llama3) {
+      if (!in(low_freq_factor, 0x1p-1022, B::max_freq_factor))
+        throw bad("rope_scaling.low_freq_factor", "must be in (0, 1e6], got " + fmt(low_freq_factor));
+      if (!in(high_freq_factor, 0x1p-1022, B::max_freq_factor))
+        throw bad("rope_scaling.high_freq_factor", "must be in (0, 1e6], got " + fmt(high_freq_factor));
+      if (!(low_freq_factor < high_freq_factor))
+        throw bad("rope_scaling.low_freq_factor", "must be < high_freq_factor, got " + fmt(low_freq_factor) +
+                                                      " >= " + fmt(high_freq_factor));
+    }
     if (type == RopeType::longrope) {
       if (short_factor.empty() || long_factor.empty())
         throw bad("rope_scaling.short_factor", "longrope needs short_factor and long_factor lists");
       for (double v : short_factor)
-        if (!std::isfinite(v) || v <= 0) throw bad("rope_scaling.short_factor", "entries must be finite and > 0");
+        if (!in(v, B::min_factor, B::max_factor))
+          throw bad("rope_scaling.short_factor", "entries must be in [0.001, 1e6], got " + fmt(v));
       for (double v : long_factor)
-        if (!std::isfinite(v) || v <= 0) throw bad("rope_scaling.long_factor", "entries must be finite and > 0");
+        if (!in(v, B::min_factor, B::max_factor))
+          throw bad("rope_scaling.long_factor", "entries must be in [0.001, 1e6], got " + fmt(v));
     }
   }
 
@@ -227,6 +267,12 @@ inline void read_rope_dict(RopeScaling& r, const nlohmann::json& d, std::string_
   if (has("long_factor")) r.long_factor = json_number_list(d["long_factor"], source, field("long_factor"));
   // HF: a longrope config without an explicit factor uses max/original (longrope_scale); keep 1.
   if (r.type == RopeType::longrope && !has("factor")) r.factor = 1.0;
+  // The other scaled variants have no meaningful default factor (transformers requires the key);
+  // taking 1 would silently run unscaled RoPE under a scaled name.
+  if (type_key && !has("factor") &&
+      (r.type == RopeType::linear || r.type == RopeType::ntk || r.type == RopeType::dynamic ||
+       r.type == RopeType::yarn || r.type == RopeType::llama3))
+    throw make_error(source, field("factor"), std::string("required by ") + to_string(r.type) + " scaling");
 }
 
 }  // namespace detail
@@ -297,8 +343,8 @@ inline void apply_rope_override(RopeScaling& r, std::optional<double> base, cons
     r = fresh;
   }
   if (base) {
-    if (!std::isfinite(*base) || *base <= 1.0)
-      throw make_error("--rope-base", "", "base must be a finite number > 1, got " + RopeScaling::fmt(*base));
+    if (!std::isfinite(*base) || *base <= 1.0 || *base > RopeBounds::max_base)
+      throw make_error("--rope-base", "", "base must be a finite number > 1 and <= 2^53, got " + RopeScaling::fmt(*base));
     r.base = *base;
   }
   r.validate(source);

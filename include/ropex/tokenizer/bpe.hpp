@@ -9,6 +9,7 @@
 // compiled by PCRE2 (UTF + UCP, JIT when available); without PCRE2 the loader refuses.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/json_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -218,15 +219,13 @@ class BpeTokenizer {
  public:
   /// Loads tokenizer.json (and tokenizer_config.json next to it, for add_bos_token / bos / eos).
   static BpeTokenizer from_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw make_error(path.string(), "", "cannot open");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = read_regular_file(path);  // a FIFO or directory is refused, not waited on
     nlohmann::json cfg;
     const auto cfg_path = path.parent_path() / "tokenizer_config.json";
-    if (std::filesystem::exists(cfg_path)) {
-      std::ifstream c(cfg_path, std::ios::binary);
-      cfg = nlohmann::json::parse(c, nullptr, false);
-      if (cfg.is_discarded() || !cfg.is_object()) throw make_error(cfg_path.string(), "", "not a JSON object");
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::symlink_status(cfg_path, ec))) {
+      cfg = read_json_file(cfg_path);
+      if (!cfg.is_object()) throw make_error(cfg_path.string(), "", "not a JSON object");
     }
     return from_json_text(text, path.string(), cfg);
   }
@@ -234,8 +233,8 @@ class BpeTokenizer {
   /// Parses tokenizer.json text; `source` names the file in errors. `config` is tokenizer_config.json (or null).
   static BpeTokenizer from_json_text(std::string_view text, const std::string& source,
                                      const nlohmann::json& config = nullptr) {
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) throw make_error(source, "", "not valid JSON");
+    // Depth-limited, NUL- and duplicate-key-free (json_file.hpp): the loaders below walk it.
+    nlohmann::json j = parse_json_strict(text, source);
     if (!j.is_object()) throw make_error(source, "", "not a JSON object");
     BpeTokenizer t;
     t.source_ = source;

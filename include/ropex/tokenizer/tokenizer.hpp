@@ -6,6 +6,7 @@
 // it is loaded anyway, so the refusal names the field.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/json_file.hpp>
 #include <ropex/model/gguf.hpp>
 #include <ropex/tokenizer/bpe.hpp>
 #include <ropex/tokenizer/gguf_vocab.hpp>
@@ -31,7 +32,8 @@ class Tokenizer {
   /// The tokenizer of a model: a GGUF file's own metadata (*.gguf or a file starting "GGUF"),
   /// else the directory's (or the file's directory's) tokenizer.json / tokenizer.model.
   static Tokenizer from_model(const std::filesystem::path& path) {
-    if (std::filesystem::is_regular_file(path) && is_gguf(path)) return from_gguf(path);
+    std::error_code ec;  // the throwing overloads report a symlink loop as a bare "filesystem error"
+    if (std::filesystem::is_regular_file(path, ec) && is_gguf(path)) return from_gguf(path);
     return from_model_dir(path);
   }
 
@@ -59,16 +61,21 @@ class Tokenizer {
 
   static bool is_gguf(const std::filesystem::path& p) {
     if (p.extension() == ".gguf") return true;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(p, ec)) return false;  // never open (and wait on) a FIFO
     std::ifstream in(p, std::ios::binary);
     char m[4] = {};
     return in.read(m, 4) && std::string_view(m, 4) == "GGUF";
   }
 
   static Tokenizer from_model_dir(const std::filesystem::path& dir_or_file) {
-    std::filesystem::path dir = dir_or_file;
-    if (!std::filesystem::is_directory(dir)) dir = dir.parent_path();
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::path dir = dir_or_file;
+    if (!fs::is_directory(dir, ec)) dir = dir.parent_path();
     const auto tj = dir / "tokenizer.json", spm = dir / "tokenizer.model";
-    const bool has_tj = std::filesystem::exists(tj), has_spm = std::filesystem::exists(spm);
+    // symlink_status: a dangling link or a loop counts as present, so loading it names the file
+    const bool has_tj = fs::exists(fs::symlink_status(tj, ec)), has_spm = fs::exists(fs::symlink_status(spm, ec));
     if (has_tj && (!has_spm || is_byte_level_bpe(tj))) return from_tokenizer_json(tj);
     if (has_spm) return from_sentencepiece(spm);
     throw make_error(dir.string(), "", "no tokenizer.json or tokenizer.model in the model directory");
@@ -88,7 +95,8 @@ class Tokenizer {
     t.kind_ = Kind::sentencepiece;
     t.file_ = path;
     t.spm_ = std::make_shared<sentencepiece::SentencePieceProcessor>();
-    if (const auto st = t.spm_->Load(path.string()); !st.ok())
+    // Read by ropex (regular file, non-blocking open): sentencepiece's own Load would wait on a FIFO.
+    if (const auto st = t.spm_->LoadFromSerializedProto(read_regular_file(path)); !st.ok())
       throw make_error(path.string(), "", "cannot load SentencePiece model: " + st.ToString());
     return t;
 #else
@@ -164,9 +172,13 @@ class Tokenizer {
  private:
   // Cheap check before the full load: model.type BPE and a ByteLevel pre-tokenizer or decoder.
   static bool is_byte_level_bpe(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return true;  // the full load reports what is wrong
+    nlohmann::json j;
+    try {
+      j = read_json_file(p);
+    } catch (const Error&) {
+      return true;  // the full load reports what is wrong
+    }
+    if (!j.is_object()) return true;
     const auto model_type = j.contains("model") && j["model"].is_object() ? j["model"].value("type", std::string()) : "";
     const std::string dump = j.value("pre_tokenizer", nlohmann::json()).dump() + j.value("decoder", nlohmann::json()).dump();
     return model_type == "BPE" && dump.find("\"ByteLevel\"") != std::string::npos;
