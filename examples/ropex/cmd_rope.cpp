@@ -88,15 +88,19 @@ void run_rope(const RopeOptions& o) {
     for (double f : inv) periods.push_back(ropex::period(f));
     j["period"] = periods;
     const auto none = ropex::cli::input_json(nullptr, "not given");
+    // "file:key", as the other subcommands name an input read from a file
+    const auto in_file = [&](const std::string& key) {
+      return key.rfind("flag ", 0) == 0 || key.rfind("the ", 0) == 0 ? key : path + ":" + key;
+    };
     j["inputs"] = {
-        {"config", *o.o_config ? ropex::cli::input_json(o.config, "flag --config") : none},
+        {"config", ropex::cli::input_json(path, *o.o_config ? "flag --config" : "flag --model")},  // the file read
         {"model", *o.o_model ? nlohmann::ordered_json{{"value", o.model}, {"origin", "flag --model"},
                                                       {"resolved", ropex::cli::resolve_model_arg(o.model).kind_name()}}
                              : none},
         {"positions", ropex::cli::input_json(seq_len, ropex::cli::flag_origin(o.o_positions, "default 0"))},
-        {"head_dim", ropex::cli::input_json(head_dim, head_key)},
-        {"rotary_dim", ropex::cli::input_json(rotary, rotary_key)},
-        {"rope_base", ropex::cli::input_json(rs.base, base_key)},
+        {"head_dim", ropex::cli::input_json(head_dim, in_file(head_key))},
+        {"rotary_dim", ropex::cli::input_json(rotary, in_file(rotary_key))},
+        {"rope_base", ropex::cli::input_json(rs.base, in_file(base_key))},
         {"rope_scaling", o.rope_scaling.empty() ? ropex::cli::input_json(nullptr, "not given (the file's)")
                                                 : ropex::cli::input_json(nlohmann::ordered_json::parse(o.rope_scaling), "flag --rope-scaling")}};
     std::printf("%s\n", j.dump(2).c_str());

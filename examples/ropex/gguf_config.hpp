@@ -28,6 +28,16 @@ inline bool is_gguf_file(const std::string& path) {
   return in.read(m, 4) && std::string_view(m, 4) == "GGUF";
 }
 
+/// The config.json fields preset matching compares, from a loaded config.
+inline nlohmann::json shape_json(const model::LlamaConfig& c) {
+  return {{"model_type", c.model_type},
+          {"hidden_size", c.hidden_size},
+          {"num_attention_heads", c.num_attention_heads},
+          {"num_key_value_heads", c.num_key_value_heads},
+          {"num_hidden_layers", c.num_hidden_layers},
+          {"vocab_size", c.vocab_size}};
+}
+
 struct GgufRotary {
   RotaryConfig rc;
   nlohmann::json shape;  ///< model_type, hidden_size, heads, kv heads, layers, vocab_size (config.json names)
@@ -55,19 +65,11 @@ inline GgufRotary gguf_rotary(const std::string& path) {
   rc.base_key = rc.base_is_default ? "the default 10000 (no " + a + "rope.freq_base)" : a + "rope.freq_base";
   rc.max_position_embeddings = c.max_position_embeddings;
   rc.rope = c.rope;
-  g.shape = {{"model_type", c.model_type},
-             {"hidden_size", c.hidden_size},
-             {"num_attention_heads", c.num_attention_heads},
-             {"num_key_value_heads", c.num_key_value_heads},
-             {"num_hidden_layers", c.num_hidden_layers},
-             {"vocab_size", c.vocab_size}};
+  g.shape = shape_json(c);
   if (const auto* v = md.find("general.name"); v && v->type == model::GgufValueType::string) g.name = std::string(v->str);
   return g;
 }
 
-}  // namespace ropex::cli
-
-namespace ropex::cli {
 
 /// A llama2.c .bin's RoPE facts: head = dim / n_heads from its header, the base llama2.c fixes
 /// (10000), max_position_embeddings = seq_len. Shape fields as config.json names them.
@@ -84,18 +86,10 @@ inline GgufRotary llama2c_rotary(const std::string& path) {
   rc.base_key = "the base llama2.c fixes (10000)";
   rc.max_position_embeddings = c.max_position_embeddings;
   rc.rope = c.rope;
-  g.shape = {{"model_type", c.model_type},
-             {"hidden_size", c.hidden_size},
-             {"num_attention_heads", c.num_attention_heads},
-             {"num_key_value_heads", c.num_key_value_heads},
-             {"num_hidden_layers", c.num_hidden_layers},
-             {"vocab_size", c.vocab_size}};
+  g.shape = shape_json(c);
   return g;
 }
 
-}  // namespace ropex::cli
-
-namespace ropex::cli {
 
 /// The RoPE facts of whatever --config (or a --model path) names: a directory (its config.json), a
 /// GGUF file, a llama2.c .bin or a config.json. `path` is the file read; `shape` the config.json

@@ -132,13 +132,13 @@ std::string unknown_word_message(CLI::App& app, int argc, char** argv) {
 int finish_stdout(int code) {
   std::cout.flush();
   errno = 0;
-  const bool bad = std::cout.fail() || std::fflush(stdout) != 0 || std::ferror(stdout);
-  const int err = errno ? errno : EIO;
-  if (bad || std::fclose(stdout) != 0) {
-    std::fprintf(stderr, "ropex: error: stdout: write failed: %s\n", std::strerror(bad ? err : errno));
-    return 1;
-  }
-  return code;
+  bool bad = std::fflush(stdout) != 0;  // errno says why only when this flush is what failed
+  bad = bad || std::cout.fail() || std::ferror(stdout);
+  if (!bad && std::fclose(stdout) != 0) bad = true;
+  if (!bad) return code;
+  const int err = errno;
+  std::fprintf(stderr, "ropex: error: stdout: write failed%s%s\n", err ? ": " : "", err ? std::strerror(err) : "");
+  return 1;
 }
 
 }  // namespace

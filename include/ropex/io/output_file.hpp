@@ -71,10 +71,13 @@ class OutputFile {
     namespace fs = std::filesystem;
     if (target.empty()) throw make_error(flag_, "", "empty path");
     refuse_if_input(target, flag_, inputs);
-    std::error_code ec;
     // A symlink is followed: the file it points to is replaced, the link stays.
-    target_ = fs::is_symlink(fs::symlink_status(target, ec)) ? fs::weakly_canonical(target, ec) : target;
-    if (ec) throw make_error(flag_, target.string(), ec.message());
+    std::error_code ec;
+    target_ = target;
+    if (fs::is_symlink(fs::symlink_status(target, ec))) {
+      target_ = fs::weakly_canonical(target, ec);
+      if (ec) throw make_error(flag_, target.string(), ec.message());
+    }
     struct stat st{};
     if (::stat(target_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw make_error(flag_, target_.string(), "is a directory");
     if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {  // a device or FIFO: in place
