@@ -135,7 +135,7 @@ TEST_CASE("ropex generate: greedy JSON equals the library's greedy decode; sampl
   CHECK(r.err.find("tokens/s") != std::string::npos);
 }
 
-TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-position curve") {
+TEST_CASE("ropex perplexity: JSON keys and value equal the library; --out per-position curve") {
   if (!fs::exists(kStories)) {
     MESSAGE("skipped: " << kStories << " is absent");
     return;
@@ -153,7 +153,7 @@ TEST_CASE("ropex perplexity: JSON keys and value equal the library; --csv per-po
   for (int t : ids) text += std::to_string(t) + " ";
   const auto file = ropex::test::temp_file("ppl.txt", text);
   const fs::path csv = tmp_root() / "curve.csv";
-  auto r = run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --json --csv " + q(csv));
+  auto r = run_cli("perplexity --model " + q(kStories) + " --tokens " + q(file) + " --context 128 --stride 64 --json --out " + q(csv));
   REQUIRE_MESSAGE(r.code == 0, r.err);
   // not a terminal: one plain progress line per window, with rate and ETA; --quiet: none
   CHECK(r.err.find("perplexity: 127/299 tokens") != std::string::npos);

@@ -11,6 +11,7 @@
 #include <ropex/presets.hpp>
 #include <ropex/rope/rotary_config.hpp>
 #include "gguf_config.hpp"
+#include "vocab.hpp"
 #include <ropex/rope/scaling.hpp>
 #include <ropex/scaling_law.hpp>
 
@@ -23,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -58,16 +60,19 @@ struct Inputs {  // resolved values + provenance
   double train_len = 0, base = 0, tune_len = 0, pretrain_base = 10000;
   bool has_base = false, has_tune = false;
   std::string model, config, scaling = "default";
+  std::string model_resolved;                 // "built-in preset", "GGUF file", ... ("" without --model)
   double factor = 1;
   std::vector<std::string> presets;           // --model, or the presets a config.json matched
   std::map<std::string, std::string> origin;  // law field -> "flag --x" / "preset X (source)" / "file:key"
 };
 
 void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune) {
-  f.o_model = s->add_option("--model", f.model, "built-in preset: " + ropex::model_preset_names());
+  f.o_model = s->add_option("--model", f.model,
+                            "a model path (directory, GGUF file, llama2.c .bin: read as --config) or a built-in preset: " +
+                                ropex::model_preset_names());
   f.o_config = s->add_option("--config", f.config,
-                             "Hugging Face model directory, config.json or GGUF file: d and the base from the file, T_train "
-                             "and the pre-training base from the preset it matches (else give --train-len and "
+                             "config.json, GGUF file or a directory holding config.json: d and the base from the file, "
+                             "T_train and the pre-training base from the preset it matches (else give --train-len and "
                              "--pretrain-base)");
   f.o_config->excludes(f.o_model);
   f.o_head_dim = s->add_option("--head-dim", f.head_dim, "rotary dimensions per head d (e.g. 128)");
@@ -81,16 +86,6 @@ void add_input_flags(CLI::App* s, InputFlags& f, bool with_base, bool with_tune)
 
 std::string preset_origin(const ropex::ModelPreset& p) {
   return "preset " + std::string(p.name) + " (" + std::string(p.source) + ")";
-}
-
-// A directory means its config.json.
-std::string config_path(const std::string& arg) {
-  namespace fs = std::filesystem;
-  std::error_code ec;  // the throwing overloads report a symlink loop as a bare "filesystem error"
-  if (!fs::is_directory(arg, ec)) return arg;
-  const fs::path file = fs::path(arg) / "config.json";
-  if (!fs::exists(fs::symlink_status(file, ec))) throw ropex::make_error(arg, "", "directory has no config.json");
-  return file.string();
 }
 
 // Integer field for preset matching; absent or not an integer -> -1 (never equal to a preset's).
@@ -123,14 +118,12 @@ std::vector<const ropex::ModelPreset*> match_presets(const nlohmann::json& j, co
   return out;
 }
 
-void read_config(Inputs& in, const InputFlags& f) {
-  // A GGUF file: its metadata (keys named as the file names them), its shape for preset matching.
-  const bool gguf = ropex::cli::is_gguf_file(f.config);
-  const std::string path = gguf ? f.config : config_path(f.config);
-  ropex::cli::GgufRotary g;
-  if (gguf) g = ropex::cli::gguf_rotary(path);
-  const nlohmann::json j = gguf ? g.shape : ropex::read_json_file(path);
-  const ropex::RotaryConfig rc = gguf ? g.rc : ropex::rotary_config_from_json(j, path);
+// `arg`: --config, or a --model path. A GGUF file's keys are named as the file names them.
+void read_config(Inputs& in, const InputFlags& f, const std::string& arg) {
+  const ropex::cli::RotarySource src = ropex::cli::read_rotary_source(arg);
+  const std::string& path = src.path;
+  const nlohmann::json& j = src.shape;
+  const ropex::RotaryConfig& rc = src.rc;
   in.config = path;
   in.head_dim = rc.rotary_dim;
   in.origin["head_dim"] = rc.partial ? path + ":" + rc.rotary_dim_key + " (of head_dim " + std::to_string(rc.head_dim) +
@@ -166,9 +159,15 @@ void read_config(Inputs& in, const InputFlags& f) {
 
 Inputs resolve(const InputFlags& f, bool need_base) {
   Inputs in;
-  if (*f.o_model) {
-    const ropex::ModelPreset& p = ropex::model_preset(f.model);
-    in.model = std::string(p.name);
+  const auto m = *f.o_model ? std::optional(ropex::cli::resolve_model_arg(f.model)) : std::nullopt;
+  if (m) {
+    in.model = f.model;
+    in.model_resolved = m->kind_name();
+  }
+  if (m && m->is_path()) {
+    read_config(in, f, f.model);
+  } else if (m) {
+    const ropex::ModelPreset& p = *m->preset;
     in.presets.emplace_back(p.name);
     in.head_dim = p.head_dim;
     in.train_len = p.train_len;
@@ -181,7 +180,7 @@ Inputs resolve(const InputFlags& f, bool need_base) {
     in.factor = p.factor;
     for (const char* k : {"head_dim", "train_len", "base", "tune_len", "pretrain_base"}) in.origin[k] = preset_origin(p);
   } else if (*f.o_config) {
-    read_config(in, f);
+    read_config(in, f, f.config);
   }
   auto take = [&](CLI::Option* o, const char* field, auto& dst, auto value) {
     if (o && *o) {
@@ -238,44 +237,53 @@ auto with_origin(const Inputs& in, F&& f) {
   }
 }
 
-// {"head_dim": {"value": 128, "origin": "config.json:head_dim"}, ...}: every law input and where it came from.
+// {"head_dim": {"value": 128, "origin": "config.json:head_dim"}, ...}: every input and where it came
+// from; one not given has "value": null, so the keys are the same whatever was given.
 ojson origins_json(const Inputs& in, bool with_base) {
   ojson o;
+  const ojson none = ropex::cli::input_json(nullptr, "not given");
   auto one = [&](const char* k, double v) {
-    o[k] = {{"value", number(v)}, {"origin", in.origin.count(k) ? in.origin.at(k) : std::string("?")}};
+    o[k] = ropex::cli::input_json(number(v), in.origin.count(k) ? in.origin.at(k) : std::string("?"));
   };
   one("head_dim", in.head_dim);
   one("train_len", in.train_len);
   one("pretrain_base", in.pretrain_base);
-  if (with_base && in.has_base) one("base", in.base);
+  if (with_base) {
+    if (in.has_base) one("base", in.base);
+    else o["base"] = none;
+  }
   one("tune_len", in.tune_len);
+  o["model"] = in.model.empty() ? none : ojson{{"value", in.model}, {"origin", "flag --model"}, {"resolved", in.model_resolved}};
+  const bool from_model = !in.model.empty() && in.model_resolved != "built-in preset";
+  o["config"] = in.config.empty() ? none : ropex::cli::input_json(in.config, from_model ? "flag --model" : "flag --config");
   return o;
 }
 
 void preset_json(ojson& j, const Inputs& in) {
-  if (in.presets.empty()) return;
-  j["preset"] = in.presets.front();
-  if (in.presets.size() > 1) j["preset_matches"] = in.presets;
+  j["preset"] = in.presets.empty() ? ojson(nullptr) : ojson(in.presets.front());
+  j["preset_matches"] = in.presets;
 }
 
 ojson inputs_json(const Inputs& in) {
   ojson j;
   j["head_dim"] = in.head_dim;
   j["train_len"] = number(in.train_len);
-  if (in.has_base) j["base"] = number(in.base);
+  j["base"] = in.has_base ? number(in.base) : ojson(nullptr);
   j["tune_len"] = number(in.tune_len);
   j["pretrain_base"] = number(in.pretrain_base);
-  if (!in.model.empty()) j["model"] = in.model;
-  if (!in.config.empty()) j["config"] = in.config;
+  j["model"] = in.model.empty() ? ojson(nullptr) : ojson(in.model);
+  j["config"] = in.config.empty() ? ojson(nullptr) : ojson(in.config);
   preset_json(j, in);
   j["scaling"] = in.scaling;
-  if (in.scaling != "default") j["factor"] = number(in.factor);
+  j["factor"] = in.scaling != "default" ? number(in.factor) : ojson(nullptr);
   j["inputs"] = origins_json(in, true);
   return j;
 }
 
 // The text report's provenance lines: which preset, and where each input came from.
 void print_origins(const Inputs& in, bool with_base) {
+  if (!in.model.empty() && in.model_resolved != "built-in preset")  // a preset shows as each input's origin
+    std::printf("  %-50s %s <- flag --model (%s)\n", "input model", in.model.c_str(), in.model_resolved.c_str());
   if (!in.config.empty()) {
     std::string names;
     for (const auto& n : in.presets) names += (names.empty() ? "" : " / ") + n;
@@ -313,22 +321,40 @@ std::string unbounded_reason(const Inputs& in) {
          "scaling law (16b) gives no extrapolation bound from the base";
 }
 
-ojson predict_json(const Inputs& in, const ropex::ExtrapolationLimit& r) {
-  ojson j = inputs_json(in);
+// The law's result at one base (the keys of a --sweep-base row, too).
+ojson limit_json(const Inputs& in, const ropex::ExtrapolationLimit& r, ojson j = ojson::object()) {
   const bool none = unbounded(in, r);
   j["critical_dimension"] = r.critical_dimension;
   j["critical_base"] = r.critical_base;
   j["extrapolation_limit"] = none ? ojson(nullptr) : ojson(r.limit);
   j["bounded"] = !none;
-  if (none) j["reason"] = unbounded_reason(in);
+  j["reason"] = none ? ojson(unbounded_reason(in)) : ojson(nullptr);
   j["regime"] = ropex::regime_name(r.regime);
   j["equation"] = ropex::regime_equation(r.regime);
   j["hard_bound"] = r.hard_bound && !none;
-  if (r.updated_applies) j["updated_critical_dimension"] = r.updated_critical_dimension;
+  j["updated_critical_dimension"] = r.updated_applies ? ojson(r.updated_critical_dimension) : ojson(nullptr);
   j["larger_base_limit"] = no_bound_from_base(in, r) ? ojson(nullptr) : ojson(r.larger_base_limit);
   j["beta_1"] = r.thresholds.beta_1;
   j["beta_2"] = r.thresholds.beta_2;
   j["beta_3"] = r.thresholds.beta_3;
+  return j;
+}
+
+// The inputs, the result (null for a sweep) and the sweep rows (null for one base): one key set.
+ojson predict_json(const Inputs& in, const ropex::ExtrapolationLimit* r, const std::vector<double>& sweep,
+                   ojson rows) {
+  ojson j = inputs_json(in);
+  j["inputs"]["sweep_base"] = sweep.empty() ? ropex::cli::input_json(nullptr, "not given")
+                                            : ropex::cli::input_json(sweep, "flag --sweep-base");
+  if (r) {
+    j = limit_json(in, *r, std::move(j));
+    j["sweep"] = nullptr;
+    return j;
+  }
+  j["base"] = nullptr;  // each row has its own
+  for (const auto& [k, v] : rows.front().items())
+    if (!j.contains(k)) j[k] = nullptr;
+  j["sweep"] = std::move(rows);
   return j;
 }
 
@@ -383,6 +409,23 @@ struct PredictOpts {
 };
 
 void run_predict(PredictOpts& o) {
+  if (o.list && o.json) {
+    ojson arr = ojson::array();
+    for (const auto& p : ropex::model_presets)
+      arr.push_back({{"name", p.name}, {"hf_id", p.hf_id}, {"head_dim", p.head_dim}, {"train_len", number(p.train_len)},
+                     {"pretrain_base", number(p.pretrain_base)}, {"base", number(p.base)},
+                     {"tune_len", number(p.tune_len)}, {"scaling", p.scaling},
+                     {"factor", p.scaling != "default" ? number(p.factor) : ojson(nullptr)}, {"source", p.source}});
+    std::printf("%s\n", ojson{{"presets", arr}}.dump(2).c_str());
+    return;
+  }
+  if (o.list && o.csv) {
+    std::printf("name,hf_id,head_dim,train_len,pretrain_base,base,tune_len,scaling,factor\n");
+    for (const auto& p : ropex::model_presets)
+      std::printf("%s,%s,%d,%.10g,%.10g,%.10g,%.10g,%s,%.10g\n", std::string(p.name).c_str(), std::string(p.hf_id).c_str(),
+                  p.head_dim, p.train_len, p.pretrain_base, p.base, p.tune_len, std::string(p.scaling).c_str(), p.factor);
+    return;
+  }
   if (o.list) {
     for (const auto& p : ropex::model_presets)
       std::printf("%-17s d=%d T_train=%s base_pt=%s base=%s T_tune=%s scaling=%s  %s  [%s]\n",
@@ -392,7 +435,7 @@ void run_predict(PredictOpts& o) {
     return;
   }
   if (!o.sweep.empty()) {
-    // --sweep-base LO,HI,N: N log-spaced bases, CSV (for plots).
+    // --sweep-base LO,HI,N: N log-spaced bases, CSV (for plots) unless --json.
     if (o.sweep.size() != 3) throw ropex::cli::UsageError("--sweep-base: expected LO,HI,N");
     const double lo = o.sweep[0], hi = o.sweep[1], n = o.sweep[2];
     if (!(std::isfinite(lo) && lo > 1)) throw ropex::cli::UsageError("--sweep-base: LO must be a finite number > 1");
@@ -400,7 +443,10 @@ void run_predict(PredictOpts& o) {
     if (!(n >= 2 && n <= 100000 && n == std::floor(n)))
       throw ropex::cli::UsageError("--sweep-base: N must be an integer in [2, 100000]");
     Inputs in = resolve(o.f, false);
-    std::fputs(kCsvHeader, stdout);
+    in.has_base = false;  // each row has its own
+    in.origin.erase("base");
+    if (!o.json) std::fputs(kCsvHeader, stdout);
+    ojson rows = ojson::array();
     const int count = static_cast<int>(n);
     for (int i = 0; i < count; ++i) {
       const double b = lo * std::pow(hi / lo, static_cast<double>(i) / (count - 1));
@@ -408,8 +454,10 @@ void run_predict(PredictOpts& o) {
       const auto r = with_origin(in, [&] {
         return ropex::extrapolation_limit(in.head_dim, in.train_len, b, in.tune_len, in.pretrain_base);
       });
-      print_csv_row(in, b, r);
+      if (o.json) rows.push_back(limit_json(in, r, ojson{{"base", b}}));
+      else print_csv_row(in, b, r);
     }
+    if (o.json) std::printf("%s\n", predict_json(in, nullptr, o.sweep, std::move(rows)).dump(2).c_str());
     return;
   }
   const Inputs in = resolve(o.f, true);
@@ -417,7 +465,7 @@ void run_predict(PredictOpts& o) {
     return ropex::extrapolation_limit(in.head_dim, in.train_len, in.base, in.tune_len, in.pretrain_base);
   });
   if (o.json) {
-    std::printf("%s\n", predict_json(in, r).dump(2).c_str());
+    std::printf("%s\n", predict_json(in, &r, {}, nullptr).dump(2).c_str());
   } else if (o.csv) {
     std::fputs(kCsvHeader, stdout);
     print_csv_row(in, in.base, r);
@@ -439,12 +487,13 @@ ROPEX_SUBCOMMAND(10, [](CLI::App& app) {
       "  ropex predict --model llama2-7b --sweep-base 100,1e7,200 > limits.csv");
   add_input_flags(s, o->f, true, true);
   auto* js = s->add_flag("--json", o->json, "print JSON (keys: critical_dimension, critical_base, "
-                                            "extrapolation_limit, regime, updated_critical_dimension, inputs)");
-  s->add_flag("--csv", o->csv, "print one CSV row (with header)")->excludes(js);
-  s->add_option("--sweep-base", o->sweep, "LO,HI,N: CSV over N log-spaced bases in [LO, HI] (ignores --base)")
+                                            "extrapolation_limit, regime, updated_critical_dimension, sweep, inputs)");
+  s->add_flag("--csv", o->csv, "print CSV (with header): one row, or one per --sweep-base base")->excludes(js);
+  s->add_option("--sweep-base", o->sweep,
+                "LO,HI,N: N log-spaced bases in [LO, HI] (ignores --base): CSV rows, or with --json a \"sweep\" array")
       ->delimiter(',')
       ->expected(3);
-  s->add_flag("--list-models", o->list, "list the built-in presets and exit");
+  s->add_flag("--list-models", o->list, "list the built-in presets (text, --json or --csv) and exit");
   s->callback([o] { run_predict(*o); });
 });
 
@@ -452,7 +501,7 @@ ROPEX_SUBCOMMAND(10, [](CLI::App& app) {
 
 struct BaseOpts {
   InputFlags f;
-  bool json = false;
+  bool json = false, csv = false;
 };
 
 void run_base(BaseOpts& o) {
@@ -467,15 +516,22 @@ void run_base(BaseOpts& o) {
     j["head_dim"] = in.head_dim;
     j["train_len"] = number(in.train_len);
     j["pretrain_base"] = number(in.pretrain_base);
-    if (!in.model.empty()) j["model"] = in.model;
-    if (!in.config.empty()) j["config"] = in.config;
+    j["model"] = in.model.empty() ? ojson(nullptr) : ojson(in.model);
+    j["config"] = in.config.empty() ? ojson(nullptr) : ojson(in.config);
     preset_json(j, in);
     j["inputs"] = origins_json(in, false);
+    j["inputs"]["target"] = ropex::cli::input_json(number(r.target), "flag --target");
     j["target"] = number(r.target);
     j["critical_dimension"] = r.critical_dimension;
     j["base"] = r.base;
     j["base_ceiling_free"] = r.base_ceiling_free;
     std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  if (o.csv) {
+    std::printf("target,base,base_ceiling_free,critical_dimension,head_dim,train_len,pretrain_base\n");
+    std::printf("%.10g,%.17g,%.17g,%d,%d,%.10g,%.10g\n", r.target, r.base, r.base_ceiling_free, r.critical_dimension,
+                in.head_dim, in.train_len, in.pretrain_base);
     return;
   }
   std::printf("ropex base: target %s tokens, d=%d, T_train=%s (pre-training base %s), d_extra=%d\n",
@@ -492,7 +548,8 @@ ROPEX_SUBCOMMAND(11, [](CLI::App& app) {
   s->footer("Example:\n  ropex base --head-dim 128 --train-len 4096 --target 131072 --json");
   add_input_flags(s, o->f, false, false);
   s->add_option("--target", o->f.target, "target context T, tokens (e.g. 131072)")->required();
-  s->add_flag("--json", o->json, "print JSON (keys: base, base_ceiling_free, critical_dimension, inputs)");
+  auto* js = s->add_flag("--json", o->json, "print JSON (keys: base, base_ceiling_free, critical_dimension, inputs)");
+  s->add_flag("--csv", o->csv, "print CSV (with header)")->excludes(js);
   s->callback([o] { run_base(*o); });
 });
 

@@ -3,6 +3,7 @@
 // through the model's own tokenizer (a GGUF file's metadata, else the directory's tokenizer files).
 #include "cli.hpp"
 #include "model_cuda.hpp"  // --device cuda (cmd_model_cuda.cu)
+#include "vocab.hpp"
 
 #include <ropex/error.hpp>
 #include <ropex/eval/perplexity.hpp>
@@ -10,6 +11,7 @@
 #include <ropex/io/memory_budget.hpp>
 #include <ropex/io/npy.hpp>
 #include <ropex/io/progress.hpp>
+#include <ropex/io/output_file.hpp>
 #include <ropex/io/tokens.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
@@ -47,6 +49,9 @@ using ropex::model::Llama;
 // Options every model subcommand shares.
 struct ModelOptions {
   std::string model;
+  std::string subcommand;  // for errors: "perplexity needs a model path"
+  CLI::Option *o_rope_base = nullptr, *o_rope_scaling = nullptr, *o_threads = nullptr, *o_device = nullptr,
+              *o_dtype = nullptr;
   std::optional<double> rope_base;
   std::string rope_scaling;
   int threads = 0;
@@ -58,14 +63,15 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App* s, ModelOptions& o) {
-  s->add_option("--model", o.model, "HF model directory, GGUF file or llama2.c .bin")->required();
-  s->add_option("--rope-base", o.rope_base, "override the checkpoint's rope_theta");
-  s->add_option("--rope-scaling", o.rope_scaling,
+  o.subcommand = s->get_name();
+  s->add_option("--model", o.model, "HF model directory, GGUF file or llama2.c .bin (a preset name has no weights)")->required();
+  o.o_rope_base = s->add_option("--rope-base", o.rope_base, "override the checkpoint's rope_theta");
+  o.o_rope_scaling = s->add_option("--rope-scaling", o.rope_scaling,
                 "override its rope scaling, HF JSON, e.g. '{\"rope_type\":\"yarn\",\"factor\":4}'");
-  s->add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::Range(1, 4096));
-  s->add_option("--device", o.device, "cpu (default) or cuda (one GPU; needs a build with -DROPEX_CUDA=ON)")
+  o.o_threads = s->add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::Range(1, 4096));
+  o.o_device = s->add_option("--device", o.device, "cpu (default) or cuda (one GPU; needs a build with -DROPEX_CUDA=ON)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  s->add_option("--dtype", o.cuda.dtype, "GPU precision: bf16 (default) or f32")->check(CLI::IsMember({"bf16", "f32"}));
+  o.o_dtype = s->add_option("--dtype", o.cuda.dtype, "GPU precision: bf16 (default) or f32")->check(CLI::IsMember({"bf16", "f32"}));
   s->add_flag("--fast", o.fast,
               "CPU, quantized GGUF weights: int8 activations per 32-block against the blocks (llama.cpp's way; "
               "measured +0.25% perplexity on SmolLM2 Q4_1). Default: exact (blocks decoded to f32, f32 activations, "
@@ -87,6 +93,7 @@ using ropex::backends::set_cpu_threads;  // --threads: OpenMP, Eigen and OpenBLA
 Checkpoint open_model(const ModelOptions& o) {
   if (o.fast && o.device != "cpu")
     throw ropex::make_error("--fast", "", "is a CPU mode (quantized GGUF weights); --device cuda decodes the blocks to bf16/f32");
+  ropex::cli::resolve_model_path(o.model, o.subcommand);
   set_cpu_threads(o.threads);
   Checkpoint ck = Checkpoint::open(o.model);
   std::optional<nlohmann::json> scaling;  // strict: depth-limited, no NUL, no duplicate keys
@@ -94,6 +101,36 @@ Checkpoint open_model(const ModelOptions& o) {
   if (o.rope_base || scaling) ropex::apply_rope_override(ck.config().rope, o.rope_base, scaling ? &*scaling : nullptr);
   if (!o.no_weight_check) ck.check_weights_finite();
   return ck;
+}
+
+using ojson = nlohmann::ordered_json;
+
+// The model options in a JSON "inputs" object: each value and where it came from (the RoPE
+// settings as the run used them: the flag's, or the checkpoint's own).
+ojson model_inputs_json(const ModelOptions& o, const Checkpoint& ck) {
+  using ropex::cli::flag_origin;
+  using ropex::cli::input_json;
+  const auto& rope = ck.config().rope;
+  const std::string from_ck = ck.path().string() + " (the checkpoint's)";
+  ojson j;
+  j["model"] = ropex::cli::resolve_model_path(o.model, o.subcommand).json();
+  j["rope_base"] = input_json(rope.base, o.rope_base ? "flag --rope-base" : from_ck);
+  j["rope_scaling"] = input_json(ropex::to_string(rope.type), o.rope_scaling.empty() ? from_ck : "flag --rope-scaling");
+  j["rope_factor"] = input_json(rope.factor, o.rope_scaling.empty() ? from_ck : "flag --rope-scaling");
+  j["device"] = input_json(o.device, flag_origin(o.o_device, "default cpu"));
+  j["dtype"] = o.device == "cuda" ? input_json(o.cuda.dtype, flag_origin(o.o_dtype, "default bf16"))
+                                  : input_json(nullptr, "not used (--device cpu)");
+  j["threads"] = input_json(o.threads ? ojson(o.threads) : ojson(nullptr), flag_origin(o.o_threads, "default: all cores"));
+  j["fast"] = input_json(o.fast, o.fast ? "flag --fast" : "default off (exact)");
+  return j;
+}
+
+// The files a run reads, which no output may overwrite.
+std::vector<std::filesystem::path> run_inputs(const ModelOptions& o, std::initializer_list<std::string> files) {
+  auto v = ropex::cli::model_files(o.model);
+  for (const auto& f : files)
+    if (!f.empty()) v.emplace_back(f);
+  return v;
 }
 
 // Refuses, naming `flag`, a CPU forward whose KV cache and activations (plus `extra` bytes) would
@@ -131,10 +168,12 @@ std::vector<int32_t> read_token_file(const std::string& path, const char* flag, 
 struct LogitsOptions {
   ModelOptions m;
   std::string tokens, out;
+  bool json = false;
 };
 
 void run_logits(const LogitsOptions& o) {
   const Checkpoint ck = open_model(o.m);
+  ropex::io::refuse_if_input(o.out, "--out", run_inputs(o.m, {o.tokens}));  // before the forward, not after
   const auto tokens = read_token_file(o.tokens, "--tokens", ck.config().vocab_size);
   if (tokens.empty()) throw ropex::make_error("--tokens", o.tokens, "no token ids");
   Llama<>::HostMatrix logits;  // [n, vocab]
@@ -148,7 +187,16 @@ void run_logits(const LogitsOptions& o) {
     logits = model.logits(tokens, cache);
   }
   check_logits_finite(logits.data(), size_t(logits.size()), ck.config().vocab_size, ck);
-  ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())});
+  ropex::io::write_npy_f32(o.out, logits.data(), {size_t(logits.rows()), size_t(logits.cols())}, "--out",
+                           run_inputs(o.m, {o.tokens}));
+  if (o.json) {
+    ojson j;
+    j["out"] = o.out;
+    j["shape"] = {logits.rows(), logits.cols()};
+    j["inputs"] = model_inputs_json(o.m, ck);
+    j["inputs"]["tokens"] = ropex::cli::input_json(o.tokens, "flag --tokens");
+    std::cout << j.dump(2) << "\n";
+  }
 }
 
 // -------------------------------------------------------------------------------------- generate
@@ -160,6 +208,7 @@ struct GenerateOptions {
   double temperature = 0;
   uint64_t seed = 0;
   bool json = false, stop_at_eos = false;
+  CLI::Option *o_temperature = nullptr, *o_seed = nullptr;
 };
 
 using ropex::model::pick_token;  // greedy, or a draw from softmax(logits / T)
@@ -220,14 +269,26 @@ void run_generate(const GenerateOptions& o) {
   }
   progress.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (tok) {  // --prompt: the continuation as text (special tokens and ids the tokenizer lacks dropped)
-    const std::string text = tok->decode(out, /*skip_special=*/true, /*strict=*/false);
-    if (o.json)
-      std::cout << nlohmann::json{{"tokens", out}, {"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    else
-      std::cout << text << "\n";
-  } else if (o.json) {
-    std::cout << nlohmann::json{{"tokens", out}}.dump() << "\n";
+  if (o.json) {  // one key set: "text" is null without --prompt
+    using ropex::cli::flag_origin;
+    using ropex::cli::input_json;
+    ojson j;
+    j["tokens"] = out;
+    // --prompt: the continuation as text (special tokens and ids the tokenizer lacks dropped)
+    j["text"] = tok ? ojson(tok->decode(out, /*skip_special=*/true, /*strict=*/false)) : ojson(nullptr);
+    j["prompt_tokens"] = prompt.size();
+    ojson in = model_inputs_json(o.m, ck);
+    in["prompt"] = o.prompt_text.empty() ? input_json(nullptr, "not given") : input_json(o.prompt_text, "flag --prompt");
+    in["prompt_tokens"] = o.prompt.empty() ? input_json(nullptr, o.prompt_text.empty() ? "not given (BOS only)" : "not given")
+                                           : input_json(o.prompt, "flag --prompt-tokens");
+    in["steps"] = input_json(o.steps, "flag --steps");
+    in["temperature"] = input_json(o.temperature, flag_origin(o.o_temperature, "default 0 (greedy)"));
+    in["seed"] = input_json(o.seed, flag_origin(o.o_seed, "default 0"));
+    in["stop_at_eos"] = input_json(o.stop_at_eos, o.stop_at_eos ? "flag --stop-at-eos" : "default off");
+    j["inputs"] = in;
+    std::cout << j.dump(-1, ' ', false, ojson::error_handler_t::replace) << "\n";
+  } else if (tok) {  // --prompt: the continuation as text
+    std::cout << tok->decode(out, /*skip_special=*/true, /*strict=*/false) << "\n";
   } else {
     for (size_t i = 0; i < out.size(); ++i) std::cout << (i ? " " : "") << out[i];
     std::cout << "\n";
@@ -239,10 +300,21 @@ void run_generate(const GenerateOptions& o) {
 // ------------------------------------------------------------------------------------ perplexity
 struct PerplexityCliOptions {
   ModelOptions m;
-  std::string tokens, text, csv;
+  std::string tokens, text, out;
   int64_t context = 0, stride = 0, bins = 32;
-  bool json = false, bos_windows = false;
+  bool json = false, csv = false, bos_windows = false;
+  CLI::Option *o_stride = nullptr, *o_bins = nullptr;
 };
+
+// The unbinned per-position loss curve (--csv to stdout, --out to a file).
+std::string position_csv(const ropex::eval::PerplexityResult& r) {
+  std::ostringstream csv;
+  csv << "position,count,mean_nll\n";
+  for (size_t p = 0; p < r.position_count.size(); ++p)
+    if (r.position_count[p])
+      csv << p << "," << r.position_count[p] << "," << r.position_nll_sum[p] / double(r.position_count[p]) << "\n";
+  return csv.str();
+}
 
 // --text: the model directory's tokenizer (tokenizer.json byte-level BPE, else tokenizer.model),
 // with the config's BOS first, as a document starts in training.
@@ -278,6 +350,7 @@ std::vector<int32_t> tokenize_text(const std::string& text_path, const Checkpoin
 void run_perplexity(const PerplexityCliOptions& o) {
   if (o.tokens.empty() == o.text.empty()) throw ropex::cli::UsageError("perplexity: give exactly one of --tokens or --text");
   const Checkpoint ck = open_model(o.m);
+  if (!o.out.empty()) ropex::io::refuse_if_input(o.out, "--out", run_inputs(o.m, {o.tokens, o.text}));
   const std::vector<int32_t> tokens = o.text.empty() ? read_token_file(o.tokens, "--tokens", ck.config().vocab_size) : tokenize_text(o.text, ck);
   ropex::eval::PerplexityOptions po;
   po.context = o.context, po.stride = o.stride, po.bins = o.bins;
@@ -300,23 +373,30 @@ void run_perplexity(const PerplexityCliOptions& o) {
     r = ropex::eval::perplexity(model, tokens, po);
   }
   progress.finish();
-  if (!o.csv.empty()) {
-    std::ofstream csv(o.csv);
-    if (!csv) throw ropex::make_error("--csv", o.csv, "cannot open for writing");
-    csv << "position,count,mean_nll\n";
-    for (size_t p = 0; p < r.position_count.size(); ++p)
-      if (r.position_count[p])
-        csv << p << "," << r.position_count[p] << "," << r.position_nll_sum[p] / double(r.position_count[p]) << "\n";
-  }
-  if (o.json) {
+  if (!o.out.empty()) ropex::io::write_file_atomic(o.out, "--out", position_csv(r), run_inputs(o.m, {o.tokens, o.text}));
+  if (o.csv) {
+    std::cout << position_csv(r);
+  } else if (o.json) {
     nlohmann::json curve = nlohmann::json::array();
     for (const auto& b : r.curve)
       curve.push_back({{"begin", b.begin}, {"end", b.end}, {"count", b.count}, {"mean_nll", b.mean_nll},
                        {"perplexity", b.count ? std::exp(b.mean_nll) : 0.0}});
     nlohmann::json j{{"perplexity", r.perplexity}, {"mean_nll", r.mean_nll}, {"tokens", r.tokens},
                      {"context", r.context}, {"stride", r.stride}, {"windows", r.windows}, {"curve", curve}};
+    j["gpu"] = nullptr;  // CPU run
     if (o.m.device == "cuda")
       j["gpu"] = {{"device", gpu.device}, {"dtype", o.m.cuda.dtype}, {"seconds", gpu.seconds}, {"peak_gb", gpu.peak_gb}};
+    using ropex::cli::flag_origin;
+    using ropex::cli::input_json;
+    ojson in = model_inputs_json(o.m, ck);
+    in["tokens"] = o.tokens.empty() ? input_json(nullptr, "not given") : input_json(o.tokens, "flag --tokens");
+    in["text"] = o.text.empty() ? input_json(nullptr, "not given") : input_json(o.text, "flag --text");
+    in["context"] = input_json(o.context, "flag --context");
+    in["stride"] = input_json(r.stride, flag_origin(o.o_stride, "default = context"));
+    in["bins"] = input_json(o.bins, flag_origin(o.o_bins, "default 32"));
+    in["bos_windows"] = input_json(o.bos_windows, o.bos_windows ? "flag --bos-windows" : "default off");
+    in["out"] = o.out.empty() ? input_json(nullptr, "not given") : input_json(o.out, "flag --out");
+    j["inputs"] = nlohmann::json::parse(in.dump());
     std::cout << j.dump(2) << "\n";
   } else {
     std::printf("perplexity %.4f over %lld tokens (context %lld, stride %lld, %lld windows)\n", r.perplexity,
@@ -337,7 +417,8 @@ ROPEX_SUBCOMMAND(50, [](CLI::App& app) {
   add_model_options(s, o->m);
   s->add_option("--tokens", o->tokens, "token ids: 1-D .npy (int32/int64) or text of whitespace/comma separated ids")
       ->required();
-  s->add_option("--out", o->out, "output .npy")->required();
+  s->add_option("--out", o->out, "output .npy (written atomically; never one of the inputs)")->required();
+  s->add_flag("--json", o->json, "print JSON: out, shape, inputs");
   s->callback([o] { run_logits(*o); });
 });
 
@@ -351,11 +432,12 @@ ROPEX_SUBCOMMAND(51, [](CLI::App& app) {
                 "tokenizer.json / tokenizer.model); prints the continuation as text")
       ->excludes("--prompt-tokens");
   s->add_option("--steps", o->steps, "tokens to generate")->required()->check(CLI::Range(int64_t(1), int64_t(1) << 24));
-  s->add_option("--temperature", o->temperature, "0 = greedy (default), else sample softmax(logits/T)")
+  o->o_temperature = s->add_option("--temperature", o->temperature, "0 = greedy (default), else sample softmax(logits/T)")
       ->check(CLI::Range(0.0, 1e6));
-  s->add_option("--seed", o->seed, "sampling seed (default 0)");
+  o->o_seed = s->add_option("--seed", o->seed, "sampling seed (default 0)");
   s->add_flag("--stop-at-eos", o->stop_at_eos, "stop after the model emits any of the config's eos_token_id (a GGUF file's eos, eot and eom ids)");
-  s->add_flag("--json", o->json, "print {\"tokens\": [...]} (generated ids only; with --prompt also \"text\")");
+  s->add_flag("--json", o->json,
+              "print JSON: tokens (generated ids), text (with --prompt, else null), prompt_tokens, inputs");
   s->callback([o] { run_generate(*o); });
 });
 
@@ -366,11 +448,12 @@ ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
   s->add_option("--tokens", o->tokens, "token ids file (.npy or text)");
   s->add_option("--text", o->text, "text file, tokenized with the model's tokenizer (a GGUF file's own; a directory's tokenizer.json or tokenizer.model)");
   s->add_option("--context", o->context, "window length N")->required()->check(CLI::Range(int64_t(2), int64_t(1) << 30));
-  s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
-  s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  o->o_stride = s->add_option("--stride", o->stride, "window step S (default N)")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  o->o_bins = s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   s->add_flag("--bos-windows", o->bos_windows,
               "start every window after the first with BOS (in place of its first token), like a document start");
-  s->add_option("--csv", o->csv, "write the unbinned per-position mean loss here");
-  s->add_flag("--json", o->json, "print JSON: perplexity, tokens, context, stride, windows, curve");
+  s->add_option("--out", o->out, "write the unbinned per-position mean loss here as CSV (atomically; never an input)");
+  auto* js = s->add_flag("--json", o->json, "print JSON: perplexity, mean_nll, tokens, context, stride, windows, curve, gpu, inputs");
+  s->add_flag("--csv", o->csv, "print the unbinned per-position mean loss as CSV (position,count,mean_nll)")->excludes(js);
   s->callback([o] { run_perplexity(*o); });
 });

@@ -6,12 +6,14 @@
 #include <ropex/io/memory_budget.hpp>
 #include <ropex/rope/rotary_config.hpp>
 #include "gguf_config.hpp"
+#include "vocab.hpp"
 #include <ropex/rope/scaling.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,7 +21,8 @@
 namespace {
 
 struct RopeOptions {
-  std::string config, rope_scaling;
+  std::string config, model, rope_scaling;
+  CLI::Option *o_config = nullptr, *o_model = nullptr, *o_positions = nullptr;
   std::int64_t positions = 0;
   int head_dim = 0;
   std::optional<double> base;
@@ -27,16 +30,30 @@ struct RopeOptions {
 };
 
 void run_rope(const RopeOptions& o) {
-  const bool gguf = ropex::cli::is_gguf_file(o.config);
-  nlohmann::json cfg = gguf ? nlohmann::json() : ropex::read_json_file(o.config);
+  namespace fs = std::filesystem;
+  if (bool(*o.o_config) == bool(*o.o_model)) throw ropex::cli::UsageError("rope: give exactly one of --config or --model");
+  std::string path = o.config;
+  if (*o.o_model) {
+    const auto m = ropex::cli::resolve_model_arg(o.model);
+    if (!m.is_path())
+      throw ropex::cli::UsageError("--model: " + o.model + " is a built-in preset, which records no RoPE config; give "
+                                   "--config (a config.json, GGUF file or model directory) or a model path");
+    path = o.model;
+  }
+  if (fs::is_directory(path)) {
+    path = (fs::path(path) / "config.json").string();
+    if (!fs::exists(path)) throw ropex::make_error(*o.o_model ? o.model : o.config, "", "directory has no config.json");
+  }
+  const bool from_file = ropex::cli::is_gguf_file(path) || fs::path(path).extension() == ".bin";  // GGUF / llama2.c
+  nlohmann::json cfg = from_file ? nlohmann::json() : ropex::read_json_file(path);
   if (o.head_dim > 0) {  // --head-dim replaces the file's head; a partial-rotary key still applies to it
     if (o.head_dim % 2 != 0) throw ropex::cli::UsageError("--head-dim: must be even, got " + std::to_string(o.head_dim));
-    if (gguf) throw ropex::cli::UsageError("--head-dim: not with a GGUF --config (its head is the model's)");
+    if (from_file) throw ropex::cli::UsageError("--head-dim: not with a GGUF or llama2.c file (its head is the model's)");
     if (cfg.is_object()) cfg["head_dim"] = o.head_dim;
   }
   // Head dim, rotary dim and base from whichever keys the file uses (rotary_config.hpp; a GGUF file's
   // {arch}.* keys, gguf_config.hpp), each with its key.
-  const ropex::RotaryConfig rc = gguf ? ropex::cli::gguf_rotary(o.config).rc : ropex::rotary_config_from_json(cfg, o.config);
+  const ropex::RotaryConfig rc = from_file ? ropex::cli::read_rotary_source(path).rc : ropex::rotary_config_from_json(cfg, path);
   ropex::RopeScaling rs = rc.rope;
   std::optional<nlohmann::json> over;
   if (!o.rope_scaling.empty()) over = ropex::parse_json_arg(o.rope_scaling, "--rope-scaling");
@@ -47,7 +64,7 @@ void run_rope(const RopeOptions& o) {
   const std::string rotary_key = rc.partial ? rc.rotary_dim_key : head_key;
   const std::string base_key = o.base ? "flag --rope-base" : rc.base_key;
   if (rotary <= 0 || rotary % 2)
-    throw ropex::make_error(o.config, rotary_key, "rotary dim " + std::to_string(rotary) + " must be even and > 0");
+    throw ropex::make_error(path, rotary_key, "rotary dim " + std::to_string(rotary) + " must be even and > 0");
   if (o.positions < 0) throw ropex::cli::UsageError("--positions: must be >= 0");
   const std::int64_t seq_len = o.positions;
   ropex::io::require_memory(rotary_key, double(rotary) / 2 * 300.0, "the per-pair table and its output");
@@ -55,7 +72,7 @@ void run_rope(const RopeOptions& o) {
   const double att = rs.attention_factor(seq_len);
   if (o.json) {
     nlohmann::ordered_json j;
-    j["config"] = o.config;
+    j["config"] = path;
     j["rope_type"] = ropex::to_string(rs.type);
     j["base"] = rs.base;
     j["factor"] = rs.factor;
@@ -72,10 +89,26 @@ void run_rope(const RopeOptions& o) {
     std::vector<double> periods;
     for (double f : inv) periods.push_back(ropex::period(f));
     j["period"] = periods;
+    const auto none = ropex::cli::input_json(nullptr, "not given");
+    // "file:key", as the other subcommands name an input read from a file
+    const auto in_file = [&](const std::string& key) {
+      return key.rfind("flag ", 0) == 0 || key.rfind("the ", 0) == 0 ? key : path + ":" + key;
+    };
+    j["inputs"] = {
+        {"config", ropex::cli::input_json(path, *o.o_config ? "flag --config" : "flag --model")},  // the file read
+        {"model", *o.o_model ? nlohmann::ordered_json{{"value", o.model}, {"origin", "flag --model"},
+                                                      {"resolved", ropex::cli::resolve_model_arg(o.model).kind_name()}}
+                             : none},
+        {"positions", ropex::cli::input_json(seq_len, ropex::cli::flag_origin(o.o_positions, "default 0"))},
+        {"head_dim", ropex::cli::input_json(head_dim, in_file(head_key))},
+        {"rotary_dim", ropex::cli::input_json(rotary, in_file(rotary_key))},
+        {"rope_base", ropex::cli::input_json(rs.base, in_file(base_key))},
+        {"rope_scaling", o.rope_scaling.empty() ? ropex::cli::input_json(nullptr, "not given (the file's)")
+                                                : ropex::cli::input_json(nlohmann::ordered_json::parse(o.rope_scaling), "flag --rope-scaling")}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("%s: rope_type %s, base %.10g, factor %g, rotary_dim %d of head_dim %d\n", o.config.c_str(),
+  std::printf("%s: rope_type %s, base %.10g, factor %g, rotary_dim %d of head_dim %d\n", path.c_str(),
               ropex::to_string(rs.type), rs.base, rs.factor, rotary, head_dim);
   std::printf("sources: rotary_dim <- %s, head_dim <- %s, base <- %s\n", rotary_key.c_str(), head_key.c_str(),
               base_key.c_str());
@@ -90,9 +123,11 @@ void run_rope(const RopeOptions& o) {
 
 ROPEX_SUBCOMMAND(40, [](CLI::App& app) {
   auto o = std::make_shared<RopeOptions>();
-  auto* s = app.add_subcommand("rope", "Show the inv_freq / attention factor a config.json's (or GGUF file's) RoPE settings give");
-  s->add_option("--config", o->config, "Hugging Face config.json or GGUF file")->required();
-  s->add_option("--positions", o->positions,
+  auto* s = app.add_subcommand("rope", "Show the inv_freq / attention factor a config.json's (or GGUF / llama2.c file's) RoPE settings give");
+  o->o_config = s->add_option("--config", o->config, "config.json, GGUF file or a directory holding config.json");
+  o->o_model = s->add_option("--model", o->model, "a model path (directory, GGUF file or llama2.c .bin), read as --config");
+  o->o_model->excludes(o->o_config);
+  o->o_positions = s->add_option("--positions", o->positions,
                 "sequence length (max position + 1) to evaluate at; matters for dynamic / longrope")
       ->default_val(0);
   s->add_option("--head-dim", o->head_dim, "override head_dim (default: from the config)")
@@ -100,6 +135,6 @@ ROPEX_SUBCOMMAND(40, [](CLI::App& app) {
   s->add_option("--rope-base", o->base, "override rope_theta");
   s->add_option("--rope-scaling", o->rope_scaling, "override rope_scaling, as HF JSON");
   s->add_flag("--json", o->json, "print JSON (keys: rope_type, base, inv_freq, period, attention_factor, ...)");
-  s->footer("Example:\n  ropex rope --config llama3.1-8b/config.json --positions 131072 --json");
+  s->footer("Example:\n  ropex rope --config tests/fixtures/configs/Llama-3.1-8B --positions 131072 --json");
   s->callback([o] { run_rope(*o); });
 });

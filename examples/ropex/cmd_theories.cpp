@@ -5,6 +5,8 @@
 // Inputs as `ropex predict`: a preset (--model), a config.json (--config) or flags; flags override.
 // cmd_laws.cpp keeps its input plumbing file-local, so the few lines needed are here.
 #include "cli.hpp"
+#include "gguf_config.hpp"
+#include "vocab.hpp"
 
 #include <ropex/error.hpp>
 #include <ropex/io/json_file.hpp>
@@ -47,7 +49,8 @@ struct Opts {
   double grid_step = 1e-3, fine_step = 1e-5;
   bool json = false, csv = false;
   CLI::Option *o_model = nullptr, *o_config = nullptr, *o_head_dim = nullptr, *o_train_len = nullptr,
-              *o_base = nullptr, *o_pretrain_base = nullptr, *o_tune_len = nullptr, *o_target = nullptr;
+              *o_base = nullptr, *o_pretrain_base = nullptr, *o_tune_len = nullptr, *o_target = nullptr,
+              *o_tolerance = nullptr, *o_p = nullptr, *o_grid_step = nullptr, *o_fine_step = nullptr;
 };
 
 struct Inputs {
@@ -55,6 +58,7 @@ struct Inputs {
   int static_pairs = 0;  // (head dim - rotary dim) / 2: pairs of the head that do not rotate
   double train_len = 0, base = 0, pretrain_base = 10000, tune_len = 0, target = 0;
   std::string label, preset;
+  std::string model, model_resolved, config;  // --model as typed and what it named; the config file read
   std::map<std::string, std::string> origin;
 };
 
@@ -88,8 +92,13 @@ const ropex::ModelPreset* match_preset(const nlohmann::json& j, const ropex::Rot
 
 Inputs resolve(const Opts& o) {
   Inputs in;
-  if (*o.o_model) {
-    const auto& p = ropex::model_preset(o.model);
+  const auto m = *o.o_model ? std::optional(ropex::cli::resolve_model_arg(o.model)) : std::nullopt;
+  if (m) {
+    in.model = o.model;
+    in.model_resolved = m->kind_name();
+  }
+  if (m && !m->is_path()) {
+    const auto& p = *m->preset;
     in.label = in.preset = std::string(p.name);
     in.head_dim = p.head_dim;
     in.train_len = p.train_len;
@@ -97,13 +106,12 @@ Inputs resolve(const Opts& o) {
     in.pretrain_base = p.pretrain_base;
     in.tune_len = p.tune_len;
     for (const char* k : {"head_dim", "train_len", "base", "pretrain_base", "tune_len"}) in.origin[k] = preset_origin(p);
-  } else if (*o.o_config) {
-    namespace fs = std::filesystem;
-    std::string path = o.config;
-    if (std::error_code ec; fs::is_directory(path, ec)) path = (fs::path(path) / "config.json").string();
-    const nlohmann::json j = ropex::read_json_file(path);
-    const ropex::RotaryConfig rc = ropex::rotary_config_from_json(j, path);
-    in.label = path;
+  } else if (m || *o.o_config) {
+    const ropex::cli::RotarySource src = ropex::cli::read_rotary_source(m ? o.model : o.config);
+    const std::string& path = src.path;
+    const nlohmann::json& j = src.shape;
+    const ropex::RotaryConfig& rc = src.rc;
+    in.label = in.config = path;
     in.head_dim = rc.rotary_dim;
     in.static_pairs = (rc.head_dim - rc.rotary_dim) / 2;
     in.origin["head_dim"] = path + ":" + rc.rotary_dim_key;
@@ -251,6 +259,8 @@ ojson cut_json(const ropex::CutPoints& c) {
           {"liu", {{"critical_pairs", c.liu_critical_pairs}, {"critical_dimension", 2 * c.liu_critical_pairs}}}};
 }
 
+std::string m_origin(const Opts& o) { return *o.o_model ? "flag --model" : "flag --config"; }
+
 void run(Opts& o) {
   const Inputs in = resolve(o);
   ojson extra;
@@ -265,8 +275,8 @@ void run(Opts& o) {
   const auto cuts = ropex::cut_points(ci);
   if (o.json) {
     ojson j;
-    if (!in.label.empty()) j["model"] = in.label;
-    if (!in.preset.empty()) j["preset"] = in.preset;
+    j["model"] = in.label.empty() ? ojson(nullptr) : ojson(in.label);
+    j["preset"] = in.preset.empty() ? ojson(nullptr) : ojson(in.preset);
     ojson inputs;
     auto one = [&](const char* k, double v) { inputs[k] = {{"value", number(v)}, {"origin", in.origin.at(k)}}; };
     one("head_dim", in.head_dim);
@@ -276,6 +286,14 @@ void run(Opts& o) {
     one("base", in.base);
     one("tune_len", in.tune_len);
     one("target", in.target);
+    const ojson none = ropex::cli::input_json(nullptr, "not given");
+    inputs["model"] = in.model.empty() ? none
+                                       : ojson{{"value", in.model}, {"origin", "flag --model"}, {"resolved", in.model_resolved}};
+    inputs["config"] = in.config.empty() ? none : ropex::cli::input_json(in.config, m_origin(o));
+    inputs["tolerance"] = ropex::cli::input_json(o.tolerance, ropex::cli::flag_origin(o.o_tolerance, "default 0.01"));
+    inputs["p"] = ropex::cli::input_json(o.p, ropex::cli::flag_origin(o.o_p, "default 0.75"));
+    inputs["grid_step"] = ropex::cli::input_json(o.grid_step, ropex::cli::flag_origin(o.o_grid_step, "default 1e-3"));
+    inputs["fine_step"] = ropex::cli::input_json(o.fine_step, ropex::cli::flag_origin(o.o_fine_step, "default 1e-5"));
     j["inputs"] = inputs;
     j["target"] = number(in.target);
     ojson arr = ojson::array();
@@ -306,6 +324,8 @@ void run(Opts& o) {
   auto line = [&](const char* label, const char* key, double v) {
     std::printf("  %-34s %s <- %s\n", label, fmt(v).c_str(), in.origin.at(key).c_str());
   };
+  if (!in.model.empty() && in.model_resolved != "built-in preset")
+    std::printf("  %-34s %s <- flag --model (%s)\n", "input model", in.model.c_str(), in.model_resolved.c_str());
   line("input d (rotary dims)", "head_dim", in.head_dim);
   line("input static (non-rotating) pairs", "static_pairs", in.static_pairs);
   line("input base", "base", in.base);
@@ -340,8 +360,10 @@ ROPEX_SUBCOMMAND(14, [](CLI::App& app) {
   s->footer("Examples:\n  ropex theories --model llama2-7b --target 131072\n"
             "  ropex theories --config tests/fixtures/configs/Llama-3.1-8B --json\n"
             "  ropex theories --head-dim 128 --train-len 4096 --base 1000000 --csv");
-  o->o_model = s->add_option("--model", o->model, "built-in preset: " + ropex::model_preset_names());
-  o->o_config = s->add_option("--config", o->config, "Hugging Face model directory or config.json");
+  o->o_model = s->add_option("--model", o->model,
+                             "a model path (directory, GGUF file, llama2.c .bin: read as --config) or a built-in preset: " +
+                                 ropex::model_preset_names());
+  o->o_config = s->add_option("--config", o->config, "config.json, GGUF file or a directory holding config.json");
   o->o_config->excludes(o->o_model);
   o->o_head_dim = s->add_option("--head-dim", o->head_dim, "rotary dimensions per head d");
   o->o_train_len = s->add_option("--train-len", o->train_len, "pre-training context T_train (YaRN / Llama 3 L0)");
@@ -349,10 +371,10 @@ ROPEX_SUBCOMMAND(14, [](CLI::App& app) {
   o->o_pretrain_base = s->add_option("--pretrain-base", o->pretrain_base, "base of the pre-training stage (default 10000)");
   o->o_tune_len = s->add_option("--tune-len", o->tune_len, "continued-training context (default T_train)");
   o->o_target = s->add_option("--target", o->target, "target context, tokens (default: the model's T_tune)");
-  s->add_option("--tolerance", o->tolerance, "angle error tolerance in radians for the numeric bound (default 0.01)");
-  s->add_option("--p", o->p, "p-RoPE's kept fraction (default 0.75)");
-  s->add_option("--grid-step", o->grid_step, "Men solver: coarse relative base step (default 1e-3)");
-  s->add_option("--fine-step", o->fine_step, "Men solver: fine relative base step below the coarse hit (default 1e-5, 0: none)");
+  o->o_tolerance = s->add_option("--tolerance", o->tolerance, "angle error tolerance in radians for the numeric bound (default 0.01)");
+  o->o_p = s->add_option("--p", o->p, "p-RoPE's kept fraction (default 0.75)");
+  o->o_grid_step = s->add_option("--grid-step", o->grid_step, "Men solver: coarse relative base step (default 1e-3)");
+  o->o_fine_step = s->add_option("--fine-step", o->fine_step, "Men solver: fine relative base step below the coarse hit (default 1e-5, 0: none)");
   auto* js = s->add_flag("--json", o->json, "print JSON");
   s->add_flag("--csv", o->csv, "print CSV")->excludes(js);
   s->callback([o] { run(*o); });

@@ -33,7 +33,7 @@ def predict(tl, base):
 
 
 def read_csv_curve(path):
-    """ropex's --csv: position, count, mean_nll (per position, unbinned)."""
+    """ropex perplexity --out (or --csv): position, count, mean_nll (per position, unbinned)."""
     with open(path) as f:
         rows = list(csv.reader(f))
     head = [h.strip() for h in rows[0]]

@@ -38,7 +38,7 @@ for name, model, scaling in jobs:
     if os.path.exists(js):
         continue
     cmd = [a.ropex, "perplexity", "--model", model, "--tokens", tok, "--context", str(a.context),
-           "--bins", str(a.context // 256), "--json", "--csv", os.path.join(out, f"{name}.csv"),
+           "--bins", str(a.context // 256), "--json", "--out", os.path.join(out, f"{name}.csv"),
            "--threads", str(a.threads)]
     if scaling:
         cmd += ["--rope-scaling", scaling]

@@ -67,7 +67,7 @@ def test_predict_equals_cli(cli_json: Callable[..., Any], d: int, T: float, base
     if j["bounded"]:
         assert r.limit == j["extrapolation_limit"] and r.hard_bound == j["hard_bound"]
         assert r.larger_base_limit == j["larger_base_limit"]
-    assert r.updated_applies == ("updated_critical_dimension" in j)
+    assert r.updated_applies == (j["updated_critical_dimension"] is not None)  # null, never absent
     if r.updated_applies:
         assert r.updated_critical_dimension == j["updated_critical_dimension"]
     assert (r.thresholds.beta_1, r.thresholds.beta_2, r.thresholds.beta_3) == (j["beta_1"], j["beta_2"], j["beta_3"])

@@ -7,6 +7,7 @@
 //   data: C-order elements.
 #pragma once
 #include <ropex/error.hpp>
+#include <ropex/io/output_file.hpp>
 #include <ropex/io/mapped_file.hpp>
 
 #include <algorithm>
@@ -172,15 +173,14 @@ inline NpyHeader parse_npy_header(std::span<const std::byte> file, std::string_v
   return h;
 }
 
-/// Writes a float32 C-order array as .npy (format 1.0, or 2.0 for huge headers); numpy.load reads it.
-inline void write_npy_f32(const std::filesystem::path& path, const float* data, const std::vector<size_t>& shape) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
-  size_t numel = 1;
+/// The .npy header (magic, version, length, dict padded to 64 bytes) of a C-order array of `descr`
+/// ("<f4", "<i4"): format 1.0, or 2.0 for huge headers.
+inline std::string npy_header(std::string_view descr, const std::vector<size_t>& shape) {
+  std::string dict = "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (";
   for (size_t k = 0; k < shape.size(); ++k) {
     dict += std::to_string(shape[k]);
     dict += (shape.size() == 1 || k + 1 < shape.size()) ? "," : "";
     if (k + 1 < shape.size()) dict += ' ';
-    numel *= shape[k];
   }
   dict += "), }";
   // Pad with spaces so magic + version + length + dict + '\n' is a multiple of 64.
@@ -188,22 +188,24 @@ inline void write_npy_f32(const std::filesystem::path& path, const float* data, 
   const size_t prefix = v2 ? 12 : 10;
   while ((prefix + dict.size() + 1) % 64 != 0) dict += ' ';
   dict += '\n';
-  std::ofstream out(path, std::ios::binary);
-  if (!out) throw make_error(path.string(), "", "cannot open for writing");
-  out.write("\x93NUMPY", 6);
-  const char ver[2] = {char(v2 ? 2 : 1), 0};
-  out.write(ver, 2);
-  if (v2) {
-    const uint32_t n = uint32_t(dict.size());
-    out.write(reinterpret_cast<const char*>(&n), 4);
-  } else {
-    const uint16_t n = uint16_t(dict.size());
-    out.write(reinterpret_cast<const char*>(&n), 2);
-  }
-  out.write(dict.data(), std::streamsize(dict.size()));
-  if (numel) out.write(reinterpret_cast<const char*>(data), std::streamsize(numel * sizeof(float)));
-  out.close();
-  if (!out) throw make_error(path.string(), "", "write failed (disk full?)");
+  std::string h("\x93NUMPY", 6);
+  h += char(v2 ? 2 : 1);
+  h += char(0);
+  const uint32_t n = uint32_t(dict.size());
+  h.append(reinterpret_cast<const char*>(&n), v2 ? 4 : 2);  // little-endian length
+  return h + dict;
+}
+
+/// Writes a float32 C-order array as .npy; numpy.load reads it. Atomic (output_file.hpp): the
+/// target is replaced only when the whole file is on disk; `inputs` are refused as targets.
+inline void write_npy_f32(const std::filesystem::path& path, const float* data, const std::vector<size_t>& shape,
+                          std::string_view flag = "", const std::vector<std::filesystem::path>& inputs = {}) {
+  size_t numel = 1;
+  for (size_t d : shape) numel *= d;
+  OutputFile out(path, std::string(flag), inputs);
+  out.write(npy_header("<f4", shape));
+  if (numel) out.write(data, numel * sizeof(float));
+  out.commit();
 }
 
 /// A float array read from .npy.
