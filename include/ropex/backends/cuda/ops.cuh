@@ -294,6 +294,7 @@ struct Ops {
     std::shared_ptr<const RopeFrequencies> freq;  // the last frequencies, reused while unchanged
     std::vector<double> freq_key;
     DeviceBuffer<int64_t> positions;  // 0, 1, 2, ... (RoPE reads positions[first ...])
+    DeviceBuffer<int64_t> positions_at;  // the rows' positions of rope_angles_at
     std::vector<std::shared_ptr<DeviceBuffer<float2>>> rope_tables;  // cos/sin of chunks (rope_angles)
     DeviceBuffer<int32_t> tokens;
     int32_t* pinned = nullptr;  // host staging of tokens / targets (pinned: async, capturable copies)
@@ -541,12 +542,7 @@ struct Ops {
 
   // ------------------------------------------------------------------------------ RoPE
   Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
-    std::vector<double> key(inv_freq.begin(), inv_freq.end());
-    key.push_back(attention_factor);
-    if (!st->freq || key != st->freq_key) {
-      st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
-      st->freq_key = std::move(key);
-    }
+    use_frequencies(inv_freq, attention_factor);
     const int64_t need = first + n;
     if (static_cast<int64_t>(st->positions.size()) < need) {  // grow geometrically: decode adds one at a time
       const int64_t cap = std::max<int64_t>(need, 2 * static_cast<int64_t>(st->positions.size()));
@@ -554,6 +550,30 @@ struct Ops {
       kernels::iota<<<grid_for(cap), 256, 0, st->stream>>>(st->positions.data(), cap);
       check_launch("iota");
     }
+    return rope_table_at(st->positions.data() + first, first, n);
+  }
+  /// Rotation of rows at arbitrary `positions` (a context-parallel rank's zigzag rows) under the
+  /// given frequencies (computed for the whole window).
+  Rope rope_angles_at(std::span<const double> inv_freq, double attention_factor, std::span<const int64_t> positions) {
+    use_frequencies(inv_freq, attention_factor);
+    const int64_t n = static_cast<int64_t>(positions.size());
+    st->positions_at.reserve(static_cast<size_t>(std::max<int64_t>(n, 1)));
+    // pageable source: the copy has read it when the call returns; the table kernel follows in stream order
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(st->positions_at.data(), positions.data(), sizeof(int64_t) * size_t(n),
+                                     cudaMemcpyHostToDevice, st->stream));
+    return rope_table_at(st->positions_at.data(), n ? positions[0] : 0, n);
+  }
+  /// st->freq = these frequencies (the last ones reused while unchanged).
+  void use_frequencies(std::span<const double> inv_freq, double attention_factor) {
+    std::vector<double> key(inv_freq.begin(), inv_freq.end());
+    key.push_back(attention_factor);
+    if (!st->freq || key != st->freq_key) {
+      st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
+      st->freq_key = std::move(key);
+    }
+  }
+  /// The cos/sin table of n positions read from device memory, under st->freq.
+  Rope rope_table_at(const int64_t* device_positions, int64_t first, int64_t n) {
     // Tables are pooled: one no Rope holds any more is reused, so a decode step allocates nothing.
     std::shared_ptr<DeviceBuffer<float2>> table;
     for (const auto& t : st->rope_tables)
@@ -563,7 +583,7 @@ struct Ops {
       }
     if (!table) table = st->rope_tables.emplace_back(std::make_shared<DeviceBuffer<float2>>());
     table->reserve(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
-    rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq, st->stream);
+    rope_cos_sin_table(table->data(), device_positions, n, *st->freq, st->stream);
     return Rope{st->freq, std::move(table), first, n};
   }
   void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,

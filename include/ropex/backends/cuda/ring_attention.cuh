@@ -75,6 +75,59 @@ __global__ void merge_block(float* __restrict__ acc_o, float* __restrict__ acc_l
   if (lane == 0) *a_lse = m.lse;
 }
 
+/// One block's attention with its LSE for head dims the flash kernel has no instance for (it takes
+/// 64, 80, 128; small models such as llama2.c's stories260K use 8): one warp per (query row, head),
+/// online softmax over the row's visible keys, head_dim <= 256. o: [rows, heads, hd]; lse: [heads,
+/// rows], natural log, -inf (and a zero output) for a row that sees no key of this block.
+template <class T>
+__global__ void block_rows(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                           T* __restrict__ o, float* __restrict__ lse, attention::AttentionShape s) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (row >= s.n_queries * s.n_heads) return;
+  const int64_t i = row / s.n_heads, h = row % s.n_heads, kvh = h / s.group();
+  const int D = static_cast<int>(s.head_dim);
+  const T* qr = q + (i * s.n_heads + h) * D;
+  float qv[8], acc[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int e = lane + 32 * c;
+    qv[c] = e < D ? to_float(qr[e]) : 0.f;
+    acc[c] = 0.f;
+  }
+  const float scale = static_cast<float>(s.scale);
+  float m = -INFINITY, l = 0.f;
+  for (int64_t j = s.first_key(i); j < s.visible_keys(i); ++j) {
+    const T* kr = k + (j * s.n_kv_heads + kvh) * D;
+    const T* vr = v + (j * s.n_kv_heads + kvh) * D;
+    float d = 0.f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int e = lane + 32 * c;
+      if (e < D) d += qv[c] * to_float(kr[e]);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffffu, d, off);
+    const float sc = d * scale, m_new = fmaxf(m, sc);
+    const float corr = expf(m - m_new), p = expf(sc - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int e = lane + 32 * c;
+      acc[c] = acc[c] * corr + (e < D ? p * to_float(vr[e]) : 0.f);
+    }
+    m = m_new;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  T* out = o + (i * s.n_heads + h) * D;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int e = lane + 32 * c;
+    if (e < D) out[e] = from_float<T>(acc[c] * inv);
+  }
+  if (lane == 0) lse[h * s.n_queries + i] = l > 0.f ? m + logf(l) : -INFINITY;
+}
+
 inline unsigned blocks_for(int64_t threads, int per_block = 256) {
   return static_cast<unsigned>((threads + per_block - 1) / per_block);
 }
@@ -86,15 +139,22 @@ inline unsigned blocks_for(int64_t threads, int per_block = 256) {
 template <class T>
 class Ring {
  public:
-  Ring(std::vector<int> devices, Transport transport) : devices_(std::move(devices)), transport_(transport) {
+  /// `compute` (optional, one per rank, on its device): the streams the ranks compute on, owned by
+  /// the caller — a model's stream, so the ring's work is ordered with the rest of its layer.
+  /// Empty: the ring makes its own.
+  Ring(std::vector<int> devices, Transport transport, std::vector<cudaStream_t> compute = {})
+      : devices_(std::move(devices)), transport_(transport), own_compute_(compute.empty()) {
     if (devices_.empty()) throw make_error("context parallel", "gpus", "need at least one rank");
     const int n = ranks();
+    if (!own_compute_ && static_cast<int>(compute.size()) != n)
+      throw make_error("context parallel", "streams", "one compute stream per rank");
     self_ = std::all_of(devices_.begin(), devices_.end(), [&](int d) { return d == devices_[0]; });
     ranks_.resize(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) {
       Rank& k = ranks_[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaSetDevice(devices_[static_cast<size_t>(r)]));
-      ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.compute, cudaStreamNonBlocking));
+      if (own_compute_) ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.compute, cudaStreamNonBlocking));
+      else k.compute = compute[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.comm, cudaStreamNonBlocking));
       cudaEvent_t* events[] = {&k.computed, &k.received[0], &k.received[1], &k.handoff};
       for (cudaEvent_t* e : events) ROPEX_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
@@ -120,7 +180,7 @@ class Ring {
     for (ncclComm_t c : comms_) ncclCommDestroy(c);
     for (size_t r = 0; r < ranks_.size(); ++r) {
       cudaSetDevice(devices_[r]);
-      cudaStreamDestroy(ranks_[r].compute);
+      if (own_compute_) cudaStreamDestroy(ranks_[r].compute);
       cudaStreamDestroy(ranks_[r].comm);
       const cudaEvent_t events[] = {ranks_[r].computed, ranks_[r].received[0], ranks_[r].received[1], ranks_[r].handoff};
       for (cudaEvent_t e : events) cudaEventDestroy(e);
@@ -201,9 +261,8 @@ class Ring {
           const bool first = e.first_step == s && e.first_block == i, last = e.last_step == s && e.last_block == i;
           const int64_t q_row = z.local_row(r, b.q_which), k_row = z.local_row(src, b.k_which);
           const attention::AttentionShape bs = parallel::block_shape(whole, b.q, b.k, b.block);
-          flash_attention<T>(io[static_cast<size_t>(r)].q + q_row * H * hd, held_k(r, s) + k_row * KVH * hd,
-                             held_v(r, s) + k_row * KVH * hd, k.part_o.data(), k.part_lse.data(), 1, bs, {}, {},
-                             k.compute);
+          block_attention(io[static_cast<size_t>(r)].q + q_row * H * hd, held_k(r, s) + k_row * KVH * hd,
+                          held_v(r, s) + k_row * KVH * hd, k.part_o.data(), k.part_lse.data(), bs, k.compute);
           detail::merge_block<T><<<detail::blocks_for(b.q.size() * H * 32), 256, 0, k.compute>>>(
               k.acc_o.data(), k.acc_lse.data(), k.part_o.data(), k.part_lse.data(),
               last ? io[static_cast<size_t>(r)].o : nullptr, first, local, q_row, b.q.size(), static_cast<int>(H),
@@ -224,6 +283,19 @@ class Ring {
   }
 
  private:
+  /// One block's output and LSE: the flash kernel where it has an instance for the head dim.
+  static void block_attention(const T* q, const T* k, const T* v, T* o, float* lse, const attention::AttentionShape& s,
+                              cudaStream_t stream) {
+    if (s.head_dim == 64 || s.head_dim == 80 || s.head_dim == 128) {
+      flash_attention<T>(q, k, v, o, lse, 1, s, {}, {}, stream);
+      return;
+    }
+    if (s.head_dim > 256)
+      throw make_error("context parallel", "head_dim", "must be <= 256, got " + std::to_string(s.head_dim));
+    detail::block_rows<T><<<detail::blocks_for(s.n_queries * s.n_heads * 32), 256, 0, stream>>>(q, k, v, o, lse, s);
+    check_launch("ring::block_rows");
+  }
+
   struct Rank {
     cudaStream_t compute = nullptr, comm = nullptr;
     cudaEvent_t computed = nullptr;  // the last attention step (or the inputs) enqueued on `compute`
@@ -311,6 +383,7 @@ class Ring {
 
   std::vector<int> devices_;
   Transport transport_;
+  bool own_compute_ = true;
   bool self_ = false;
   std::vector<Rank> ranks_;
   std::vector<ncclComm_t> comms_;
