@@ -191,11 +191,12 @@ __global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logit
 
 /// Plain causal GQA attention for any head_dim <= 256 and any T (the fp32 path, and head sizes
 /// the tensor-core kernels do not cover): one warp per (query, head) row, lanes across head_dim,
-/// keys one at a time with the online-softmax recurrence in fp32.
+/// keys one at a time with the online-softmax recurrence in fp32. lse (optional, [heads, queries],
+/// natural log; -inf for a row that sees no key): what the context-parallel ring merges blocks by.
 template <class T>
 __global__ void attention_rows(attention::HeadsView<const T> q, attention::HeadsView<const T> k,
                                attention::HeadsView<const T> v, attention::HeadsView<T> o,
-                               attention::AttentionShape s) {
+                               attention::AttentionShape s, float* lse = nullptr) {
   const int lane = threadIdx.x % 32;
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   if (row >= s.n_queries * s.n_heads) return;
@@ -240,6 +241,7 @@ __global__ void attention_rows(attention::HeadsView<const T> q, attention::Heads
     const int e = lane + 32 * c;
     if (e < D) orow[e] = from_float<T>(acc[c] * inv);
   }
+  if (lse && lane == 0) lse[h * s.n_queries + i] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
 __global__ void iota(int64_t* p, int64_t n) {

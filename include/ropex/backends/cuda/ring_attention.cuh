@@ -15,6 +15,7 @@
 #include <ropex/backends/cuda/buffer.cuh>
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/ops.cuh>  // kernels::attention_rows: blocks of head dims flash lacks
 #include <ropex/parallel/zigzag.hpp>
 
 #include <nccl.h>
@@ -73,59 +74,6 @@ __global__ void merge_block(float* __restrict__ acc_o, float* __restrict__ acc_l
   }
   __syncwarp();
   if (lane == 0) *a_lse = m.lse;
-}
-
-/// One block's attention with its LSE for head dims the flash kernel has no instance for (it takes
-/// 64, 80, 128; small models such as llama2.c's stories260K use 8): one warp per (query row, head),
-/// online softmax over the row's visible keys, head_dim <= 256. o: [rows, heads, hd]; lse: [heads,
-/// rows], natural log, -inf (and a zero output) for a row that sees no key of this block.
-template <class T>
-__global__ void block_rows(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                           T* __restrict__ o, float* __restrict__ lse, attention::AttentionShape s) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  if (row >= s.n_queries * s.n_heads) return;
-  const int64_t i = row / s.n_heads, h = row % s.n_heads, kvh = h / s.group();
-  const int D = static_cast<int>(s.head_dim);
-  const T* qr = q + (i * s.n_heads + h) * D;
-  float qv[8], acc[8];
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const int e = lane + 32 * c;
-    qv[c] = e < D ? to_float(qr[e]) : 0.f;
-    acc[c] = 0.f;
-  }
-  const float scale = static_cast<float>(s.scale);
-  float m = -INFINITY, l = 0.f;
-  for (int64_t j = s.first_key(i); j < s.visible_keys(i); ++j) {
-    const T* kr = k + (j * s.n_kv_heads + kvh) * D;
-    const T* vr = v + (j * s.n_kv_heads + kvh) * D;
-    float d = 0.f;
-#pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const int e = lane + 32 * c;
-      if (e < D) d += qv[c] * to_float(kr[e]);
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffffu, d, off);
-    const float sc = d * scale, m_new = fmaxf(m, sc);
-    const float corr = expf(m - m_new), p = expf(sc - m_new);
-    l = l * corr + p;
-#pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const int e = lane + 32 * c;
-      acc[c] = acc[c] * corr + (e < D ? p * to_float(vr[e]) : 0.f);
-    }
-    m = m_new;
-  }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-  T* out = o + (i * s.n_heads + h) * D;
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const int e = lane + 32 * c;
-    if (e < D) out[e] = from_float<T>(acc[c] * inv);
-  }
-  if (lane == 0) lse[h * s.n_queries + i] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
 inline unsigned blocks_for(int64_t threads, int per_block = 256) {
@@ -292,8 +240,12 @@ class Ring {
     }
     if (s.head_dim > 256)
       throw make_error("context parallel", "head_dim", "must be <= 256, got " + std::to_string(s.head_dim));
-    detail::block_rows<T><<<detail::blocks_for(s.n_queries * s.n_heads * 32), 256, 0, stream>>>(q, k, v, o, lse, s);
-    check_launch("ring::block_rows");
+    // the row kernel (small models: llama2.c's stories260K has head_dim 8)
+    const int64_t H = s.n_heads, KVH = s.n_kv_heads, hd = s.head_dim;
+    kernels::attention_rows<T><<<detail::blocks_for(s.n_queries * H * 32), 256, 0, stream>>>(
+        attention::token_major<const T>(q, H, hd), attention::token_major<const T>(k, KVH, hd),
+        attention::token_major<const T>(v, KVH, hd), attention::token_major<T>(o, H, hd), s, lse);
+    check_launch("ring::attention_rows");
   }
 
   struct Rank {
