@@ -223,6 +223,9 @@ class Ring {
     for (int r = 0; r < n; ++r) {
       Rank& k = ranks_[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaSetDevice(device(r)));
+      // Rank r's own K/V were read at step 0 by the transfer to the next rank (on that rank's
+      // communication stream under `streams`): the caller's next work on stream(r) may overwrite them.
+      if (n > 1) ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.compute, ranks_[static_cast<size_t>((r + 1) % n)].received[1], 0));
       if (io[static_cast<size_t>(r)].lse)
         ROPEX_CUDA_CHECK(cudaMemcpyAsync(io[static_cast<size_t>(r)].lse, k.acc_lse.data(),
                                          sizeof(float) * static_cast<size_t>(H * z.local_tokens(r)),
