@@ -6,6 +6,7 @@
 // and a failing rank must stop the others with its error, not hang them.
 #include <doctest/doctest.h>
 
+#include "cli_runner.hpp"
 #include "test_util.hpp"
 
 #include <ropex/eval/perplexity.hpp>
@@ -140,4 +141,24 @@ TEST_CASE("context-parallel perplexity: a failing rank stops every rank with its
   po.stride = 0, po.context = 5;
   CHECK_HAS(ropex::test::error_of([&] { ropex::parallel::context_parallel_perplexity(ranks, tokens, po, reference_attend); }),
             "needs >= 6");
+}
+
+TEST_CASE("ropex perplexity --gpus: one line naming the flag where it cannot run") {
+  const ropex::test::TempDir tmp("cp_perplexity_cli");
+  const fs::path model = fixture_model(tmp, "default");
+  const std::string tokens = ropex::test::temp_file("cp_tokens.txt", "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16");
+  const std::string base = "perplexity --model " + model.string() + " --tokens " + tokens + " --context 8 ";
+  auto r = ropex::test::run_cli(base + "--gpus 2");
+  CHECK(r.code == 2);
+  CHECK_HAS(r.err, "--gpus: 2: context parallel runs on GPUs: add --device cuda");
+  r = ropex::test::run_cli(base + "--gpus 2 --cp-transport carrier-pigeon");
+  CHECK(r.code != 0);
+  CHECK_HAS(r.err, "--cp-transport");
+  // without a GPU (or without CUDA or NCCL compiled in): refused, naming the flag
+  r = ropex::test::run_cli(base + "--device cuda --gpus 2");
+  if (r.code != 0) {
+    CHECK(r.code == 2);
+    CHECK_HAS(r.err, "--gpus: 2: ");
+  }
+  std::filesystem::remove(tokens);
 }

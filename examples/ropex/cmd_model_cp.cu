@@ -45,8 +45,9 @@ eval::PerplexityResult cuda_cp_perplexity(const model::Checkpoint& ck, std::span
   if (cp.transport == "streams") cpo.transport = cuda::ring::Transport::streams;
   else if (cp.transport != "nccl") throw make_error("--cp-transport", cp.transport, "must be nccl or streams");
   int count = 0;
-  ROPEX_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;  // no driver / no device: refused below
   const int ranks = static_cast<int>(cpo.devices.size());
+  if (count == 0) throw make_error("--gpus", cp.gpus, "no GPU visible");
   if (cp.gpus.find(',') == std::string::npos && ranks > count)
     throw make_error("--gpus", cp.gpus, std::to_string(ranks) + " GPUs asked, " + std::to_string(count) + " visible");
   cuda::check_devices(cpo.devices, "--gpus");
