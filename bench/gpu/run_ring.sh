@@ -12,17 +12,7 @@ T0=$(date +%s)
 status=0
 export NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if [ ! -e /usr/local/cuda/include/nccl.h ] && [ -z "${NCCL_HOME:-}" ]; then
-  nccl_py=$(python3 -c "import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])" 2>/dev/null || true)
-  if [ -n "$nccl_py" ]; then
-    export NCCL_HOME="$PWD/build-nccl"  # the wheel ships libnccl.so.2 only: give find_library its name
-    mkdir -p "$NCCL_HOME/lib"
-    ln -sfn "$nccl_py/include" "$NCCL_HOME/include"
-    ln -sf "$nccl_py/lib/libnccl.so.2" "$NCCL_HOME/lib/libnccl.so"
-    export LD_LIBRARY_PATH="$nccl_py/lib:${LD_LIBRARY_PATH:-}"
-  fi
-fi
-echo "NCCL_HOME=${NCCL_HOME:-/usr/local/cuda}"
+source bench/gpu/nccl_env.sh  # (common.sh made the repository root the working directory)
 cmake -S . -B build-ring -G Ninja -DCMAKE_BUILD_TYPE=Release -DROPEX_CUDA=ON -DROPEX_BUILD_EXAMPLES=OFF \
       -DROPEX_BUILD_BENCH=OFF -DROPEX_INSTALL=OFF -DROPEX_BLAS=OFF -DCMAKE_CUDA_ARCHITECTURES=90a \
       -DCMAKE_PREFIX_PATH="$PWD/.deps" > "$OUT/build_ring.log" 2>&1 &&

@@ -304,6 +304,7 @@ struct PerplexityCliOptions {
   int64_t context = 0, stride = 0, bins = 32;
   bool json = false, csv = false, bos_windows = false;
   CLI::Option *o_stride = nullptr, *o_bins = nullptr;
+  ropex::cli::ContextParallelCli cp;  // --gpus, --cp-transport
 };
 
 // The unbinned per-position loss curve (--csv to stdout, --out to a file).
@@ -364,7 +365,11 @@ void run_perplexity(const PerplexityCliOptions& o) {
   };
   ropex::cli::CudaRunStats gpu;
   ropex::eval::PerplexityResult r;
-  if (o.m.device == "cuda") {
+  if (!o.cp.gpus.empty() && o.m.device != "cuda")
+    throw ropex::make_error("--gpus", o.cp.gpus, "context parallel runs on GPUs: add --device cuda");
+  if (!o.cp.gpus.empty()) {
+    r = ropex::cli::cuda_cp_perplexity(ck, tokens, po, o.m.cuda, o.cp, &gpu);
+  } else if (o.m.device == "cuda") {
     r = ropex::cli::cuda_perplexity(ck, tokens, po, o.m.cuda, &gpu);
   } else {
     const int64_t window = std::min<int64_t>(o.context, int64_t(tokens.size()));
@@ -452,6 +457,11 @@ ROPEX_SUBCOMMAND(52, [](CLI::App& app) {
   o->o_bins = s->add_option("--bins", o->bins, "bins of the per-position curve (default 32)")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   s->add_flag("--bos-windows", o->bos_windows,
               "start every window after the first with BOS (in place of its first token), like a document start");
+  s->add_option("--gpus", o->cp.gpus,
+                "--device cuda: split every window over GPUs (context parallel, ring attention): N for devices "
+                "0..N-1, or a device list such as 0,1 (repeats put ranks on one GPU); non-overlapping windows only");
+  s->add_option("--cp-transport", o->cp.transport, "with --gpus: how K/V move around the ring: nccl (default) or streams")
+      ->check(CLI::IsMember({"nccl", "streams"}));
   s->add_option("--out", o->out, "write the unbinned per-position mean loss here as CSV (atomically; never an input)");
   auto* js = s->add_flag("--json", o->json, "print JSON: perplexity, mean_nll, tokens, context, stride, windows, curve, gpu, inputs");
   s->add_flag("--csv", o->csv, "print the unbinned per-position mean loss as CSV (position,count,mean_nll)")->excludes(js);

@@ -30,6 +30,29 @@ struct CudaRunStats {
   double peak_gb = 0;   ///< most device memory in use (GB, 1e9 bytes), weights included
 };
 
+/// Context parallelism (perplexity --gpus): each window split zigzag over ranks, ring attention.
+struct ContextParallelCli {
+  std::string gpus;               ///< "N" (devices 0..N-1) or "0,1,..." (repeats: ranks on one GPU)
+  std::string transport = "nccl";  ///< nccl or streams
+};
+
+#if defined(ROPEX_CLI_HAS_CUDA) && defined(ROPEX_CLI_HAS_NCCL)
+/// eval::perplexity with every window split over the ranks of `cp` (bf16; non-overlapping windows).
+eval::PerplexityResult cuda_cp_perplexity(const model::Checkpoint& ck, std::span<const int32_t> tokens,
+                                          eval::PerplexityOptions po, const CudaOptions& o,
+                                          const ContextParallelCli& cp, CudaRunStats* stats);
+#else
+inline eval::PerplexityResult cuda_cp_perplexity(const model::Checkpoint&, std::span<const int32_t>,
+                                                 eval::PerplexityOptions, const CudaOptions&,
+                                                 const ContextParallelCli& cp, CudaRunStats*) {
+#if defined(ROPEX_CLI_HAS_CUDA)
+  throw make_error("--gpus", cp.gpus, "this ropex was built without NCCL (the CUDA toolkit's, or NCCL_HOME at configure)");
+#else
+  throw make_error("--gpus", cp.gpus, "this ropex was built without CUDA (configure with -DROPEX_CUDA=ON)");
+#endif
+}
+#endif
+
 #if defined(ROPEX_CLI_HAS_CUDA)
 /// logits [n, vocab] (host) of `tokens` on the GPU.
 model::Llama<>::HostMatrix cuda_logits(const model::Checkpoint& ck, std::span<const int32_t> tokens,

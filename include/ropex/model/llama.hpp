@@ -103,6 +103,22 @@ class Llama {
     return Cache(layer_streamed ? 1 : c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity);
   }
 
+  /// Context parallelism (parallel/cp_perplexity.hpp): this model is one rank of a window split
+  /// over several. forward()'s tokens are the rank's rows, at window `positions`; every layer's
+  /// q, k, v ([n, heads, head_dim] each, rotated at those positions with the frequencies of the
+  /// whole window, `window_tokens` long) go to `attention`, which writes the rows' output to `out`
+  /// — a ring over the ranks (backends/cuda/ring_attention.cuh) in place of the cache.
+  struct ContextParallel {
+    std::vector<int64_t> positions;
+    int64_t window_tokens = 0;
+    std::function<void(const Scalar* q, const Scalar* k, const Scalar* v, Scalar* out,
+                       const attention::AttentionShape& whole)>
+        attention;
+  };
+  /// Sets (or, with nullopt, clears) the context-parallel rank; forward() is the one-device
+  /// forward while none is set.
+  void context_parallel(std::optional<ContextParallel> cp) { cp_ = std::move(cp); }
+
   /// Called after each layer of a forward() with (layers done, layers): progress of long calls.
   void on_layer(std::function<void(int64_t, int64_t)> f) { on_layer_ = std::move(f); }
 
@@ -125,17 +141,24 @@ class Llama {
       throw make_error("kv cache", "layers",
                        "a layer-streamed cache (" + std::to_string(cache.n_layers()) +
                            " layer) serves one forward() from empty; clear() it first");
-    cache.reserve_more(n);
-    const int64_t past = cache.length(), seq_len = past + n;
+    // A context-parallel rank: its rows in one chunk, the cache untouched (the ring holds the K/V).
+    const ContextParallel* cp = cp_ ? &*cp_ : nullptr;
+    if (cp && int64_t(cp->positions.size()) != n)
+      throw make_error("context parallel", "positions", "one window position per token");
+    const int64_t chunk = cp ? std::max<int64_t>(n, 1) : chunk_;
+    if (!cp) cache.reserve_more(n);
+    const int64_t past = cp ? 0 : cache.length(), seq_len = cp ? cp->window_tokens : past + n;
     const std::vector<double> inv_freq = c.rope.inv_freq(c.rotary_dim(), seq_len);
     const double attention_factor = c.rope.attention_factor(seq_len);
     std::vector<typename Ops::Rope> rope;  // per chunk: the cos/sin of its positions
-    for (int64_t t0 = 0; t0 < n; t0 += chunk_)
-      rope.push_back(ops_.rope_angles(inv_freq, attention_factor, past + t0, std::min(chunk_, n - t0)));
+    if (cp) rope.push_back(ops_.rope_angles_at(inv_freq, attention_factor, cp->positions));
+    else
+      for (int64_t t0 = 0; t0 < n; t0 += chunk)
+        rope.push_back(ops_.rope_angles(inv_freq, attention_factor, past + t0, std::min(chunk, n - t0)));
 
     Matrix x(n, dim);  // (n, dim)  the residual stream of every token; returned normed
     ops_.embed(x.data(), embed_[0], tokens);  // x = embed_tokens[tokens]
-    const int64_t mc = std::min(chunk_, n);
+    const int64_t mc = std::min(chunk, n);
     xb_.resize(mc, dim);      // (m, dim)          normed input of a block
     qkv_.resize(mc, q_dim + 2 * kv_dim);  // q (m, n_heads, hd), then k and v (m, n_kv, hd): one block
     att_.resize(mc, q_dim);   // (m, n_heads, hd)  attention output
@@ -150,12 +173,12 @@ class Llama {
     // On the GPU a one-token step (decode) is recorded from here as CUDA graphs, launched a few
     // layers at a time: a few launches instead of ~15 per layer. Not with an on_layer hook (it
     // would run while recording). ops<cpu>: nothing.
-    auto step = ops_.begin_step(cache, /*record=*/n == 1 && !on_layer_);
+    auto step = ops_.begin_step(cache, /*record=*/n == 1 && !on_layer_ && !cp);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Layer& w = layers_[size_t(l)];
       const int64_t cl = streamed ? 0 : l;  // the cache layer holding layer l's keys/values
-      for (int64_t t0 = 0, ci = 0; t0 < n; t0 += chunk_, ++ci) {
-        const int64_t m = std::min(chunk_, n - t0);
+      for (int64_t t0 = 0, ci = 0; t0 < n; t0 += chunk, ++ci) {
+        const int64_t m = std::min(chunk, n - t0);
         Scalar* xc = x.data() + t0 * dim;  // (m, dim) this chunk's rows of the residual stream
         // ---- attention block
         // q|k|v = norm(x) Wq|Wk|Wv^T (+ bq|bk|bv)  (xb: the normed rows)
@@ -166,15 +189,20 @@ class Llama {
           ops_.rmsnorm(k, k, w.k_norm->data(), m * n_kv, hd, c.rms_norm_eps);
         }
         ops_.rope(q, n_heads, k, n_kv, m, hd, rope[size_t(ci)], c.rope_layout);
-        cache.append(cl, k, v, m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
         attention::AttentionShape shape;
         shape.n_queries = m, shape.n_keys = past + t0 + m, shape.query_offset = past + t0, shape.causal = true;
         shape.window = c.window(l);  // 0, or the sliding window of this layer
         shape.n_heads = n_heads, shape.n_kv_heads = n_kv, shape.head_dim = hd;
         shape.scale = 1.0 / std::sqrt(double(hd));
-        ops_.attention(attention::token_major<const Scalar>(q, n_heads, hd),
-                       attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
-                       attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
+        if (cp) {  // the whole window's attention, over the ranks
+          shape.n_queries = shape.n_keys = cp->window_tokens, shape.query_offset = 0;
+          cp->attention(q, k, v, att_.data(), shape);
+        } else {
+          cache.append(cl, k, v, m, t0);  // keys/values of positions past+t0 .. past+t0+m-1
+          ops_.attention(attention::token_major<const Scalar>(q, n_heads, hd),
+                         attention::const_view(cache.keys(cl)), attention::const_view(cache.values(cl)),
+                         attention::token_major<Scalar>(att_.data(), n_heads, hd), shape);
+        }
         ops_.matmul(w.wo, att_.data(), m, xc, /*accumulate=*/true);  // x += att Wo^T (+ bo)
         if (w.bo) ops_.add_bias(xc, *w.bo, m, dim);
         // ---- MLP block (SwiGLU)
@@ -187,7 +215,7 @@ class Llama {
       ops_.end_layer(step);  // (GPU: launches what was recorded, every few layers)
       if (on_layer_) on_layer_(l + 1, c.num_hidden_layers);
     }
-    cache.commit(n);
+    if (!cp) cache.commit(n);
     ops_.rmsnorm(x.data(), x.data(), final_norm_[0].data(), n, dim, c.rms_norm_eps);  // in place
     ops_.end_step(step);
     return x;
@@ -235,6 +263,7 @@ class Llama {
   std::vector<Weight> embed_, lm_head_;  // one each (lm_head empty when tied to the embedding)
   std::vector<Vector> final_norm_;
   std::function<void(int64_t, int64_t)> on_layer_;
+  std::optional<ContextParallel> cp_;
   Matrix xb_, qkv_, att_, hb_;
 };
 

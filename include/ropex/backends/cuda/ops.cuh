@@ -191,11 +191,12 @@ __global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logit
 
 /// Plain causal GQA attention for any head_dim <= 256 and any T (the fp32 path, and head sizes
 /// the tensor-core kernels do not cover): one warp per (query, head) row, lanes across head_dim,
-/// keys one at a time with the online-softmax recurrence in fp32.
+/// keys one at a time with the online-softmax recurrence in fp32. lse (optional, [heads, queries],
+/// natural log; -inf for a row that sees no key): what the context-parallel ring merges blocks by.
 template <class T>
 __global__ void attention_rows(attention::HeadsView<const T> q, attention::HeadsView<const T> k,
                                attention::HeadsView<const T> v, attention::HeadsView<T> o,
-                               attention::AttentionShape s) {
+                               attention::AttentionShape s, float* lse = nullptr) {
   const int lane = threadIdx.x % 32;
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   if (row >= s.n_queries * s.n_heads) return;
@@ -240,6 +241,7 @@ __global__ void attention_rows(attention::HeadsView<const T> q, attention::Heads
     const int e = lane + 32 * c;
     if (e < D) orow[e] = from_float<T>(acc[c] * inv);
   }
+  if (lse && lane == 0) lse[h * s.n_queries + i] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
 __global__ void iota(int64_t* p, int64_t n) {
@@ -294,6 +296,7 @@ struct Ops {
     std::shared_ptr<const RopeFrequencies> freq;  // the last frequencies, reused while unchanged
     std::vector<double> freq_key;
     DeviceBuffer<int64_t> positions;  // 0, 1, 2, ... (RoPE reads positions[first ...])
+    DeviceBuffer<int64_t> positions_at;  // the rows' positions of rope_angles_at
     std::vector<std::shared_ptr<DeviceBuffer<float2>>> rope_tables;  // cos/sin of chunks (rope_angles)
     DeviceBuffer<int32_t> tokens;
     int32_t* pinned = nullptr;  // host staging of tokens / targets (pinned: async, capturable copies)
@@ -541,12 +544,7 @@ struct Ops {
 
   // ------------------------------------------------------------------------------ RoPE
   Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
-    std::vector<double> key(inv_freq.begin(), inv_freq.end());
-    key.push_back(attention_factor);
-    if (!st->freq || key != st->freq_key) {
-      st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
-      st->freq_key = std::move(key);
-    }
+    use_frequencies(inv_freq, attention_factor);
     const int64_t need = first + n;
     if (static_cast<int64_t>(st->positions.size()) < need) {  // grow geometrically: decode adds one at a time
       const int64_t cap = std::max<int64_t>(need, 2 * static_cast<int64_t>(st->positions.size()));
@@ -554,6 +552,30 @@ struct Ops {
       kernels::iota<<<grid_for(cap), 256, 0, st->stream>>>(st->positions.data(), cap);
       check_launch("iota");
     }
+    return rope_table_at(st->positions.data() + first, first, n);
+  }
+  /// Rotation of rows at arbitrary `positions` (a context-parallel rank's zigzag rows) under the
+  /// given frequencies (computed for the whole window).
+  Rope rope_angles_at(std::span<const double> inv_freq, double attention_factor, std::span<const int64_t> positions) {
+    use_frequencies(inv_freq, attention_factor);
+    const int64_t n = static_cast<int64_t>(positions.size());
+    st->positions_at.reserve(static_cast<size_t>(std::max<int64_t>(n, 1)));
+    // pageable source: the copy has read it when the call returns; the table kernel follows in stream order
+    ROPEX_CUDA_CHECK(cudaMemcpyAsync(st->positions_at.data(), positions.data(), sizeof(int64_t) * size_t(n),
+                                     cudaMemcpyHostToDevice, st->stream));
+    return rope_table_at(st->positions_at.data(), n ? positions[0] : 0, n);
+  }
+  /// st->freq = these frequencies (the last ones reused while unchanged).
+  void use_frequencies(std::span<const double> inv_freq, double attention_factor) {
+    std::vector<double> key(inv_freq.begin(), inv_freq.end());
+    key.push_back(attention_factor);
+    if (!st->freq || key != st->freq_key) {
+      st->freq = std::make_shared<const RopeFrequencies>(inv_freq, attention_factor);
+      st->freq_key = std::move(key);
+    }
+  }
+  /// The cos/sin table of n positions read from device memory, under st->freq.
+  Rope rope_table_at(const int64_t* device_positions, int64_t first, int64_t n) {
     // Tables are pooled: one no Rope holds any more is reused, so a decode step allocates nothing.
     std::shared_ptr<DeviceBuffer<float2>> table;
     for (const auto& t : st->rope_tables)
@@ -563,7 +585,7 @@ struct Ops {
       }
     if (!table) table = st->rope_tables.emplace_back(std::make_shared<DeviceBuffer<float2>>());
     table->reserve(static_cast<size_t>(std::max<int64_t>(n, 1) * st->freq->half()));
-    rope_cos_sin_table(table->data(), st->positions.data() + first, n, *st->freq, st->stream);
+    rope_cos_sin_table(table->data(), device_positions, n, *st->freq, st->stream);
     return Rope{st->freq, std::move(table), first, n};
   }
   void rope(T* q, int64_t q_heads, T* k, int64_t k_heads, int64_t n, int64_t head_dim, const Rope& r,

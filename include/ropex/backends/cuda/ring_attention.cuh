@@ -15,6 +15,7 @@
 #include <ropex/backends/cuda/buffer.cuh>
 #include <ropex/backends/cuda/common.cuh>
 #include <ropex/backends/cuda/flash_prefill.cuh>
+#include <ropex/backends/cuda/ops.cuh>  // kernels::attention_rows: blocks of head dims flash lacks
 #include <ropex/parallel/zigzag.hpp>
 
 #include <nccl.h>
@@ -86,15 +87,22 @@ inline unsigned blocks_for(int64_t threads, int per_block = 256) {
 template <class T>
 class Ring {
  public:
-  Ring(std::vector<int> devices, Transport transport) : devices_(std::move(devices)), transport_(transport) {
+  /// `compute` (optional, one per rank, on its device): the streams the ranks compute on, owned by
+  /// the caller — a model's stream, so the ring's work is ordered with the rest of its layer.
+  /// Empty: the ring makes its own.
+  Ring(std::vector<int> devices, Transport transport, std::vector<cudaStream_t> compute = {})
+      : devices_(std::move(devices)), transport_(transport), own_compute_(compute.empty()) {
     if (devices_.empty()) throw make_error("context parallel", "gpus", "need at least one rank");
     const int n = ranks();
+    if (!own_compute_ && static_cast<int>(compute.size()) != n)
+      throw make_error("context parallel", "streams", "one compute stream per rank");
     self_ = std::all_of(devices_.begin(), devices_.end(), [&](int d) { return d == devices_[0]; });
     ranks_.resize(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) {
       Rank& k = ranks_[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaSetDevice(devices_[static_cast<size_t>(r)]));
-      ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.compute, cudaStreamNonBlocking));
+      if (own_compute_) ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.compute, cudaStreamNonBlocking));
+      else k.compute = compute[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaStreamCreateWithFlags(&k.comm, cudaStreamNonBlocking));
       cudaEvent_t* events[] = {&k.computed, &k.received[0], &k.received[1], &k.handoff};
       for (cudaEvent_t* e : events) ROPEX_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
@@ -120,7 +128,7 @@ class Ring {
     for (ncclComm_t c : comms_) ncclCommDestroy(c);
     for (size_t r = 0; r < ranks_.size(); ++r) {
       cudaSetDevice(devices_[r]);
-      cudaStreamDestroy(ranks_[r].compute);
+      if (own_compute_) cudaStreamDestroy(ranks_[r].compute);
       cudaStreamDestroy(ranks_[r].comm);
       const cudaEvent_t events[] = {ranks_[r].computed, ranks_[r].received[0], ranks_[r].received[1], ranks_[r].handoff};
       for (cudaEvent_t e : events) cudaEventDestroy(e);
@@ -201,9 +209,8 @@ class Ring {
           const bool first = e.first_step == s && e.first_block == i, last = e.last_step == s && e.last_block == i;
           const int64_t q_row = z.local_row(r, b.q_which), k_row = z.local_row(src, b.k_which);
           const attention::AttentionShape bs = parallel::block_shape(whole, b.q, b.k, b.block);
-          flash_attention<T>(io[static_cast<size_t>(r)].q + q_row * H * hd, held_k(r, s) + k_row * KVH * hd,
-                             held_v(r, s) + k_row * KVH * hd, k.part_o.data(), k.part_lse.data(), 1, bs, {}, {},
-                             k.compute);
+          block_attention(io[static_cast<size_t>(r)].q + q_row * H * hd, held_k(r, s) + k_row * KVH * hd,
+                          held_v(r, s) + k_row * KVH * hd, k.part_o.data(), k.part_lse.data(), bs, k.compute);
           detail::merge_block<T><<<detail::blocks_for(b.q.size() * H * 32), 256, 0, k.compute>>>(
               k.acc_o.data(), k.acc_lse.data(), k.part_o.data(), k.part_lse.data(),
               last ? io[static_cast<size_t>(r)].o : nullptr, first, local, q_row, b.q.size(), static_cast<int>(H),
@@ -216,6 +223,9 @@ class Ring {
     for (int r = 0; r < n; ++r) {
       Rank& k = ranks_[static_cast<size_t>(r)];
       ROPEX_CUDA_CHECK(cudaSetDevice(device(r)));
+      // Rank r's own K/V were read at step 0 by the transfer to the next rank (on that rank's
+      // communication stream under `streams`): the caller's next work on stream(r) may overwrite them.
+      if (n > 1) ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.compute, ranks_[static_cast<size_t>((r + 1) % n)].received[1], 0));
       if (io[static_cast<size_t>(r)].lse)
         ROPEX_CUDA_CHECK(cudaMemcpyAsync(io[static_cast<size_t>(r)].lse, k.acc_lse.data(),
                                          sizeof(float) * static_cast<size_t>(H * z.local_tokens(r)),
@@ -224,6 +234,23 @@ class Ring {
   }
 
  private:
+  /// One block's output and LSE: the flash kernel where it has an instance for the head dim.
+  static void block_attention(const T* q, const T* k, const T* v, T* o, float* lse, const attention::AttentionShape& s,
+                              cudaStream_t stream) {
+    if (s.head_dim == 64 || s.head_dim == 80 || s.head_dim == 128) {
+      flash_attention<T>(q, k, v, o, lse, 1, s, {}, {}, stream);
+      return;
+    }
+    if (s.head_dim > 256)
+      throw make_error("context parallel", "head_dim", "must be <= 256, got " + std::to_string(s.head_dim));
+    // the row kernel (small models: llama2.c's stories260K has head_dim 8)
+    const int64_t H = s.n_heads, KVH = s.n_kv_heads, hd = s.head_dim;
+    kernels::attention_rows<T><<<detail::blocks_for(s.n_queries * H * 32), 256, 0, stream>>>(
+        attention::token_major<const T>(q, H, hd), attention::token_major<const T>(k, KVH, hd),
+        attention::token_major<const T>(v, KVH, hd), attention::token_major<T>(o, H, hd), s, lse);
+    check_launch("ring::attention_rows");
+  }
+
   struct Rank {
     cudaStream_t compute = nullptr, comm = nullptr;
     cudaEvent_t computed = nullptr;  // the last attention step (or the inputs) enqueued on `compute`
@@ -311,6 +338,7 @@ class Ring {
 
   std::vector<int> devices_;
   Transport transport_;
+  bool own_compute_ = true;
   bool self_ = false;
   std::vector<Rank> ranks_;
   std::vector<ncclComm_t> comms_;

@@ -152,6 +152,11 @@ struct ops<cpu> {
   static Rope rope_angles(std::span<const double> inv_freq, double attention_factor, int64_t first, int64_t n) {
     return rope_table(inv_freq, iota_positions(n, first), attention_factor);
   }
+  /// Rows at arbitrary positions (a context-parallel rank's zigzag rows).
+  static Rope rope_angles_at(std::span<const double> inv_freq, double attention_factor,
+                             std::span<const int64_t> positions) {
+    return rope_table(inv_freq, positions, attention_factor);
+  }
   /// Rotates q [n, q_heads, head_dim] and k [n, k_heads, head_dim] in place.
   static void rope(float* q, int64_t q_heads, float* k, int64_t k_heads, int64_t n, int64_t head_dim,
                    const Rope& table, RopeLayout layout) {
