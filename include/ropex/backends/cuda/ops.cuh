@@ -176,7 +176,8 @@ struct SiluMul {  // SwiGLU (common.cuh's silu_mul)
 };
 
 /// nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]]   (one block per row)
-__global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logits, const int32_t* __restrict__ targets,
+// static: ops.cuh is included by several .cu files of one program (internal linkage, no duplicate symbol)
+static __global__ void row_nll(float* __restrict__ nll, const float* __restrict__ logits, const int32_t* __restrict__ targets,
                         int64_t vocab) {
   __shared__ float red[32];
   const float* row = logits + blockIdx.x * vocab;
@@ -244,7 +245,7 @@ __global__ void attention_rows(attention::HeadsView<const T> q, attention::Heads
   if (lse && lane == 0) lse[h * s.n_queries + i] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
-__global__ void iota(int64_t* p, int64_t n) {
+static __global__ void iota(int64_t* p, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) p[i] = i;
 }
 
