@@ -3,6 +3,7 @@
 // decode.cuh says when it is chosen.
 #pragma once
 #include <ropex/backends/cuda/decode/split.cuh>
+#include <ropex/backends/cuda/mma.cuh>
 
 namespace ropex::cuda::detail {
 

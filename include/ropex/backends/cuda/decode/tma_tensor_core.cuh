@@ -3,6 +3,7 @@
 // says when it is chosen.
 #pragma once
 #include <ropex/backends/cuda/decode/split.cuh>
+#include <ropex/backends/cuda/mma.cuh>
 #include <ropex/backends/cuda/tma.cuh>
 
 namespace ropex::cuda::detail {
