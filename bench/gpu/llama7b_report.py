@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Merges llama7b's figures (ropex) with the HF transformers peer (llama7b_hf.py) into the
-bench/results cases (llama7b_prefill, llama7b_decode, perplexity_128k, perplexity_1m), prints the
-Markdown table for docs/benchmarks.md, and optionally merges the cases into bench/results/<card>.json.
+"""Merges llama7b's figures (ropex) with the HF transformers peer (llama7b_hf.py) into the results
+cases (llama7b_prefill, llama7b_decode, perplexity_128k, perplexity_1m), prints the Markdown table
+for docs/benchmarks.md, and optionally merges the cases into bench/results/<card>.json.
 
     python3 bench/gpu/llama7b_report.py llama7b.json hf.json --out llama7b_cases.json [--into RESULTS.json]
         [--parity NMSE TOP1]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Merges bench_gpu's figures (ropex.json) with the PyTorch peers (peers.json) into the
-results schema, bench/results/<card>.json, and prints the Markdown table for docs/benchmarks.md.
+"""Merges bench_gpu's figures (ropex.json) with the PyTorch peers (peers.json) into the results
+schema, bench/results/<card>.json, and prints the Markdown table for docs/benchmarks.md.
 
     python3 bench/gpu/report.py ropex.json peers.json --out-dir DIR
 """

@@ -18,6 +18,8 @@ namespace ropex::attention {
 
 ROPEX_HD inline float softmax_exp(float x) { return ::expf(x); }
 ROPEX_HD inline double softmax_exp(double x) { return ::exp(x); }
+ROPEX_HD inline float softmax_log(float x) { return ::logf(x); }
+ROPEX_HD inline double softmax_log(double x) { return ::log(x); }
 
 /// Running max and running sum of exp(score - max) for one query row.
 template <class T>
@@ -67,6 +69,23 @@ ROPEX_HD inline SoftmaxMerge<T> softmax_merge(const SoftmaxState<T>& a, const So
   r.merged.max = m;
   r.merged.sum = a.sum * r.factor_a + b.sum * r.factor_b;
   return r;
+}
+
+/// Merging two normalised partial outputs o_a, o_b over disjoint keys given their log-sum-exps
+/// (context-parallel ring blocks, split-KV partials): o = o_a * factor_a + o_b * factor_b and
+/// lse = ln(exp(lse_a) + exp(lse_b)); a partial with lse = -inf (no key seen) gets factor 0.
+template <class T>
+struct LseMerge {
+  T lse, factor_a, factor_b;
+};
+
+template <class T>
+ROPEX_HD inline LseMerge<T> lse_merge(T lse_a, T lse_b) {
+  // A normalised output is the state {max = lse, sum = 1}; merge those, then renormalise.
+  const SoftmaxMerge<T> m = softmax_merge(SoftmaxState<T>{lse_a, T(1)}, SoftmaxState<T>{lse_b, T(1)});
+  if (!(m.merged.sum > T(0))) return {-std::numeric_limits<T>::infinity(), T(0), T(0)};
+  const T inv = T(1) / m.merged.sum;
+  return {m.merged.max + softmax_log(m.merged.sum), m.factor_a * inv, m.factor_b * inv};
 }
 
 /// 1 / sum: what the accumulated output is multiplied by at the end (0 for an all-masked row, so

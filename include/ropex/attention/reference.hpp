@@ -21,12 +21,14 @@ inline void validate(const AttentionShape& s) {
 }
 
 /// out[i, h, :] = sum_j softmax_j(q_i . k_j * scale) v_j over the keys query i may see, in double.
-/// Returns [n_queries, n_heads, head_dim] contiguous. A query that sees no key gets zeros.
+/// Returns [n_queries, n_heads, head_dim] contiguous. A query that sees no key gets zeros. With
+/// `lse`, also the natural-log sum of exp(score) per row, [n_heads, n_queries] (-inf where no key).
 template <class T>
 std::vector<double> attention_reference(HeadsView<const T> q, HeadsView<const T> k, HeadsView<const T> v,
-                                        const AttentionShape& s) {
+                                        const AttentionShape& s, std::vector<double>* lse = nullptr) {
   validate(s);
   std::vector<double> out(static_cast<size_t>(s.n_queries * s.n_heads * s.head_dim), 0.0);
+  if (lse) lse->assign(static_cast<size_t>(s.n_heads * s.n_queries), -INFINITY);
   std::vector<double> scores(static_cast<size_t>(s.n_keys));
   for (int64_t i = 0; i < s.n_queries; ++i) {
     const int64_t n_visible = s.visible_keys(i), first = std::min(s.first_key(i), n_visible);
@@ -43,6 +45,7 @@ std::vector<double> attention_reference(HeadsView<const T> q, HeadsView<const T>
       }
       double denom = 0;
       for (int64_t j = first; j < n_visible; ++j) denom += (scores[j] = std::exp(scores[j] - max_score));
+      if (lse && first < n_visible) (*lse)[static_cast<size_t>(h * s.n_queries + i)] = max_score + std::log(denom);
       double* o = out.data() + (i * s.n_heads + h) * s.head_dim;
       for (int64_t j = first; j < n_visible; ++j) {
         const T* vj = v.row(j, kvh);

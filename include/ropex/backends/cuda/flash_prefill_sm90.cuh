@@ -210,7 +210,7 @@ constexpr int q_buffers(Sm90Rope r) { return persistent(r) ? 2 : 1; }
 /// to rotate one Q tile there, and the cost tracks their instructions a pair (~14; they share issue
 /// slots with the consumers), not their loads: cos/sin computed instead of read was slower (MUFU
 /// +31-40%, FMA polynomials +62-73%), packed bf16 math (~7) halved it but is not exact
-/// (docs/benchmarks.md, tenth and eleventh sessions).
+/// (docs/kernels.md, "RoPE fused into prefill").
 constexpr bool producer_rotates_q(Sm90Rope r) { return r == Sm90Rope::q || r == Sm90Rope::anchors_q; }
 /// Registers a thread (setmaxnreg), producer + 2 x consumer = 504 a thread slot: the producer keeps
 /// 24 to issue copies, 56 to rotate K tiles, 40 to rotate Q (56 left the persistent consumers 224,
@@ -594,7 +594,7 @@ __global__ void __launch_bounds__(Sm90Config::NT, 1)
   if (wg == 0) {  // ---- producer ----------------------------------------------------------------
     // Item i's Q goes into Q buffer i % 2 once the consumers are done with item i - 2, and is copied
     // in S tiles into item i - 1 (item i - 2 is done by then), so the rotation below has most of an
-    // item (three buffers, for two items of lead, were no faster: docs/benchmarks.md, ninth session).
+    // item (three buffers, for two items of lead, were no faster: docs/kernels.md, "RoPE fused into prefill").
     // The issuing thread decodes an item again from its slot rather than keep two decoded items:
     // in its 24 registers that spilled.
     auto start_item = [&](int i) {  // thread 0: the next item, or -1 (the consumers stop there)

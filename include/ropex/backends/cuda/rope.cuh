@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(256) rope_apply_kernel(RopeTensor q, RopeTenso
 /// head's loads are in flight, and serve every head of the group: no table goes through memory.
 /// The next head's loads are issued before this head's math (measured on an H200: 3795 GB/s at 8
 /// heads a thread, against 3683 without, 3048 with two heads' loads at a time, and 3420 for the
-/// former two passes, cos/sin table then rotation; docs/benchmarks.md).
+/// former two passes, cos/sin table then rotation; docs/kernels.md, "RoPE").
 template <class T, int VEC>
 __global__ void __launch_bounds__(256) rope_single_pass_kernel(RopeTensor q, RopeTensor k, RopeItems items,
                                                                const int64_t* __restrict__ positions,
@@ -440,7 +440,7 @@ void rope_apply(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_d
 /// head, by the angles of positions[t] (device array, one per token). T: float, __half,
 /// __nv_bfloat16. Pass k = {} to rotate one tensor. One pass: each thread computes the cos/sin of
 /// the pairs in 32 bytes of a head for one token and rotates those 32 bytes in heads_per_thread
-/// consecutive heads (a tuning knob; 8 was the fastest of 5-20 measured, docs/benchmarks.md).
+/// consecutive heads (a tuning knob; 8 was the fastest of 5-20 measured, docs/kernels.md).
 template <class T>
 void rope_inplace(DeviceHeads<T> q, DeviceHeads<T> k, int64_t n_tokens, int head_dim,
                   const int64_t* positions, const RopeFrequencies& freq, RopeLayout layout,

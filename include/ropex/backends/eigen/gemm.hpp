@@ -8,7 +8,7 @@
 // (OPENBLAS_CORETYPE is read by its constructor), so instead of fighting it: when
 // openblas_get_corename() names an SSE-only core while Eigen here was compiled for AVX2 or wider,
 // the products go to Eigen. An AVX2 core ("Haswell", "Zen") stays on OpenBLAS even where Eigen is
-// AVX-512: measured on the Zen 5 VM (docs/benchmarks.md, CPU: SmolLM2), Eigen's AVX-512 GEMM is
+// AVX-512: measured on the Zen 5 VM (docs/kernels.md, "CPU GEMMs"), Eigen's AVX-512 GEMM is
 // 1.4x OpenBLAS's Haswell kernel on one thread (158-184 vs 116-123 GFLOP/s) but its OpenMP
 // parallel GEMM fell to 17-44 GFLOP/s at two threads on a loaded machine (OpenBLAS: 97-120), and
 // end-to-end prefill was equal within noise. (OpenBLAS's own AVX-512 kernel, 226-239 GFLOP/s,

@@ -43,7 +43,7 @@ struct ops;
 ///   exact  float32 activations; the weights' values exactly as dequantized (the default)
 ///   fast   activations quantized per 32-block to int8 (scale max|x|/127) and integer dot
 ///          products against Q4_0/Q4_1/Q8_0/Q4_K/Q5_K weights, in every product (prefill too);
-///          other block types run exact. +0.25% perplexity on SmolLM2-135M Q4_1 (docs/benchmarks.md).
+///          other block types run exact. +0.25% perplexity on SmolLM2-135M Q4_1 (docs/kernels.md).
 enum class QuantMode { exact, fast };
 
 namespace eigen_detail {
