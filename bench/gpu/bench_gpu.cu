@@ -257,7 +257,6 @@ json bench_decode() {
       const double ms = time_kernel(DecodeKernel::automatic, true);
       const double ms_tm = time_kernel(DecodeKernel::automatic, false);
       const double ms_cc = time_kernel(DecodeKernel::cuda_core, false), ms_tc = time_kernel(DecodeKernel::tensor_core, false);
-      const double ms_hm_bulk = time_kernel(DecodeKernel::bulk_copy, true);
       const double ms_hm_tc = time_kernel(DecodeKernel::tensor_core, true);
       const double ms_hm_tma = time_kernel(DecodeKernel::tma_tensor_core, true);
       const double ms_tm_tma = time_kernel(DecodeKernel::tma_tensor_core, false);
@@ -266,13 +265,13 @@ json bench_decode() {
                                 {"dtype", "bf16"}}},
                      {"unit", "GB/s"}, {"ropex", gbps(ms)}, {"ms", ms}, {"sets", sets},
                      {"ropex_token_major", gbps(ms_tm)}, {"ropex_cuda_core", gbps(ms_cc)},
-                     {"ropex_tensor_core", gbps(ms_tc)}, {"ropex_head_major_bulk", gbps(ms_hm_bulk)},
+                     {"ropex_tensor_core", gbps(ms_tc)},
                      {"ropex_head_major_tensor_core", gbps(ms_hm_tc)}, {"ropex_head_major_tma", gbps(ms_hm_tma)},
                      {"ropex_token_major_tma", gbps(ms_tm_tma)}});
-      std::printf("decode hkv=%d L=%lld: head-major %.4f ms %.0f GB/s (bulk copies %.0f, tensor cores %.0f, TMA + tensor "
-                  "cores %.0f); token-major %.0f GB/s (CUDA cores %.0f, tensor cores %.0f, TMA + tensor cores %.0f)\n",
-                  hkv, (long long)L, ms, gbps(ms), gbps(ms_hm_bulk), gbps(ms_hm_tc), gbps(ms_hm_tma), gbps(ms_tm), gbps(ms_cc),
-                  gbps(ms_tc), gbps(ms_tm_tma));
+      std::printf("decode hkv=%d L=%lld: head-major %.4f ms %.0f GB/s (tensor cores %.0f, TMA + tensor cores %.0f); "
+                  "token-major %.0f GB/s (CUDA cores %.0f, tensor cores %.0f, TMA + tensor cores %.0f)\n",
+                  hkv, (long long)L, ms, gbps(ms), gbps(ms_hm_tc), gbps(ms_hm_tma), gbps(ms_tm), gbps(ms_cc), gbps(ms_tc),
+                  gbps(ms_tm_tma));
     }
   }
   return out;

@@ -144,8 +144,8 @@ json bench_decode(Model& m, const model::LlamaConfig& c, int64_t context, double
   // Graphs: the host time of recording the step, updating the executable graph and launching it.
   const double graph_host_ms = recorded ? host_ms / double(recorded) : 0.0;
   const std::string how = m.ops().st->graphs ? "graphs of " + std::to_string(m.ops().st->graph_layers) + " layers" : "op by op";
-  std::fprintf(stderr, "decode at %lld (%s, %s%s, max splits %d): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
-               how.c_str(), m.ops().st->gemv ? "gemv kernel" : "cuBLAS", m.ops().st->pdl ? ", PDL" : "", m.ops().st->decode_max_splits, ms, floor_ms,
+  std::fprintf(stderr, "decode at %lld (%s%s, max splits %d): %.3f ms/token (floor %.3f ms: %.2f GB at %.0f GB/s)", (long long)context,
+               how.c_str(), m.ops().st->pdl ? ", PDL" : "", m.ops().st->decode_max_splits, ms, floor_ms,
                (weight_bytes + kv_bytes) * 1e-9, copy_gbs);
   if (recorded) std::fprintf(stderr, "; %lld steps recorded, %.3f ms host per step", (long long)recorded, graph_host_ms);
   std::fprintf(stderr, "\n");
@@ -230,8 +230,8 @@ int main(int argc, char** argv) {
         cases.push_back(bench_prefill(m, c, 4096));
         cases.push_back(bench_prefill(m, c, g_quick ? 8192 : 16384));
       }
-      {  // "ropex": the default step (CUDA graphs, gemv kernel, PDL); the same op by op (no graph),
-         // without PDL, and with cuBLAS for the one-token products
+      {  // "ropex": the default step (CUDA graphs, gemv kernel, PDL); the same op by op (no graph)
+         // and without PDL
         const double bw = double(ceil["copy_bandwidth_gbs"]);
         auto& st = *m.ops().st;
         st.graphs = false;
@@ -241,9 +241,6 @@ int main(int argc, char** argv) {
         st.pdl = false;
         const json no_pdl = bench_decode(m, c, 4096, bw);
         st.pdl = pdl;
-        st.gemv = false;
-        const json cublas = bench_decode(m, c, 4096, bw);
-        st.gemv = true;
         const int default_layers = st.graph_layers;
         json layers = json::object();  // layers per recorded graph: fewer overlap more recording with running
         for (const int l : {32, 8, 4, 1}) {
@@ -259,7 +256,6 @@ int main(int argc, char** argv) {
         st.decode_max_splits = 0;
         json d = bench_decode(m, c, 4096, bw);
         d["ropex_no_graph"] = plain["ropex"];
-        d["ropex_cublas"] = cublas["ropex"];
         d["ropex_no_pdl"] = no_pdl["ropex"];
         d["ropex_by_max_splits"] = by_splits;
         d["graph_layers"] = default_layers;

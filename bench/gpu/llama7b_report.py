@@ -38,7 +38,7 @@ def main():
         else:
             peers["flop_floor_s"] = c["floor_s"]
         case = {"op": c["op"], "unit": c["unit"], "shape": c["shape"], "ropex": c["ropex"], "peers": peers}
-        for extra in ("ropex_cublas", "ropex_no_pdl", "ropex_no_graph", "ropex_by_graph_layers", "ropex_by_max_splits"):
+        for extra in ("ropex_no_pdl", "ropex_no_graph", "ropex_by_graph_layers", "ropex_by_max_splits"):
             if extra in c:
                 case[extra] = c[extra]
         if c["op"].startswith("perplexity"):
@@ -68,8 +68,8 @@ def main():
         elif c["op"] == "llama7b_decode":
             h = p.get("hf_transformers")
             ratio = "" if h is None else fmt(h / c["ropex"], ".1f", "x faster")
-            alts = [(k, c.get(k)) for k in ("ropex_no_pdl", "ropex_cublas", "ropex_no_graph")]
-            names = {"ropex_no_pdl": "without PDL", "ropex_cublas": "cuBLAS products", "ropex_no_graph": "op by op"}
+            alts = [(k, c.get(k)) for k in ("ropex_no_pdl", "ropex_no_graph")]
+            names = {"ropex_no_pdl": "without PDL", "ropex_no_graph": "op by op"}
             alt = "; ".join("%s %.2f" % (names[k], v) for k, v in alts if v is not None)
             alt = "" if not alt else " (" + alt + " ms)"
             md.append("| decode at %d | %s%s | %s | %s | %.2f ms (%.2fx floor) |" % (

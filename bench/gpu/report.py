@@ -68,7 +68,7 @@ def main():
                   f"{r(c['ropex'] / cu if cu else None, 2)} | {100 * c.get('fused_rope_overhead', float('nan')):+.1f}% / "
                   f"{100 * c.get('fused_rope_in_kernel_overhead', float('nan')):+.1f}% |")
     md += ["", "### Decode (bf16, batch 1, one query token, 32 query heads; effective GB/s of K+V bytes)", "",
-           "| heads q/kv | KV length | ropex (head-major, as the peers) | bulk-copy / mma.sync / TMA kernel (head-major) | token-major: default / CUDA-core / mma.sync / TMA | SDPA flash | SDPA cuDNN | ropex / best SDPA | ropex / read bw |",
+           "| heads q/kv | KV length | ropex (head-major, as the peers) | mma.sync / TMA kernel (head-major) | token-major: default / CUDA-core / mma.sync / TMA | SDPA flash | SDPA cuDNN | ropex / best SDPA | ropex / read bw |",
            "|---|---|---|---|---|---|---|---|---|"]
     for c, pe, modes in rows:
         if c["op"] != "decode":
@@ -77,7 +77,7 @@ def main():
         best = max([x for x in (pe.get("sdpa_flash"), pe.get("sdpa_cudnn")) if x] or [0]) or None
         gqa = "" if s["heads_q"] == s["heads_kv"] else f" ({modes.get('sdpa_flash', '?')}/{modes.get('sdpa_cudnn', '?')})"
         md.append(f"| {s['heads_q']}/{s['heads_kv']}{gqa} | {s['kv_len']} | {c['ropex']:.0f} | "
-                  f"{r(c.get('ropex_head_major_bulk'))} / {r(c.get('ropex_head_major_tensor_core'))} / "
+                  f"{r(c.get('ropex_head_major_tensor_core'))} / "
                   f"{r(c.get('ropex_head_major_tma'))} | "
                   f"{r(c.get('ropex_token_major'))} / {r(c.get('ropex_cuda_core'))} / {r(c.get('ropex_tensor_core'))} / "
                   f"{r(c.get('ropex_token_major_tma'))} | "

@@ -144,8 +144,7 @@ json bench_decode() {
     for (const K& k : std::vector<K>{{"auto token-major", DecodeKernel::automatic, false},
                                      {"auto head-major", DecodeKernel::automatic, true},
                                      {"cuda_core", DecodeKernel::cuda_core, false},
-                                     {"tensor_core", DecodeKernel::tensor_core, false},
-                                     {"bulk head-major", DecodeKernel::bulk_copy, true}}) {
+                                     {"tensor_core", DecodeKernel::tensor_core, false}}) {
       auto view = [&](bf16* p) {
         return k.head_major ? KVView<bf16>{p, 0, d, c.len * d} : KVView<bf16>::token_major(p, c.len, hkv, d);
       };

@@ -113,23 +113,23 @@ using ropex::test::random_tokens;
 
 // A decode schedule over `tokens` (as a generation loop feeds them): a 20-token prompt, one token
 // at a time to 100 (short contexts: the split-KV decode kernel's split count grows with the keys,
-// from 1), a 460-token chunk, then one at a time to the end (long contexts, many splits). st->gemv
-// is switched off for steps 80..89 (cuBLAS products instead), so the recorded graphs' kernels
-// change (updates must follow). graph_layers: layers per recorded graph; pdl: kernels launched as
-// programmatic dependents (where the GPU has it). Returns every row's logits and how the steps ran.
+// from 1), a 460-token chunk, then one at a time to the end (long contexts, many splits). With pdl
+// (kernels launched as programmatic dependents, where the GPU has it) it is switched off for steps
+// 80..89, so the recorded graphs' launches change (updates must follow). graph_layers: layers per
+// recorded graph. Returns every row's logits and how the steps ran.
 template <class B>
 std::pair<Llama<>::HostMatrix, typename ropex::backends::ops<B>::GraphStats> decode_schedule(
     const Checkpoint& ck, std::span<const int32_t> tokens, bool graphs, int graph_layers = 4, bool pdl = true) {
   Llama<B> model(ck);
   model.ops().st->graphs = graphs;
   model.ops().st->graph_layers = graph_layers;
-  model.ops().st->pdl = model.ops().st->pdl && pdl;
+  const bool pdl_here = model.ops().st->pdl && pdl;
   const int64_t V = ck.config().vocab_size;
   auto cache = model.make_cache(int64_t(tokens.size()));
   Llama<>::HostMatrix out(int64_t(tokens.size()), V);
   size_t t = 0;
   auto feed = [&](size_t n) {
-    model.ops().st->gemv = t < 80 || t >= 90;
+    model.ops().st->pdl = pdl_here && (t < 80 || t >= 90);
     const auto h = model.forward(tokens.subspan(t, n), cache);
     model.logits(h.data(), h.rows(), out.data() + int64_t(t) * V);
     t += n;
@@ -193,7 +193,7 @@ TEST_CASE("CUDA graphs: recorded decode steps give the op-by-op logits bit for b
       CHECK(gs.segments == gs.recorded * per_step);
       CHECK(gs.updated + gs.instantiated == gs.segments);
       CHECK(gs.instantiated >= per_step);                   // each segment once
-      CHECK(gs.updated >= gs.segments - 3 * per_step);      // the rest patched in (gemv on/off included)
+      CHECK(gs.updated >= gs.segments - 3 * per_step);      // the rest patched in (PDL on/off included)
     };
     check_backend.operator()<cuda_bf16>("cuda_bf16", plain16, 0);
     check_backend.operator()<cuda_f32>("cuda_f32", plain32, 1e-3);

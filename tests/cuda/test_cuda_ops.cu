@@ -1,5 +1,5 @@
-// ops<cuda_*>::matmul, the projections of the LLaMA stack: cuBLAS, and for one token optionally
-// the gemv kernel (ops.cuh, st->gemv); both, with and without accumulating into y (the residual adds),
+// ops<cuda_*>::matmul, the projections of the LLaMA stack: cuBLAS, and for one token the gemv kernel
+// (ops.cuh) where it applies; both, with and without accumulating into y (the residual adds),
 // against a double-precision product of the same (bf16-exact) inputs. Odd row counts, rows that
 // are not whole 16-byte vectors (cuBLAS fallback), MLP-sized inputs, poisoned outputs.
 #include <ropex/backends/cuda/ops.cuh>
@@ -62,12 +62,11 @@ double to_double(const T& x) {
 }
 
 template <class T>
-void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gemv, std::mt19937& rng) {
+void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, std::mt19937& rng) {
   CAPTURE(rows);
   CAPTURE(in);
   CAPTURE(n);
   CAPTURE(accumulate);
-  CAPTURE(gemv);
   constexpr bool bf = std::is_same_v<T, __nv_bfloat16>;
   std::normal_distribution<float> nd(0.f, 1.f);
   // Host values exactly representable in T, so the reference sees what the GPU sees.
@@ -78,7 +77,6 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
   for (auto& e : y0) e = exact(nd(rng));
   const HostWeight hw(w, rows, in, bf);
   ropex::cuda::Ops<T> ops;
-  ops.st->gemv = gemv;
   const auto dw = ops.upload(hw.view);
   ropex::cuda::DeviceBuffer<T> dx(x.size()), dy(y0.size());
   const auto hx = to_t<T>(x);
@@ -114,14 +112,13 @@ void check_matmul(int64_t rows, int64_t in, int64_t n, bool accumulate, bool gem
 TEST_CASE_TEMPLATE("cuda matmul: gemv (one token) and cuBLAS (several) vs double, with and without accumulate", T,
                    __nv_bfloat16, float) {
   std::mt19937 rng(5);
-  for (bool gemv : {true, false})
-    for (bool acc : {false, true}) {
-      for (int64_t rows : {1, 7, 129, 4104}) check_matmul<T>(rows, 4096, 1, acc, gemv, rng);
-      check_matmul<T>(300, 11008, 1, acc, gemv, rng);  // an MLP down projection's input width
-      check_matmul<T>(33, 8, 1, acc, gemv, rng);       // one 16-byte vector per row (bf16)
-      check_matmul<T>(33, 20, 1, acc, gemv, rng);      // rows not whole vectors (bf16): cuBLAS
-      check_matmul<T>(65, 256, 3, acc, gemv, rng);     // several tokens: cuBLAS
-    }
+  for (bool acc : {false, true}) {
+    for (int64_t rows : {1, 7, 129, 4104}) check_matmul<T>(rows, 4096, 1, acc, rng);
+    check_matmul<T>(300, 11008, 1, acc, rng);  // an MLP down projection's input width
+    check_matmul<T>(33, 8, 1, acc, rng);       // one 16-byte vector per row (bf16)
+    check_matmul<T>(33, 20, 1, acc, rng);      // rows not whole vectors (bf16): cuBLAS
+    check_matmul<T>(65, 256, 3, acc, rng);     // several tokens: cuBLAS
+  }
 }
 
 TEST_CASE("cuda matmul: several projections of one token in one launch equal separate projections, bit for bit") {
@@ -132,7 +129,6 @@ TEST_CASE("cuda matmul: several projections of one token in one launch equal sep
   std::vector<std::vector<uint16_t>> host(3);
   std::vector<ropex::model::TensorView> views(3);
   ropex::cuda::Ops<T> ops;
-  ops.st->gemv = true;
   std::vector<ropex::cuda::Ops<T>::Weight> ws;
   for (int i = 0; i < 3; ++i) {
     host[i].resize(size_t(rows[i] * in));
@@ -159,25 +155,26 @@ TEST_CASE("cuda matmul: several projections of one token in one launch equal sep
   CHECK(nan == 0);
 }
 
+// One token: input width 256 goes through the gemv kernel; 260 (rows not whole 16-byte vectors,
+// which the gemv kernel refuses) through one cuBLAS GEMM over the stacked weights.
 TEST_CASE("cuda matmul: stacked q|k|v weights and back-to-back outputs run as one GEMM, equal to the reference") {
   using T = __nv_bfloat16;
   std::mt19937 rng(21);
   std::normal_distribution<float> nd(0.f, 1.f);
-  const int64_t in = 256, rows[3] = {128, 32, 32}, total = 192;
-  std::vector<std::vector<uint16_t>> host(3);
-  std::vector<ropex::model::TensorView> views(3);
-  for (int i = 0; i < 3; ++i) {
-    host[i].resize(size_t(rows[i] * in));
-    for (auto& b : host[i]) b = bf16_bits(nd(rng));
-    views[i].name = "w" + std::to_string(i), views[i].dtype = ropex::model::DType::bf16, views[i].shape = {rows[i], in};
-    views[i].data = reinterpret_cast<const std::byte*>(host[i].data()), views[i].nbytes = host[i].size() * 2;
-  }
-  std::vector<uint16_t> hx(static_cast<size_t>(in));
-  for (auto& b : hx) b = bf16_bits(nd(rng));
-  for (bool gemv : {false, true}) {
-    CAPTURE(gemv);
+  const int64_t rows[3] = {128, 32, 32}, total = 192;
+  for (const int64_t in : {int64_t(256), int64_t(260)}) {
+    CAPTURE(in);
+    std::vector<std::vector<uint16_t>> host(3);
+    std::vector<ropex::model::TensorView> views(3);
+    for (int i = 0; i < 3; ++i) {
+      host[i].resize(size_t(rows[i] * in));
+      for (auto& b : host[i]) b = bf16_bits(nd(rng));
+      views[i].name = "w" + std::to_string(i), views[i].dtype = ropex::model::DType::bf16, views[i].shape = {rows[i], in};
+      views[i].data = reinterpret_cast<const std::byte*>(host[i].data()), views[i].nbytes = host[i].size() * 2;
+    }
+    std::vector<uint16_t> hx(static_cast<size_t>(in));
+    for (auto& b : hx) b = bf16_bits(nd(rng));
     ropex::cuda::Ops<T> ops;
-    ops.st->gemv = gemv;
     auto ws = ops.upload_stacked({&views[0], &views[1], &views[2]});
     REQUIRE(ws.size() == 3);
     CHECK(ws[1].data() == ws[0].data() + rows[0] * in);  // back to back in one allocation

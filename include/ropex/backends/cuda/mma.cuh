@@ -30,8 +30,8 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// ---- mbarriers and bulk copies (sm_90): a copy engine fills shared memory and counts the bytes
-// it wrote on an mbarrier; threads wait on the barrier's phase parity.
+// ---- mbarriers (sm_90): a copy engine (tma.cuh) fills shared memory and counts the bytes it
+// wrote on an mbarrier; threads wait on the barrier's phase parity.
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -66,18 +66,6 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   } while (!done);
 #endif
 }
-/// `bytes` (a multiple of 16; both addresses 16-byte aligned) from global to shared memory by the
-/// copy engine, under an L2 cache policy; completion counts the bytes on `bar`.
-__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar,
-                                              uint64_t policy) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-      "l"(src), "r"(bytes), "r"(bar), "l"(policy)
-      : "memory");
-#endif
-}
-
 /// Four 8x8 16-bit matrices from shared memory (lane i gives the row address of matrix i/8, row i%8;
 /// lane (g, c) receives row g, columns 2c..2c+1 of each).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t row_addr) {

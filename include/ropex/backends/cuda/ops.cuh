@@ -28,8 +28,8 @@
 // launched as programmatic dependents (State::pdl, on for sm_90+): each lets the next one start as
 // soon as it runs, and waits for the one before only where it reads its output, so the gemv
 // kernel's first weight loads overlap the previous kernel's tail. One-token products go through
-// that kernel (State::gemv) rather than cuBLAS: the same speed alone, ~8% faster chained with PDL
-// over a 7B step's products (bench/gpu/gemv.cu, H200).
+// that kernel wherever it applies (gemv.cuh gemv_fits) rather than cuBLAS: the same speed alone,
+// ~8% faster chained with PDL over a 7B step's products (bench/gpu/gemv.cu, H200).
 // Nothing inside a step may allocate or synchronize: the decode workspace, the cuBLAS workspace
 // and every scratch buffer are sized before recording starts, and the first one-token step of a
 // State runs op by op (one-time setup: kernel attributes, cuBLAS's first calls). State::graphs
@@ -305,9 +305,6 @@ struct Ops {
     cudaEvent_t pinned_free = nullptr;  // recorded after the last copy out of `pinned`
     DeviceBuffer<float> logits, nll;
     DeviceBuffer<unsigned char> staging;  // checkpoint bytes on their way to T
-    /// One-token products through the gemv kernel (gemv.cuh) instead of cuBLAS: as fast alone, and
-    /// with PDL it overlaps the kernel before it (bench/gpu/gemv.cu).
-    bool gemv = true;
     /// The kernels of a step launched as programmatic dependents (common.cuh; sm_90+;
     /// ROPEX_CUDA_PDL=0 turns it off).
     bool pdl = pdl_default();
@@ -488,14 +485,14 @@ struct Ops {
 
   /// y[n, out] = x[n, in] W^T (y += x W^T with `accumulate`: the residual adds), fp32
   /// accumulation: cuBLAS (column-major: Y^T = W^T' X^T, beta = 1 to accumulate), or the gemv
-  /// kernel (gemv.cuh) for one token when st->gemv is set.
+  /// kernel (gemv.cuh) for one token where it applies.
   void matmul(const Weight& w, const T* x, int64_t n, T* y, bool accumulate = false) {
     const GemvPart<T> part{w.data(), y, static_cast<int>(w.rows)};
     if (n == 1 && w.rows <= INT32_MAX && gemv<T>(std::span(&part, 1), w.cols, GemvInput<T>{x}, accumulate)) return;
     gemm(w, x, n, y, kCudaType<T>, accumulate);
   }
   /// Several projections of the same input (q|k|v, gate|up): y_i = x W_i^T. One token: one gemv
-  /// launch over all of them (st->gemv), else a single GEMM when the weights were upload_stacked
+  /// launch over all of them where the gemv kernel applies, else a single GEMM when the weights were upload_stacked
   /// and the outputs lie back to back (a 96 MB product streams at ~3.5 TB/s on an H200 where three
   /// 32 MB ones reach ~2.3); otherwise one product each.
   struct Proj {
@@ -740,10 +737,10 @@ struct Ops {
     return st->logits.data();
   }
 
-  // One token through the gemv kernel (st->gemv) where it applies; false: the caller uses cuBLAS.
+  // One token through the gemv kernel where it applies; false: the caller uses cuBLAS.
   template <class Y>
   bool gemv(std::span<const GemvPart<T, Y>> parts, int64_t cols, const GemvInput<T>& input, bool accumulate) {
-    return st->gemv && cuda::gemv<T, Y>(parts, cols, input, accumulate, st->stream, st->pdl);
+    return cuda::gemv<T, Y>(parts, cols, input, accumulate, st->stream, st->pdl);
   }
   // One gemv launch over several projections of one input (their weights may lie anywhere).
   template <class Projs>
