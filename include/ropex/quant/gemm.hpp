@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -51,49 +52,49 @@ constexpr int32_t int8_offset(GgmlType t) { return t == GgmlType::Q4_0 ? 8 : t =
 /// Whether the type has a per-block min (mw != 0).
 constexpr bool int8_has_min(GgmlType t) { return t == GgmlType::Q4_1 || t == GgmlType::Q4_K || t == GgmlType::Q5_K; }
 
-/// Sub-block `s` (elements 32s .. 32s+31) of one weight row in the unsigned form: u[32], dw, mw.
-/// dw * (u - off) + mw equals quant::dequantize's value (tests/test_quant_gemm.cpp).
+/// Sub-block `s` (elements 32s .. 32s+31) of one weight row of type T in the unsigned form:
+/// u[32], dw, mw. dw * (u - off) + mw equals quant::dequantize's value (tests/test_quant_gemm.cpp).
+template <GgmlType T>
+inline void unpack32_as(const std::byte* row, int64_t s, uint8_t* u, float& dw, float& mw) {
+  if constexpr (T == GgmlType::Q4_0 || T == GgmlType::Q4_1) {
+    const uint8_t* qs;
+    if constexpr (T == GgmlType::Q4_0) {
+      const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[s];
+      dw = load_f16(b.d), mw = 0, qs = b.qs;
+    } else {
+      const auto& b = reinterpret_cast<const BlockQ4_1*>(row)[s];
+      dw = load_f16(b.d), mw = load_f16(b.m), qs = b.qs;
+    }
+    for (int l = 0; l < 16; ++l) u[l] = qs[l] & 0x0f, u[l + 16] = qs[l] >> 4;
+  } else if constexpr (T == GgmlType::Q8_0) {
+    const auto& b = reinterpret_cast<const BlockQ8_0*>(row)[s];
+    dw = load_f16(b.d), mw = 0;
+    for (int l = 0; l < 32; ++l) u[l] = uint8_t(b.qs[l] ^ int8_t(-128));  // q + 128
+  } else {
+    static_assert(T == GgmlType::Q4_K || T == GgmlType::Q5_K);
+    using Block = std::conditional_t<T == GgmlType::Q4_K, BlockQ4_K, BlockQ5_K>;
+    const auto& b = reinterpret_cast<const Block*>(row)[s / 8];
+    const int j = int(s % 8), g = j / 2, shift = 4 * (j % 2);
+    uint8_t sc[8], m[8];
+    unpack_scale_min_k4(b.scales, sc, m);
+    dw = load_f16(b.d) * float(sc[j]), mw = -(load_f16(b.dmin) * float(m[j]));
+    for (int l = 0; l < 32; ++l) {
+      uint8_t v = (b.qs[32 * g + l] >> shift) & 0x0f;
+      if constexpr (T == GgmlType::Q5_K) v |= uint8_t(((b.qh[l] >> j) & 1) << 4);
+      u[l] = v;
+    }
+  }
+}
+
+/// unpack32_as for a type known at run time (one of has_int8_gemm's).
 inline void unpack32(GgmlType t, const std::byte* row, int64_t s, uint8_t* u, float& dw, float& mw) {
-  mw = 0;
   switch (t) {
-    case GgmlType::Q4_0: case GgmlType::Q4_1: {
-      const uint8_t* qs;
-      if (t == GgmlType::Q4_0) {
-        const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[s];
-        dw = load_f16(b.d), qs = b.qs;
-      } else {
-        const auto& b = reinterpret_cast<const BlockQ4_1*>(row)[s];
-        dw = load_f16(b.d), mw = load_f16(b.m), qs = b.qs;
-      }
-      for (int l = 0; l < 16; ++l) u[l] = qs[l] & 0x0f, u[l + 16] = qs[l] >> 4;
-      return;
-    }
-    case GgmlType::Q8_0: {
-      const auto& b = reinterpret_cast<const BlockQ8_0*>(row)[s];
-      dw = load_f16(b.d);
-      for (int l = 0; l < 32; ++l) u[l] = uint8_t(int(b.qs[l]) + 128);
-      return;
-    }
-    case GgmlType::Q4_K: case GgmlType::Q5_K: {
-      const int64_t sb = s / 8;
-      const int j = int(s % 8), g = j / 2, shift = 4 * (j % 2);
-      const uint8_t *scales, *qs, *qh = nullptr;
-      float d, dmin;
-      if (t == GgmlType::Q4_K) {
-        const auto& b = reinterpret_cast<const BlockQ4_K*>(row)[sb];
-        d = load_f16(b.d), dmin = load_f16(b.dmin), scales = b.scales, qs = b.qs;
-      } else {
-        const auto& b = reinterpret_cast<const BlockQ5_K*>(row)[sb];
-        d = load_f16(b.d), dmin = load_f16(b.dmin), scales = b.scales, qs = b.qs, qh = b.qh;
-      }
-      uint8_t sc[8], m[8];
-      unpack_scale_min_k4(scales, sc, m);
-      dw = d * float(sc[j]), mw = -(dmin * float(m[j]));
-      for (int l = 0; l < 32; ++l)
-        u[l] = uint8_t(((qs[32 * g + l] >> shift) & 0x0f) | (qh ? ((qh[l] >> j) & 1) << 4 : 0));
-      return;
-    }
-    default: dw = 0; return;  // not reached: callers check has_int8_gemm
+    case GgmlType::Q4_0: return unpack32_as<GgmlType::Q4_0>(row, s, u, dw, mw);
+    case GgmlType::Q4_1: return unpack32_as<GgmlType::Q4_1>(row, s, u, dw, mw);
+    case GgmlType::Q8_0: return unpack32_as<GgmlType::Q8_0>(row, s, u, dw, mw);
+    case GgmlType::Q4_K: return unpack32_as<GgmlType::Q4_K>(row, s, u, dw, mw);
+    case GgmlType::Q5_K: return unpack32_as<GgmlType::Q5_K>(row, s, u, dw, mw);
+    default: dw = mw = 0; std::memset(u, 0, 32); return;  // not reached: callers check has_int8_gemm
   }
 }
 
@@ -129,21 +130,36 @@ inline void quantize_row_scalar(const float* x, int64_t k, int8_t* q, float* dx,
 }
 
 // Tile rows [j0, j0 + rows) of W (rows <= 16; missing rows zero) into nb TileBlocks. signed_q8:
-// Q8_0's bytes as the signed q (the AVX2 kernel's form) instead of q + 128.
-inline void unpack_tile(GgmlType t, const std::byte* w, size_t row_bytes, int64_t j0, int64_t rows, int64_t nb,
-                        bool signed_q8, TileBlock* tile) {
-  uint8_t u[32];
-  for (int64_t s = 0; s < nb; ++s) {
-    TileBlock& tb = tile[s];
-    for (int64_t j = 0; j < kTileRows; ++j) {
+// Q8_0's bytes as the signed q (the AVX2 kernel's form) instead of q + 128. Row by row, so each
+// weight row is read front to back once.
+template <GgmlType T>
+inline void unpack_tile_as(const std::byte* w, size_t row_bytes, int64_t j0, int64_t rows, int64_t nb, bool signed_q8,
+                           TileBlock* tile) {
+  alignas(32) uint8_t u[32];
+  for (int64_t j = 0; j < kTileRows; ++j) {
+    const std::byte* row = j < rows ? w + size_t(j0 + j) * row_bytes : w;
+    for (int64_t s = 0; s < nb; ++s) {
+      TileBlock& tb = tile[s];
       float dw = 0, mw = 0;
-      if (j < rows) unpack32(t, w + size_t(j0 + j) * row_bytes, s, u, dw, mw);
-      else std::memset(u, t == GgmlType::Q8_0 ? 128 : 0, 32);
+      if (j < rows) unpack32_as<T>(row, s, u, dw, mw);
+      else std::memset(u, T == GgmlType::Q8_0 ? 128 : 0, 32);
       if (signed_q8)
         for (uint8_t& v : u) v ^= 0x80;
       for (int g = 0; g < 8; ++g) std::memcpy(tb.u[g][j], u + 4 * g, 4);
       tb.dw[j] = dw, tb.mw[j] = mw;
     }
+  }
+}
+
+inline void unpack_tile(GgmlType t, const std::byte* w, size_t row_bytes, int64_t j0, int64_t rows, int64_t nb,
+                        bool signed_q8, TileBlock* tile) {
+  switch (t) {
+    case GgmlType::Q4_0: return unpack_tile_as<GgmlType::Q4_0>(w, row_bytes, j0, rows, nb, signed_q8, tile);
+    case GgmlType::Q4_1: return unpack_tile_as<GgmlType::Q4_1>(w, row_bytes, j0, rows, nb, signed_q8, tile);
+    case GgmlType::Q8_0: return unpack_tile_as<GgmlType::Q8_0>(w, row_bytes, j0, rows, nb, signed_q8, tile);
+    case GgmlType::Q4_K: return unpack_tile_as<GgmlType::Q4_K>(w, row_bytes, j0, rows, nb, signed_q8, tile);
+    case GgmlType::Q5_K: return unpack_tile_as<GgmlType::Q5_K>(w, row_bytes, j0, rows, nb, signed_q8, tile);
+    default: return;
   }
 }
 

@@ -20,6 +20,7 @@
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/attention/reference.hpp>
 #include <ropex/backends/eigen/simd.hpp>
+#include <ropex/backends/eigen/threads.hpp>
 
 #include <Eigen/Core>
 
@@ -216,6 +217,10 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
   if (work <= 2e5 || n_items == 1) {
     Scratch& w = scratch();
     for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
+    return;
+  }
+  if (!blocked) {  // decode: on the chunk pool, as the decode products (threads.hpp says why)
+    parallel_chunks(n_items, [&](int64_t item) { run_item(item, scratch()); });
     return;
   }
 #pragma omp parallel
