@@ -21,8 +21,9 @@
 // 8 tokens at a time, each weight register reused by the 8.
 // Kernels: AVX-512 VNNI (picked at run time, or compiled in natively), AVX2 (maddubs; Q8_0 via
 // |w| and sign(x, w), since (q + 128) * x can overflow its int16 pairs), scalar elsewhere.
-// Threads: one OpenMP region per product: the rows quantized, then tiles of output columns
-// shared dynamically (a preempted thread's tiles are taken over on a shared machine).
+// Threads: the caller's parallel-for (ops<cpu>: its chunk pool, backends/eigen/threads.hpp; by
+// default OpenMP): the rows quantized, then tiles of output columns claimed dynamically (a
+// preempted thread's tiles are taken over on a shared machine).
 #pragma once
 #include <ropex/quant/blocks.hpp>
 #include <ropex/quant/dequantize.hpp>
@@ -349,24 +350,38 @@ inline void tile_all_rows(Isa isa, GgmlType t, const TileBlock* tile, int64_t nb
 
 }  // namespace gemm_detail
 
+/// fn(c) for c in [0, n) on OpenMP threads (gemm_int8's default ParallelFor).
+struct OmpFor {
+  template <class F>
+  void operator()(int64_t n, F&& fn) const {
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (int64_t c = 0; c < n; ++c) fn(c);
+  }
+};
+
 /// Y[n, N] = X[n, K] W[N, K]^T (+= with accumulate) in fast mode's arithmetic (top of file).
 /// W: N rows of `row_bytes` bytes of type t (has_int8_gemm), K a multiple of the block size;
-/// X, Y row-major with leading dimensions ldx, ldy. `isa` forces a kernel (tests); by default
-/// the best the CPU runs.
-inline void gemm_int8(GgmlType t, const std::byte* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
-                      int64_t ldx, int64_t n, float* y, int64_t ldy, bool accumulate, int isa_override = -1) {
+/// X, Y row-major with leading dimensions ldx, ldy. `pfor(count, fn)` runs fn(c) for c < count,
+/// in parallel as it likes (ops<cpu> passes its chunk pool): once over row blocks (quantize),
+/// then over 16-row tiles. `isa` forces a kernel (tests); by default the best the CPU runs.
+template <class ParallelFor = OmpFor>
+void gemm_int8(GgmlType t, const std::byte* w, size_t row_bytes, int64_t N, int64_t K, const float* x, int64_t ldx,
+               int64_t n, float* y, int64_t ldy, bool accumulate, int isa_override = -1, ParallelFor&& pfor = {}) {
   using namespace gemm_detail;
   const Isa isa = isa_override >= 0 ? Isa(isa_override) : best_isa();
   const int64_t nb = K / 32, n_tiles = (N + kTileRows - 1) / kTileRows;
   const int32_t off = isa == Isa::avx2 && t == GgmlType::Q8_0 ? 0 : int8_offset(t);
-  static thread_local Int8Rows xr;  // reused across calls (the OpenMP team reads the caller's)
+  static thread_local Int8Rows xr;  // reused across calls (the other threads read the caller's)
   xr.resize(n, K);
   Int8Rows& rows = xr;
   const bool parallel = n * N * K >= (int64_t(1) << 20);
-#pragma omp parallel if (parallel)
-  {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
+  auto run = [&](int64_t count, auto&& fn) {
+    if (parallel) pfor(count, fn);
+    else for (int64_t c = 0; c < count; ++c) fn(c);
+  };
+  constexpr int64_t kRowBlock = 16;
+  run((n + kRowBlock - 1) / kRowBlock, [&](int64_t c) {
+    for (int64_t i = c * kRowBlock; i < std::min(n, (c + 1) * kRowBlock); ++i) {
       const size_t b = size_t(i * nb);
 #if ROPEX_QUANT_AVX2
       if (isa == Isa::avx512) {
@@ -378,16 +393,14 @@ inline void gemm_int8(GgmlType t, const std::byte* w, size_t row_bytes, int64_t 
       quantize_row_scalar(x + i * ldx, K, rows.q.data() + i * K, rows.dx.data() + b, rows.sx.data() + b,
                           rows.xoff.data() + b, off);
     }
-    // implicit barrier: every row quantized before any tile reads them
+  });
+  run(n_tiles, [&](int64_t tj) {
     static thread_local std::vector<TileBlock> tile;
     tile.resize(size_t(nb));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t tj = 0; tj < n_tiles; ++tj) {
-      const int64_t j0 = tj * kTileRows, cols = std::min<int64_t>(kTileRows, N - j0);
-      unpack_tile(t, w, row_bytes, j0, cols, nb, isa == Isa::avx2 && t == GgmlType::Q8_0, tile.data());
-      tile_all_rows(isa, t, tile.data(), nb, rows, y, ldy, j0, cols, accumulate);
-    }
-  }
+    const int64_t j0 = tj * kTileRows, cols = std::min<int64_t>(kTileRows, N - j0);
+    unpack_tile(t, w, row_bytes, j0, cols, nb, isa == Isa::avx2 && t == GgmlType::Q8_0, tile.data());
+    tile_all_rows(isa, t, tile.data(), nb, rows, y, ldy, j0, cols, accumulate);
+  });
 }
 
 }  // namespace ropex::quant

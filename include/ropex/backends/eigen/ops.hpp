@@ -45,7 +45,7 @@ struct ops;
 ///   exact  float32 activations; the weights' values exactly as dequantized (the default)
 ///   fast   activations quantized per 32-block to int8 (scale max|x|/127) and integer dot
 ///          products against Q4_0/Q4_1/Q8_0/Q4_K/Q5_K weights, in every product (prefill too);
-///          other block types run exact. +0.25% perplexity on SmolLM2-135M Q4_1 (docs/benchmarks.md).
+///          other block types run exact. Prefill products: quant/gemm.hpp; -0.32% perplexity on SmolLM2-135M Q4_1 (docs/gguf.md).
 enum class QuantMode { exact, fast };
 
 namespace eigen_detail {
@@ -224,7 +224,10 @@ struct ops<cpu> {
   // rows unpacked once per tile of 16 and dotted with every token in integers.
   static void int8_rows(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate) {
     const int64_t out = w.shape.at(0), in = w.shape.at(1);
-    quant::gemm_int8(model::dtype_ggml_type(w.dtype), w.data, w.row_bytes(), out, in, x, in, n, y, out, accumulate);
+    // On the chunk pool, as decode: a few-token prefill is ~200 small products, and an OpenMP
+    // barrier per product stalls on a loaded machine (threads.hpp).
+    quant::gemm_int8(model::dtype_ggml_type(w.dtype), w.data, w.row_bytes(), out, in, x, in, n, y, out, accumulate, -1,
+                     [](int64_t count, auto&& fn) { parallel_chunks(count, fn); });
   }
 
  public:

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -155,7 +156,9 @@ class ChunkPool {
 /// fn(c) for c in [0, n) on the pool with cpu_threads() threads (see ChunkPool).
 template <class F>
 void parallel_chunks(int64_t n, F&& fn) {
-  ChunkPool::instance().run(n, cpu_threads(), &fn, [](void* f, int64_t c) { (*static_cast<F*>(f))(c); });
+  using Fn = std::remove_reference_t<F>;
+  ChunkPool::instance().run(n, cpu_threads(), const_cast<void*>(static_cast<const void*>(&fn)),
+                            [](void* f, int64_t c) { (*static_cast<Fn*>(f))(c); });
 }
 
 }  // namespace ropex::backends
