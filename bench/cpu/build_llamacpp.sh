@@ -23,8 +23,13 @@ if [ ! -f "$DEST/src/CMakeLists.txt" ]; then
   mv "$DEST"/unpack/llama_cpp_python-*/vendor/llama.cpp "$DEST/src"
   rm -rf "$DEST/unpack"
 fi
+# ccache (where installed) makes a rebuild in another checkout cheap.
+LAUNCHER=()
+if command -v ccache >/dev/null; then
+  LAUNCHER=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 # CPU only, Release, native ISA (AVX-512/VNNI where the machine has them), no curl, no server.
 cmake -S "$DEST/src" -B "$DEST/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=OFF \
-  -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
+  -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DBUILD_SHARED_LIBS=OFF "${LAUNCHER[@]}" >/dev/null
 cmake --build "$DEST/build" -j"$JOBS" --target llama-perplexity llama-bench llama-simple
 ls -1 "$DEST"/build/bin/llama-*

@@ -57,8 +57,26 @@ constexpr bool has_int8_dot(GgmlType t) {
          t == GgmlType::Q5_K;
 }
 
+/// One 32-block of activations to int8: q = round(x / d) (ties to even), d = max|x| / 127; returns
+/// d (0 for an all-zero block, NaN where x has a NaN) and sets sum = sum of q. The one rounding
+/// rule of fast mode: the one-token dots here and the GEMM (quant/gemm.hpp) both use it.
+inline float quantize32(const float* x, int8_t* q, int32_t& sum) {
+  float amax = 0;
+  bool nan = false;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i])), nan |= std::isnan(x[i]);
+  const float d = nan ? std::nanf("") : amax / 127.0f;
+  const float inv = d > 0 ? 1.0f / d : 0.0f;
+  int32_t s = 0;
+  for (int i = 0; i < 32; ++i) {
+    const int v = std::clamp(int(std::nearbyint(x[i] * inv)), -127, 127);
+    q[i] = int8_t(v), s += v;
+  }
+  sum = s;
+  return d;
+}
+
 /// An activation row prepared for the dot products: per-32 sums of x (exact mode's min/offset
-/// terms); with int8, x quantized per 32-block (fast mode). n must be a multiple of 32.
+/// terms); with int8, x quantized per 32-block (fast mode, quantize32). n must be a multiple of 32.
 struct PreparedX {
   const float* x = nullptr;
   int64_t n = 0;
@@ -81,19 +99,11 @@ struct PreparedX {
     if (!quantize) return;
     q.resize(size_t(len)), d.resize(size_t(nb)), qsum.resize(size_t(nb)), qsum16.resize(size_t(2 * nb));
     for (int64_t b = 0; b < nb; ++b) {
-      const float* xb = xr + 32 * b;
-      float amax = 0;
-      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-      const float db = amax / 127.0f;
-      const float inv = db > 0 ? 1.0f / db : 0.0f;
-      int32_t s0 = 0, s1 = 0;
-      for (int i = 0; i < 32; ++i) {
-        const int v = int(std::nearbyint(xb[i] * inv));
-        const int8_t c = int8_t(std::clamp(v, -127, 127));
-        q[size_t(32 * b + i)] = c;
-        (i < 16 ? s0 : s1) += c;
-      }
-      d[size_t(b)] = db, qsum[size_t(b)] = s0 + s1, qsum16[size_t(2 * b)] = s0, qsum16[size_t(2 * b + 1)] = s1;
+      int8_t* qb = q.data() + 32 * b;
+      d[size_t(b)] = quantize32(xr + 32 * b, qb, qsum[size_t(b)]);
+      int32_t s0 = 0;
+      for (int i = 0; i < 16; ++i) s0 += qb[i];
+      qsum16[size_t(2 * b)] = s0, qsum16[size_t(2 * b + 1)] = qsum[size_t(b)] - s0;
     }
   }
 };

@@ -21,6 +21,7 @@
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/attention/reference.hpp>
 #include <ropex/backends/eigen/simd.hpp>
+#include <ropex/backends/eigen/threads.hpp>
 
 #include <Eigen/Core>
 
@@ -219,7 +220,11 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
     for (int64_t item = 0; item < n_items; ++item) run_item(item, w);
     return;
   }
-  ROPEX_OMP(parallel)
+  if (!blocked) {  // decode: on the chunk pool, as the decode products (threads.hpp says why)
+    parallel_chunks(n_items, [&](int64_t item) { run_item(item, scratch()); });
+    return;
+  }
+ROPEX_OMP(parallel)
   {
     Scratch& w = scratch();
     ROPEX_OMP(for schedule(dynamic, 1))

@@ -12,9 +12,11 @@
 #include <ropex/backends/eigen/attention.hpp>
 #include <ropex/backends/eigen/gemm.hpp>
 #include <ropex/backends/eigen/simd.hpp>
+#include <ropex/backends/eigen/threads.hpp>
 #include <ropex/model/kv_cache.hpp>
 #include <ropex/model/tensor.hpp>
 #include <ropex/quant/dot.hpp>
+#include <ropex/quant/gemm.hpp>
 #include <ropex/rope/apply.hpp>
 
 #include <Eigen/Core>
@@ -44,7 +46,7 @@ struct ops;
 ///   exact  float32 activations; the weights' values exactly as dequantized (the default)
 ///   fast   activations quantized per 32-block to int8 (scale max|x|/127) and integer dot
 ///          products against Q4_0/Q4_1/Q8_0/Q4_K/Q5_K weights, in every product (prefill too);
-///          other block types run exact. +0.25% perplexity on SmolLM2-135M Q4_1 (docs/kernels.md).
+///          other block types run exact. Prefill products: quant/gemm.hpp; -0.32% perplexity on SmolLM2-135M Q4_1 (docs/gguf.md).
 enum class QuantMode { exact, fast };
 
 namespace eigen_detail {
@@ -184,16 +186,18 @@ struct ops<cpu> {
 
  private:
   bool fast() const { return quant_mode == QuantMode::fast; }
+  static constexpr int64_t kGemvTokens = 4;  ///< up to this many tokens: one pass over W (decode)
 
   static void matmul_q(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate, bool fast) {
     const int64_t out = w.shape.at(0), in = w.shape.at(1);
     if (n <= 0 || out <= 0) return;
-    if (n <= 4) {
-      gemv_rows(w, x, n, y, 0, out, out, accumulate, fast);
+    if (n <= kGemvTokens) {
+      Gemv job{w, x, y, n, accumulate, fast};
+      gemv(std::span(&job, 1));
       return;
     }
-    if (fast && model::is_quantized(w.dtype) && quant::has_int8_dot(model::dtype_ggml_type(w.dtype)) &&
-        in % 32 == 0) {
+    if (fast && model::is_quantized(w.dtype) && quant::has_int8_gemm(model::dtype_ggml_type(w.dtype)) &&
+        in % model::dtype_block_size(w.dtype) == 0) {
       int8_rows(w, x, n, y, accumulate);
       return;
     }
@@ -222,28 +226,14 @@ struct ops<cpu> {
     }
   }
 
-  // Fast mode with many rows: every token's activations quantized to int8 once, then blocks of
-  // 16 weight rows (a few KB, hot in L1) dotted with every token, blocks shared by the threads.
+  // Fast mode with many rows: the int8 GEMM (quant/gemm.hpp): the tokens quantized once, weight
+  // rows unpacked once per tile of 16 and dotted with every token in integers.
   static void int8_rows(const model::TensorView& w, const float* x, int64_t n, float* y, bool accumulate) {
     const int64_t out = w.shape.at(0), in = w.shape.at(1);
-    const quant::GgmlType t = model::dtype_ggml_type(w.dtype);
-    const size_t row_bytes = w.row_bytes();
-    std::vector<quant::PreparedX> px(static_cast<size_t>(n));
-    ROPEX_OMP(parallel for schedule(static) if (n * in > (1 << 16)))
-    for (int64_t i = 0; i < n; ++i) px[size_t(i)].prepare(x + i * in, in, true);
-    constexpr int64_t kRows = 16;
-    const int64_t n_blocks = (out + kRows - 1) / kRows;
-    ROPEX_OMP(parallel for schedule(dynamic, 1))
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      const int64_t r1 = std::min(out, (b + 1) * kRows);
-      for (int64_t i = 0; i < n; ++i) {
-        float* yi = y + i * out;
-        for (int64_t r = b * kRows; r < r1; ++r) {
-          const float d = quant::dot_row(t, w.data + size_t(r) * row_bytes, px[size_t(i)], true);
-          yi[r] = accumulate ? yi[r] + d : d;
-        }
-      }
-    }
+    // On the chunk pool, as decode: a few-token prefill is ~200 small products, and an OpenMP
+    // barrier per product stalls on a loaded machine (threads.hpp).
+    quant::gemm_int8(model::dtype_ggml_type(w.dtype), w.data, w.row_bytes(), out, in, x, in, n, y, out, accumulate, -1,
+                     [](int64_t count, auto&& fn) { parallel_chunks(count, fn); });
   }
 
  public:
@@ -255,6 +245,12 @@ struct ops<cpu> {
     float* y;
   };
   void matmul(const float* x, int64_t n, std::initializer_list<Proj> projs) const {
+    if (n <= kGemvTokens) {
+      std::vector<Gemv> jobs;
+      for (const Proj& p : projs) jobs.push_back(Gemv{p.w, x, p.y, n, false, fast()});
+      gemv(jobs);
+      return;
+    }
     for (const Proj& p : projs) matmul_q(p.w, x, n, p.y, false, fast());
   }
 
@@ -308,65 +304,96 @@ struct ops<cpu> {
   }
 
  private:
-  // y[t, r] for rows r in [r_begin, r_end): each weight row converted once, dotted with all n inputs.
-  // One token (decode) with F32/BF16 weights: four rows per pass over x, converted in registers
-  // (eigen::simd::gemv). Small matrices stay on the calling thread without entering an
-  // OpenMP region at all (a tiny model's decode step is ~30 of them).
-  // Block types with a fused kernel: each row's blocks dotted with every token's activations
-  // (prepared once: per-32 sums, and int8 quants in fast mode).
-  static void gemv_rows(const model::TensorView& w, const float* x, int64_t n, float* y, int64_t r_begin,
-                        int64_t r_end, int64_t ldy, bool accumulate, bool fast) {
-    const int64_t in = w.shape.at(1);
-    const float* wf = w.as_f32();
-    const bool bf16 = w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
-    const bool fused = n == 1 && (wf || bf16);
-    const quant::GgmlType gt = model::dtype_ggml_type(w.dtype);
-    const bool qdot = model::is_quantized(w.dtype) && in % model::dtype_block_size(w.dtype) == 0 &&
-                      (quant::has_fused_dot(gt) || (fast && quant::has_int8_dot(gt)));
-    std::vector<quant::PreparedX> px(qdot ? size_t(n) : 0);
-    for (int64_t t = 0; t < int64_t(px.size()); ++t) px[size_t(t)].prepare(x + t * in, in, fast);
-    const size_t row_bytes = qdot ? w.row_bytes() : 0;
-    auto rows = [&](int64_t a, int64_t b, std::vector<float>& row) {
-      if (qdot) {
+  // Few tokens (decode): y[t, r] for every row r, each weight row converted or dotted once with
+  // all n inputs. One token with F32/BF16 weights: four rows per pass over x, converted in
+  // registers (eigen::simd::gemv). Block types with a fused kernel: each row's blocks dotted with
+  // every token's activations (prepared once per input: per-32 sums, and int8 quants in fast mode).
+  struct Gemv {
+    const model::TensorView& w;
+    const float* x;
+    float* y;
+    int64_t n;
+    bool accumulate, fast;
+    const std::vector<quant::PreparedX>* px = nullptr;  // set by gemv() for block types
+
+    int64_t in() const { return w.shape.at(1); }
+    int64_t out() const { return w.shape.at(0); }
+    quant::GgmlType type() const { return model::dtype_ggml_type(w.dtype); }
+    bool qdot() const {
+      return model::is_quantized(w.dtype) && in() % model::dtype_block_size(w.dtype) == 0 &&
+             (quant::has_fused_dot(type()) || (fast && quant::has_int8_dot(type())));
+    }
+    // rows [a, b)
+    void rows(int64_t a, int64_t b, std::vector<float>& row) const {
+      const int64_t k = in(), ldy = out();
+      if (px) {
+        const size_t row_bytes = w.row_bytes();
+        const quant::GgmlType gt = type();
         for (int64_t r = a; r < b; ++r)
           for (int64_t t = 0; t < n; ++t) {
-            const float d = quant::dot_row(gt, w.data + size_t(r) * row_bytes, px[size_t(t)], fast);
+            const float d = quant::dot_row(gt, w.data + size_t(r) * row_bytes, (*px)[size_t(t)], fast);
             y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
           }
         return;
       }
-      if (fused) {
-        if (wf) eigen::simd::gemv(wf + a * in, in, in, b - a, x, y + a, accumulate);
-        else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * in, in, in, b - a, x, y + a, accumulate);
+      const float* wf = w.as_f32();
+      const bool bf16 = w.dtype == model::DType::bf16 && reinterpret_cast<uintptr_t>(w.data) % 2 == 0;
+      if (n == 1 && (wf || bf16)) {
+        if (wf) eigen::simd::gemv(wf + a * k, k, k, b - a, x, y + a, accumulate);
+        else eigen::simd::gemv(reinterpret_cast<const uint16_t*>(w.data) + a * k, k, k, b - a, x, y + a, accumulate);
         return;
       }
-      row.resize(wf ? 0 : size_t(in));
+      row.resize(wf ? 0 : size_t(k));
       for (int64_t r = a; r < b; ++r) {
-        const float* wr = wf ? wf + r * in : row.data();
-        if (!wf) eigen_detail::to_float(w, size_t(r * in), size_t(in), row.data());
-        const Eigen::Map<const Eigen::VectorXf> wrow(wr, in);
+        const float* wr = wf ? wf + r * k : row.data();
+        if (!wf) eigen_detail::to_float(w, size_t(r * k), size_t(k), row.data());
+        const Eigen::Map<const Eigen::VectorXf> wrow(wr, k);
         for (int64_t t = 0; t < n; ++t) {
-          const float d = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * in, in));
+          const float d = wrow.dot(Eigen::Map<const Eigen::VectorXf>(x + t * k, k));
           y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
         }
       }
-    };
+    }
+  };
+
+  // Several decode products at once (q|k|v of one input, gate|up): the input prepared once, and
+  // one parallel loop over the row chunks of all of them. Small work stays on the calling thread without a
+  // region at all (a tiny model's decode step is ~30 of them). Each row is computed as on its
+  // own, so grouping changes no result.
+  static void gemv(std::span<Gemv> jobs) {
+    std::vector<std::vector<quant::PreparedX>> prepared;  // one per distinct input
+    std::vector<const Gemv*> owner;                        // the job each was prepared for
+    prepared.reserve(jobs.size());
+    int64_t work = 0;
+    for (Gemv& j : jobs) {
+      work += j.out() * j.in() * j.n;
+      if (!j.qdot()) continue;
+      size_t i = 0;
+      while (i < owner.size() && !(owner[i]->x == j.x && owner[i]->n == j.n && owner[i]->in() == j.in() && owner[i]->fast == j.fast)) ++i;
+      if (i == owner.size()) {
+        auto& px = prepared.emplace_back(size_t(j.n));
+        for (int64_t t = 0; t < j.n; ++t) px[size_t(t)].prepare(j.x + t * j.in(), j.in(), j.fast);
+        owner.push_back(&j);
+      }
+      j.px = &prepared[i];
+    }
     constexpr int64_t kChunk = 32;
-    if ((r_end - r_begin) * in * n <= (int64_t(1) << 16) || eigen_detail::max_threads() == 1) {
+    if (work <= (int64_t(1) << 16) || eigen_detail::max_threads() == 1) {
       std::vector<float> row;
-      rows(r_begin, r_end, row);
+      for (const Gemv& j : jobs) j.rows(0, j.out(), row);
       return;
     }
-    const int64_t n_chunks = (r_end - r_begin + kChunk - 1) / kChunk;
-    // Dynamic chunks: on a shared machine a preempted thread's rows are taken over instead of
-    // the other thread idling at the barrier.
-    ROPEX_OMP(parallel)
-    {
-      std::vector<float> row;
-      ROPEX_OMP(for schedule(dynamic, 1))
-      for (int64_t c = 0; c < n_chunks; ++c)
-        rows(r_begin + c * kChunk, std::min(r_end, r_begin + (c + 1) * kChunk), row);
-    }
+    std::vector<int64_t> first(jobs.size() + 1, 0);  // first chunk of each job
+    for (size_t i = 0; i < jobs.size(); ++i) first[i + 1] = first[i] + (jobs[i].out() + kChunk - 1) / kChunk;
+    const int64_t n_chunks = first.back();
+    // On the chunk pool (eigen/threads.hpp), not an OpenMP region: a thread another process holds
+    // off the core is not waited for.
+    parallel_chunks(n_chunks, [&](int64_t c) {
+      thread_local std::vector<float> row;
+      const size_t i = size_t(std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1);
+      const int64_t r0 = (c - first[i]) * kChunk;
+      jobs[i].rows(r0, std::min(jobs[i].out(), r0 + kChunk), row);
+    });
   }
 };
 
