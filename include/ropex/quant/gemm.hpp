@@ -25,6 +25,7 @@
 // default OpenMP): the rows quantized, then tiles of output columns claimed dynamically (a
 // preempted thread's tiles are taken over on a shared machine).
 #pragma once
+#include <ropex/config.hpp>
 #include <ropex/quant/blocks.hpp>
 #include <ropex/quant/dequantize.hpp>
 #include <ropex/quant/dot.hpp>
@@ -354,7 +355,7 @@ inline void tile_all_rows(Isa isa, GgmlType t, const TileBlock* tile, int64_t nb
 struct OmpFor {
   template <class F>
   void operator()(int64_t n, F&& fn) const {
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    ROPEX_OMP(parallel for schedule(dynamic, 1) if (n > 1))
     for (int64_t c = 0; c < n; ++c) fn(c);
   }
 };
