@@ -2,7 +2,7 @@
 # One GPU-machine call for context-parallel perplexity on one GPU (ranks as repeated devices):
 # builds test_cuda_cp_perplexity, test_ring_attention and the CLI against NCCL (the CUDA toolkit's,
 # or PyTorch's nvidia-nccl wheel through NCCL_HOME), runs the tests, then times
-# `ropex perplexity --device cuda` on stories260K, one GPU against --gpus 0 / 0,0 / 0,0,0,0 (NCCL)
+# `ropex perplexity --device cuda` on stories260K, one GPU against --gpus 1 / 0,0 / 0,0,0,0 (NCCL)
 # and 0,0 (streams), 16K-token windows, and prints tokens/s and each run's perplexity.
 #   bench/gpu/run_cp.sh            outputs under $OUT (default ./gpu-out)
 # Carry .deps (scripts/stage_device_deps.sh), with stories260K.bin copied to .deps/data/ (or set
@@ -43,7 +43,7 @@ print(' '.join(str(random.randrange(512)) for _ in range(4 * 16384 + 1)))" > /tm
       --context 16384 --json "$@" > "$OUT/cp_$name.json" 2> "$OUT/cp_$name.err" || { echo "$name failed"; tail -3 "$OUT/cp_$name.err"; status=1; }
   }
   ppl one
-  ppl r1_nccl --gpus 0
+  ppl r1_nccl --gpus 1
   ppl r2_nccl --gpus 0,0
   ppl r4_nccl --gpus 0,0,0,0
   ppl r2_streams --gpus 0,0 --cp-transport streams

@@ -280,6 +280,8 @@ class Ring {
         ROPEX_CUDA_CHECK(cudaSetDevice(device(r)));
         // the sender's buffer of step s landed on its comm stream at step s - 1; the next rank copied
         // this rank's buffer of step s - 1 (the one written now) on its own comm stream
+        if (s == 0)  // the copy reads the sender's own inputs: wait until its stream has made them
+          ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.comm, ranks_[static_cast<size_t>(prev)].computed, 0));
         if (s > 0) {
           ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.comm, ranks_[static_cast<size_t>(prev)].received[s % 2], 0));
           ROPEX_CUDA_CHECK(cudaStreamWaitEvent(k.comm, ranks_[static_cast<size_t>((r + 1) % n)].received[s % 2], 0));
