@@ -43,9 +43,15 @@ struct Draw {
 };
 
 // Keys whose null means "no bound" by design (predict/base JSON), not an overflow.
-const std::set<std::string> kNullable = {"extrapolation_limit", "larger_base_limit"};
+// And the keys docs/cli.md makes null where they do not apply (stable keys across regimes and
+// input routes); a numeric result that overflowed would be one of the others.
+const std::set<std::string> kNullable = {"extrapolation_limit", "larger_base_limit", "config", "preset", "factor",
+                                         "reason", "updated_critical_dimension", "sweep", "model", "text", "gpu"};
 
 bool all_finite(const nlohmann::json& j, const std::string& key, std::string& bad) {
+  // "inputs" echoes what was given (flags already checked at parse), null for what was not
+  // (docs/cli.md: stable keys, null where not applicable); results are checked below.
+  if (key == "inputs") return true;
   if (j.is_null() && !kNullable.count(key)) return bad = key + " is null", false;
   if (j.is_number_float() && !std::isfinite(j.get<double>())) return bad = key + " is not finite", false;
   if (j.is_object())

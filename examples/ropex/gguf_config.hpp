@@ -105,10 +105,13 @@ inline RotarySource read_rotary_source(const std::string& arg) {
   namespace fs = std::filesystem;
   RotarySource s;
   s.path = arg;
-  if (fs::is_directory(arg)) {
+  std::error_code ec;  // the throwing overloads report a symlink loop as a bare "filesystem error"
+  const auto st = fs::status(arg, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) throw make_error(arg, "", ec.message());
+  if (fs::is_directory(st)) {
     s.path = (fs::path(arg) / "config.json").string();
-    if (!fs::exists(s.path)) throw make_error(arg, "", "directory has no config.json");
-  } else if (is_gguf_file(arg) || (fs::path(arg).extension() == ".bin" && fs::is_regular_file(arg))) {
+    if (!fs::exists(fs::status(s.path, ec))) throw make_error(arg, "", "directory has no config.json");
+  } else if (is_gguf_file(arg) || (fs::path(arg).extension() == ".bin" && fs::is_regular_file(st))) {
     GgufRotary g = is_gguf_file(arg) ? gguf_rotary(arg) : llama2c_rotary(arg);
     s.shape = std::move(g.shape);
     s.rc = std::move(g.rc);

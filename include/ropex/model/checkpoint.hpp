@@ -104,7 +104,8 @@ class Checkpoint {
     namespace fs = std::filesystem;
     std::error_code ec;
     const auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) throw make_error(p.string(), "", ec ? ec.message() : "no such file or directory");
+    if (ec && ec != std::errc::no_such_file_or_directory) throw make_error(p.string(), "", ec.message());
+    if (!fs::exists(st)) throw make_error(p.string(), "", "no such file or directory");
     Checkpoint ck;
     ck.path_ = p;
     if (fs::is_directory(st)) {
