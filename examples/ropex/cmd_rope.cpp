@@ -40,9 +40,12 @@ void run_rope(const RopeOptions& o) {
                                    "--config (a config.json, GGUF file or model directory) or a model path");
     path = o.model;
   }
-  if (fs::is_directory(path)) {
+  std::error_code ec;  // the throwing overloads report a symlink loop as a bare "filesystem error"
+  const auto st = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) throw ropex::make_error(path, "", ec.message());
+  if (fs::is_directory(st)) {
     path = (fs::path(path) / "config.json").string();
-    if (!fs::exists(path)) throw ropex::make_error(*o.o_model ? o.model : o.config, "", "directory has no config.json");
+    if (!fs::exists(fs::status(path, ec))) throw ropex::make_error(*o.o_model ? o.model : o.config, "", "directory has no config.json");
   }
   const bool from_file = ropex::cli::is_gguf_file(path) || fs::path(path).extension() == ".bin";  // GGUF / llama2.c
   nlohmann::json cfg = from_file ? nlohmann::json() : ropex::read_json_file(path);
