@@ -119,7 +119,9 @@ TEST_CASE("write_safetensors / SafetensorsFile round trip F32, F16, BF16 with bl
   CHECK(out == f32);
 
   // F16 / BF16 converted in uneven blocks, compared with the float64 reference.
-  for (auto [name, ref] : {std::pair{"w.f16", &half_reference}, std::pair{"w.bf16", &bf16_reference}}) {
+  for (auto named : {std::pair{"w.f16", &half_reference}, std::pair{"w.bf16", &bf16_reference}}) {
+    const auto name = named.first;  // not structured bindings: clang 14 cannot capture them in doctest's lambdas
+    const auto ref = named.second;
     const TensorView* t = st.find(name);
     REQUIRE(t != nullptr);
     const auto& src = std::string(name) == "w.f16" ? f16 : bf16;
@@ -155,7 +157,9 @@ TEST_CASE("a file written by the Python safetensors package reads back exactly")
   REQUIRE(in);
   const auto expected = nlohmann::json::parse(in);
   CHECK(st.tensors().size() == expected.size());
-  for (const auto& [name, e] : expected.items()) {
+  for (const auto& item : expected.items()) {
+    const std::string name = item.key();
+    const auto& e = item.value();
     CAPTURE(name);
     const TensorView* t = st.find(name);
     REQUIRE(t != nullptr);
