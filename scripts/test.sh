@@ -33,7 +33,7 @@ if [ "$CI" = true ]; then
   echo "== native Release build (-march=native): the tests whose code paths differ, and the long GGUF perplexity runs =="
   cmake -S . -B build-native -DCMAKE_BUILD_TYPE=Release -DROPEX_NATIVE=ON -DROPEX_BUILD_BENCH=OFF >/dev/null
   cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families test_cli_gguf test_check test_passkey
-  (cd build-native && ctest -R 'test_quant_matmul|test_attention|test_gguf_model|test_families|test_cli_gguf|test_check|test_passkey' --output-on-failure)
+  (cd build-native && ctest -R '^(test_quant_matmul|test_attention|test_gguf_model|test_families|test_cli_gguf|test_check|test_passkey)$' --output-on-failure)
 
   # GCC's -fsanitize=undefined does not check float -> integer conversions; clang's
   # float-cast-overflow does. The tests where doubles become integers (the laws, theories and RoPE
