@@ -1,11 +1,13 @@
 // What `ropex passkey` and `ropex check` share: the checkpoint with the rope settings asked for, a
-// Scorer over it on the CPU or the GPU (eval/scorer.hpp), and the model's own tokenizer.
+// Scorer over it on the CPU or the GPU (eval/scorer.hpp), and the model's own tokenizer
+// (eval/model_codec.hpp).
 #pragma once
 #include "cli.hpp"
 #include "model_cuda.hpp"
 
 #include <ropex/backends/eigen/threads.hpp>
 #include <ropex/error.hpp>
+#include <ropex/eval/model_codec.hpp>
 #include <ropex/eval/passkey.hpp>
 #include <ropex/eval/scorer.hpp>
 #include <ropex/model/checkpoint.hpp>
@@ -59,36 +61,7 @@ inline std::unique_ptr<eval::Scorer> make_scorer(const model::Checkpoint& ck, co
   return std::make_unique<eval::OwningScorer<Cpu>>(64, ck, 512, backends::ops<backends::cpu>{backends::QuantMode::exact});
 }
 
-/// The model's tokenizer (or --tokenizer's) as encode/decode; encode starts with what the model
-/// starts a document with (a GGUF file's add_bos_token; else the config's BOS).
-struct ModelCodec {
-  std::string file;  ///< the tokenizer's file
-  eval::TextCodec codec;
-};
-
-inline ModelCodec model_codec(const model::Checkpoint& ck, const std::string& tokenizer_path) {
-  const std::string path = tokenizer_path.empty() ? ck.path().string() : tokenizer_path;
-  const auto tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_model(path));
-  const bool gguf = tokenizer::Tokenizer::is_gguf(path);
-  const int64_t bos = ck.config().bos_token_id, vocab = ck.config().vocab_size;
-  const std::string file = tok->file().string();
-  ModelCodec m{file, {}};
-  m.codec.encode = [tok, gguf, bos, vocab, file](const std::string& text) {
-    std::vector<int32_t> ids;
-    if (gguf) {
-      ids = tok->encode(text, /*add_special_tokens=*/true);
-    } else {
-      if (bos >= 0) ids.push_back(int32_t(bos));
-      const auto t = tok->encode(text);
-      ids.insert(ids.end(), t.begin(), t.end());
-    }
-    for (int32_t id : ids)
-      if (id < 0 || id >= vocab)
-        throw make_error(file, "", "token id " + std::to_string(id) + " is outside the model's vocabulary (" + std::to_string(vocab) + ")");
-    return ids;
-  };
-  m.codec.decode = [tok](const std::vector<int32_t>& ids) { return tok->decode(ids, /*skip_special=*/true, /*strict=*/false); };
-  return m;
-}
+using eval::model_codec;
+using eval::ModelCodec;
 
 }  // namespace ropex::cli

@@ -22,7 +22,7 @@ from ._laws import (
     extrapolation_limit,
     period_table,
 )
-from ._model import Model, PerplexityResult, PositionBin
+from ._model import Model, PasskeyCell, PasskeyResult, PasskeyTrial, PerplexityResult, PositionBin, check, passkey
 from ._rope import RopeScaling, apply_rope, rope_table
 from ._theories import (
     MEN_SCAN_CAP,
@@ -45,8 +45,8 @@ Error.__doc__ = ('Invalid input (argument, file, JSON field): a ValueError whose
 
 __all__ = [
     "MEN_SCAN_CAP", "REGIMES", "BaseForContext", "CutPoints", "Error", "ExtrapolationLimit", "MenBase", "MenLength",
-    "Model", "NumericBounds", "PerplexityResult", "PeriodTable", "PositionBin", "RopeScaling", "RopeTable",
+    "Model", "NumericBounds", "PasskeyCell", "PasskeyResult", "PasskeyTrial", "PerplexityResult", "PeriodTable", "PositionBin", "RopeScaling", "RopeTable",
     "SmallBaseThresholds", "__version__", "apply_rope", "base_for_context", "base_for_slowest_period",
-    "critical_base", "critical_dimension", "cut_points", "extrapolation_limit", "has_cuda", "men_base_for_context",
-    "men_context_length", "men_sum", "numeric_bounds", "period_table", "rope_table", "slowest_period",
+    "check", "critical_base", "critical_dimension", "cut_points", "extrapolation_limit", "has_cuda", "men_base_for_context",
+    "men_context_length", "men_sum", "numeric_bounds", "passkey", "period_table", "rope_table", "slowest_period",
 ]

@@ -214,5 +214,36 @@ class Model:
         stop_at_eos: bool = False,
         progress: Optional[Callable[[int, int], object]] = None,
     ) -> list[int]: ...
+    def passkey(
+        self,
+        lengths: list[int],
+        depths: list[float],
+        trials: int,
+        seed: int,
+        progress: Optional[Callable[[int, int], object]] = None,
+    ) -> tuple[
+        list[tuple[int, float, int, int, float, float, float]],
+        list[tuple[int, float, int, int, int, int, bool, str, int, float]],
+        float,
+        float,
+        int,
+    ]: ...
+    def check(
+        self,
+        text: Union[str, PathLike[str]],
+        report: Union[str, PathLike[str]],
+        max_len: Optional[int] = None,
+        windows: Optional[int] = None,
+        short_window: Optional[int] = None,
+        train_len: Optional[float] = None,
+        tune_len: Optional[float] = None,
+        pretrain_base: Optional[float] = None,
+        rope_scaling: list[str] = [],
+        rope_base: list[float] = [],
+        passkey_depths: Optional[list[float]] = None,
+        passkey_trials: Optional[int] = None,
+        seed: Optional[int] = None,
+        progress: Optional[Callable[[int, int], object]] = None,
+    ) -> str: ...
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
     def detokenize(self, ids: list[int], skip_special: bool = False) -> str: ...

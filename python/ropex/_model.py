@@ -10,9 +10,10 @@ called as they go: a callable ``progress(done, total)``, or ``True`` for a tqdm 
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -104,6 +105,50 @@ class PerplexityResult:
     curve: list[PositionBin]
 
 
+@dataclass(frozen=True)
+class PasskeyCell:
+    """One (length, depth) cell of a passkey grid: ``correct`` of ``trials`` keys retrieved
+    (``accuracy``), the mean loss of the answer's tokens given the prompt (``answer_nll``, the
+    needle-driven perplexity's log) and the mean prompt length in tokens."""
+
+    length: int
+    depth: float
+    trials: int
+    correct: int
+    accuracy: float
+    answer_nll: float
+    mean_tokens: float
+
+
+@dataclass(frozen=True)
+class PasskeyTrial:
+    """One trial: the key hidden at ``needle_token`` of a ``tokens``-token prompt, the model's greedy
+    ``answer`` (its first digits), whether it equals the key, and the answer tokens' mean loss."""
+
+    length: int
+    depth: float
+    trial: int
+    key: int
+    tokens: int
+    needle_token: int
+    correct: bool
+    answer: str
+    answer_tokens: int
+    answer_nll: float
+
+
+@dataclass(frozen=True)
+class PasskeyResult:
+    """Passkey retrieval over lengths x depths x trials (``ropex passkey``'s cells and trials);
+    ``seconds`` in all, ``model_seconds`` / ``model_tokens`` inside the model's forward."""
+
+    cells: list[PasskeyCell]
+    trials: list[PasskeyTrial]
+    seconds: float
+    model_seconds: float
+    model_tokens: int
+
+
 class Model:
     """A checkpoint ropex loads, ready to run.
 
@@ -188,6 +233,41 @@ class Model:
         with _reporter(progress, "generate", "tok") as cb:
             return self._m.generate(p, steps, temperature, seed, stop_at_eos, cb)
 
+    def passkey(self, lengths: Sequence[int] = (1024, 2048, 4096), depths: Sequence[float] = (0, 0.25, 0.5, 0.75, 1),
+                trials: int = 5, *, seed: int = 0, progress: Progress = None) -> PasskeyResult:
+        """Passkey retrieval (Landmark Attention / PI / YaRN protocol, as ``ropex passkey``): for each
+        prompt length (tokens, prompt + answer) and needle depth in [0, 1], ``trials`` keys drawn
+        from ``seed``, the filler "The grass is green. ..." around "The pass key is N. Remember it.
+        N is the pass key.", greedy answer after "What is the pass key? The pass key is".
+        ``progress(trials_done, trials)``."""
+        with _reporter(progress, "passkey", "trial") as p:
+            cells, tr, secs, model_s, model_tok = self._m.passkey([int(x) for x in lengths], [float(d) for d in depths],
+                                                                  int(trials), int(seed), p)
+        return PasskeyResult([PasskeyCell(*c) for c in cells], [PasskeyTrial(*t) for t in tr], secs, model_s, model_tok)
+
+    def check(self, text: Union[str, "os.PathLike[str]"], report: Union[str, "os.PathLike[str]"] = "ropex-check", *,
+              max_len: Optional[int] = None, windows: Optional[int] = None, short_window: Optional[int] = None,
+              train_len: Optional[float] = None, tune_len: Optional[float] = None,
+              pretrain_base: Optional[float] = None,
+              rope_scaling: Sequence[Union[dict[str, Any], str]] = (), rope_base: Sequence[float] = (),
+              passkey_depths: Optional[Sequence[float]] = None, passkey_trials: Optional[int] = None,
+              seed: Optional[int] = None, progress: Progress = None) -> dict[str, Any]:
+        """``ropex check`` on this model: each theory's predicted context (for the model as loaded,
+        each ``rope_base`` and each training-free ``rope_scaling`` variant), the position-driven loss
+        rise measured on ``text`` (the same tokens in one long window of ``max_len`` and in short
+        windows of ``short_window``; the rule of docs/validation.md section 6) and passkey accuracy
+        around each prediction. Writes report.md / report.json / report.html / per_token.csv /
+        curve.csv into ``report`` (its partial.jsonl resumes an interrupted run) and returns
+        report.json as a dict; every input in it carries its value and origin. Arguments left None
+        take the CLI's defaults. ``progress(tokens_done, tokens)``."""
+        scalings = [json.dumps(s) if isinstance(s, dict) else str(s) for s in rope_scaling]
+        depths = None if passkey_depths is None else [float(d) for d in passkey_depths]
+        with _reporter(progress, "check", "tok") as p:
+            out = self._m.check(text, report, max_len, windows, short_window, train_len, tune_len, pretrain_base,
+                                scalings, [float(b) for b in rope_base], depths, passkey_trials, seed, p)
+        result: dict[str, Any] = json.loads(out)
+        return result
+
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Text to ids with the model directory's tokenizer.json (byte-level BPE) or tokenizer.model
         (SentencePiece); ``add_special_tokens`` puts the tokenizer's own prefix (BOS) first."""
@@ -201,3 +281,20 @@ class Model:
         c = self.config
         return (f"Model({self.path!r}, format={self.format!r}, layers={c['num_hidden_layers']}, "
                 f"hidden={c['hidden_size']}, vocab={c['vocab_size']}, rope={self.rope!r})")
+
+
+def _model(model: Union[Model, str, "os.PathLike[str]"]) -> Model:
+    return model if isinstance(model, Model) else Model(model)
+
+
+def passkey(model: Union[Model, str, "os.PathLike[str]"], lengths: Sequence[int] = (1024, 2048, 4096),
+            depths: Sequence[float] = (0, 0.25, 0.5, 0.75, 1), trials: int = 5, *, seed: int = 0,
+            progress: Progress = None) -> PasskeyResult:
+    """Passkey retrieval on ``model`` (a ``Model``, or a path opened on the CPU): ``Model.passkey``."""
+    return _model(model).passkey(lengths, depths, trials, seed=seed, progress=progress)
+
+
+def check(model: Union[Model, str, "os.PathLike[str]"], text: Union[str, "os.PathLike[str]"],
+          report: Union[str, "os.PathLike[str]"] = "ropex-check", **kwargs: Any) -> dict[str, Any]:
+    """``ropex check`` on ``model`` (a ``Model``, or a path opened on the CPU): ``Model.check``."""
+    return _model(model).check(text, report, **kwargs)

@@ -10,6 +10,9 @@
 #include <ropex/backends/eigen/threads.hpp>
 #include <ropex/config.hpp>
 #include <ropex/error.hpp>
+#include <ropex/eval/check_run.hpp>
+#include <ropex/eval/model_codec.hpp>
+#include <ropex/eval/passkey.hpp>
 #include <ropex/io/json_file.hpp>
 #include <ropex/model/sampling.hpp>
 #include <ropex/tokenizer/tokenizer.hpp>
@@ -20,6 +23,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -78,6 +82,8 @@ class Model {
     {
       nb::gil_scoped_release nogil;
       ck_ = std::make_unique<Checkpoint>(Checkpoint::open(p));
+      if (rope_base) rope_origin_ = "Model(rope_base=...)";
+      if (scaling) rope_origin_ += std::string(rope_origin_.empty() ? "" : ", ") + "Model(rope_scaling=...)";
       if (rope_base || scaling)
         ropex::apply_rope_override(ck_->config().rope, rope_base, scaling ? &*scaling : nullptr, "rope_scaling");
 #if ROPEX_HAS_CUDA
@@ -196,6 +202,81 @@ class Model {
     return out;
   }
 
+  // Passkey retrieval (eval/passkey.hpp) over lengths x depths x trials, greedy; the CLI's
+  // `ropex passkey`. Returns (cells, trials, seconds, model_seconds, model_tokens).
+  nb::tuple passkey(const std::vector<int64_t>& lengths, const std::vector<double>& depths, int trials, uint64_t seed,
+                    const Progress& progress) {
+    ropex::eval::check_passkey_grid(lengths, depths, trials, "");
+    const auto& mc = codec();
+    auto& sc = runner_->scorer();
+    const double s0 = sc.model_seconds();
+    const int64_t tok0 = sc.model_tokens();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<ropex::eval::PasskeyTrial> out;
+    const int64_t total = int64_t(lengths.size() * depths.size()) * trials;
+    without_gil([&] {
+      const LayerHook scope(*runner_, signals_only());
+      for (int64_t L : lengths)
+        for (double d : depths) {
+          const int64_t chars = ropex::eval::passkey_filler_chars(mc.codec, L, d);
+          for (int t = 0; t < trials; ++t) {
+            out.push_back(ropex::eval::passkey_trial(sc, mc.codec, L, d, t, seed, chars));
+            check_in(progress, int64_t(out.size()), total);
+          }
+        }
+    });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    nb::list cells, trial_list;
+    for (const auto& c : ropex::eval::passkey_cells(out))
+      cells.append(nb::make_tuple(c.length, c.depth, c.trials, c.correct, c.accuracy, c.answer_nll, c.mean_tokens));
+    for (const auto& t : out)
+      trial_list.append(nb::make_tuple(t.length, t.depth, t.trial, t.key, t.tokens, t.needle_token, t.correct, t.answer,
+                                       t.answer_tokens, t.answer_nll));
+    return nb::make_tuple(cells, trial_list, secs, sc.model_seconds() - s0, sc.model_tokens() - tok0);
+  }
+
+  // `ropex check` (eval/check_run.hpp) on this model; returns report.json's text.
+  std::string check(nb::handle text, nb::handle report, std::optional<int64_t> max_len, std::optional<int64_t> windows,
+                    std::optional<int64_t> short_window, std::optional<double> train_len, std::optional<double> tune_len,
+                    std::optional<double> pretrain_base, const std::vector<std::string>& rope_scaling,
+                    const std::vector<double>& rope_base, std::optional<std::vector<double>> depths,
+                    std::optional<int> trials, std::optional<uint64_t> seed, const Progress& progress) {
+    auto fspath = nb::module_::import_("os").attr("fspath");
+    ropex::eval::CheckSpec spec;
+    spec.text = nb::cast<std::string>(fspath(text));
+    spec.report_dir = nb::cast<std::string>(fspath(report));
+    spec.max_len = max_len, spec.windows = windows, spec.short_window = short_window;
+    spec.train_len = train_len, spec.tune_len = tune_len, spec.pretrain_base = pretrain_base;
+    for (size_t i = 0; i < rope_scaling.size(); ++i)
+      spec.rope_scaling.push_back(ropex::parse_json_arg(rope_scaling[i], "rope_scaling[" + std::to_string(i) + "]"));
+    spec.rope_base = rope_base, spec.depths = depths, spec.trials = trials, spec.seed = seed;
+    ropex::eval::CheckEnv env;
+    env.name = [](std::string_view f) {
+      if (f == "depths" || f == "trials") return "passkey_" + std::string(f);
+      if (f == "report_dir") return std::string("report");
+      return std::string(f);
+    };
+    env.given_by = "argument";
+    env.model = ck_->path().string(), env.model_origin = "ropex.Model";
+    env.rope_origin = rope_origin_;
+    env.extra_inputs["device"] = {{"value", device_}, {"origin", "ropex.Model(device=...)"}};
+    env.extra_inputs["dtype"] = {{"value", dtype_}, {"origin", "ropex.Model(dtype=...)"}};
+    env.scorer = [this]() -> ropex::eval::Scorer& { return runner_->scorer(); };
+    env.progress = [&progress](int64_t done, int64_t total, const std::string&) { check_in(progress, done, total); };
+    const auto& mc = codec();
+    std::string out;
+    without_gil([&] {
+      const LayerHook scope(*runner_, signals_only());
+      out = ropex::eval::run_check(*ck_, mc, spec, env).dump();
+    });
+    return out;
+  }
+
+  const ropex::eval::ModelCodec& codec() {
+    if (!codec_) codec_ = ropex::eval::model_codec(*ck_);
+    return *codec_;
+  }
+
   const ropex::tokenizer::Tokenizer& tokenizer() {
     if (!tok_) tok_ = ropex::tokenizer::Tokenizer::from_model_dir(ck_->path());
     return *tok_;
@@ -204,7 +285,16 @@ class Model {
   std::unique_ptr<Checkpoint> ck_;
   std::unique_ptr<Runner> runner_;
   std::optional<ropex::tokenizer::Tokenizer> tok_;
-  std::string device_, dtype_;
+  std::optional<ropex::eval::ModelCodec> codec_;
+  std::string device_, dtype_, rope_origin_;
+
+ private:
+  // The per-layer hook for one call (Ctrl-C between layers), removed on any exit.
+  struct LayerHook {
+    Runner& r;
+    LayerHook(Runner& runner, const Hook& h) : r(runner) { r.on_layer(h); }
+    ~LayerHook() { r.on_layer(nullptr); }
+  };
 };
 
 }  // namespace
@@ -244,6 +334,14 @@ void bind_model(nb::module_& m) {
            nb::arg("bins") = 32, nb::arg("bos_windows") = false, nb::arg("progress") = nb::none())
       .def("generate", &Model::generate, nb::arg("prompt") = nb::none(), nb::arg("steps") = 16,
            nb::arg("temperature") = 0.0, nb::arg("seed") = 0, nb::arg("stop_at_eos") = false,
+           nb::arg("progress") = nb::none())
+      .def("passkey", &Model::passkey, nb::arg("lengths"), nb::arg("depths"), nb::arg("trials"), nb::arg("seed"),
+           nb::arg("progress") = nb::none())
+      .def("check", &Model::check, nb::arg("text"), nb::arg("report"), nb::arg("max_len") = nb::none(),
+           nb::arg("windows") = nb::none(), nb::arg("short_window") = nb::none(), nb::arg("train_len") = nb::none(),
+           nb::arg("tune_len") = nb::none(), nb::arg("pretrain_base") = nb::none(),
+           nb::arg("rope_scaling") = std::vector<std::string>{}, nb::arg("rope_base") = std::vector<double>{},
+           nb::arg("passkey_depths") = nb::none(), nb::arg("passkey_trials") = nb::none(), nb::arg("seed") = nb::none(),
            nb::arg("progress") = nb::none())
       .def(
           "tokenize",

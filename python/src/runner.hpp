@@ -5,6 +5,7 @@
 // GIL, and may throw to stop the call (Ctrl-C, a failing progress callback).
 #pragma once
 #include <ropex/eval/perplexity.hpp>
+#include <ropex/eval/scorer.hpp>
 #include <ropex/model/checkpoint.hpp>
 #include <ropex/model/llama.hpp>
 
@@ -37,6 +38,10 @@ class Runner {
                                         const std::function<int32_t(const float*)>& pick,
                                         const std::function<bool(int32_t)>& stop, const Hook& layer,
                                         const Hook& token) = 0;
+  /// The model as an eval::Scorer (passkey retrieval, check), over the same weights.
+  virtual ropex::eval::Scorer& scorer() = 0;
+  /// Calls `layer` after each layer of every forward until removed (nullptr).
+  virtual void on_layer(const Hook& layer) = 0;
 };
 
 template <class Backend>
@@ -44,7 +49,7 @@ class LlamaRunner final : public Runner {
  public:
   /// `logits_rows`: lm_head rows at once in nll / perplexity (the GPU takes more than the CPU).
   LlamaRunner(const ropex::model::Checkpoint& ck, int64_t chunk, int64_t logits_rows)
-      : m_(ck, chunk), vocab_(ck.config().vocab_size), logits_rows_(logits_rows) {}
+      : m_(ck, chunk), vocab_(ck.config().vocab_size), logits_rows_(logits_rows), scorer_(m_, logits_rows) {}
 
   void logits(std::span<const int32_t> ids, float* out, const Hook& layer) override {
     Scope s(m_, layer);
@@ -103,6 +108,9 @@ class LlamaRunner final : public Runner {
     return out;
   }
 
+  ropex::eval::Scorer& scorer() override { return scorer_; }
+  void on_layer(const Hook& layer) override { m_.on_layer(layer); }
+
  private:
   // Installs the per-layer hook for one call, removes it on any exit.
   struct Scope {
@@ -112,6 +120,7 @@ class LlamaRunner final : public Runner {
   };
   ropex::model::Llama<Backend> m_;
   int64_t vocab_, logits_rows_;
+  ropex::eval::ModelScorer<ropex::model::Llama<Backend>> scorer_;
 };
 
 /// The GPU runner (model_cuda.cu): dtype "bf16" (weights, activations, KV cache) or "f32", as the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -44,6 +46,18 @@ def model(path: str) -> float:
     new: list[int] = m.generate([1, 2, 3], steps=4, temperature=0.0, progress=True)
     text: str = m.detokenize(m.tokenize("hello"))
     return float(logits.sum() + nll.sum() + curve[0]) + r.perplexity + len(new) + len(text) + len(dtype)
+
+
+def evaluate(path: str) -> float:
+    m = ropex.Model(path)
+    pk: ropex.PasskeyResult = m.passkey([256, 512], [0.0, 1.0], 2, seed=1, progress=None)
+    cell: ropex.PasskeyCell = pk.cells[0]
+    trial: ropex.PasskeyTrial = pk.trials[0]
+    again: ropex.PasskeyResult = ropex.passkey(path, lengths=[256], trials=1)
+    report: dict[str, Any] = m.check("book.txt", "out", max_len=1024, rope_base=[1e6],
+                                     rope_scaling=[{"rope_type": "yarn", "factor": 4.0}], passkey_trials=0)
+    report2: dict[str, Any] = ropex.check(path, "book.txt", "out2", max_len=1024)
+    return cell.accuracy + trial.answer_nll + again.seconds + len(report) + len(report2)
 
 
 def theories() -> float:

@@ -22,6 +22,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ropex::eval {
@@ -199,15 +200,18 @@ inline std::vector<PasskeyCell> passkey_cells(const std::vector<PasskeyTrial>& t
   return cells;
 }
 
-/// Checks of a grid given by a user (flag names in the messages).
-inline void check_passkey_grid(const std::vector<int64_t>& lengths, const std::vector<double>& depths, int trials) {
-  if (lengths.empty()) throw make_error("passkey", "--lengths", "needs at least one length");
+/// Checks of a grid given by a user; `prefix` + "lengths" etc. name the fields as the caller
+/// spells them ("--lengths" on the command line, "lengths" in Python).
+inline void check_passkey_grid(const std::vector<int64_t>& lengths, const std::vector<double>& depths, int trials,
+                               std::string_view prefix = "--") {
+  const std::string p(prefix);
+  if (lengths.empty()) throw make_error("passkey", p + "lengths", "needs at least one length");
   for (auto L : lengths)
-    if (L < 16 || L > (int64_t(1) << 24)) throw make_error("passkey", "--lengths", "each must lie in [16, 2^24], got " + std::to_string(L));
-  if (depths.empty()) throw make_error("passkey", "--depths", "needs at least one depth");
+    if (L < 16 || L > (int64_t(1) << 24)) throw make_error("passkey", p + "lengths", "each must lie in [16, 2^24], got " + std::to_string(L));
+  if (depths.empty()) throw make_error("passkey", p + "depths", "needs at least one depth");
   for (double d : depths)
-    if (!(d >= 0 && d <= 1)) throw make_error("passkey", "--depths", "each must lie in [0, 1], got " + std::to_string(d));
-  if (trials < 1) throw make_error("passkey", "--trials", "must be >= 1, got " + std::to_string(trials));
+    if (!(d >= 0 && d <= 1)) throw make_error("passkey", p + "depths", "each must lie in [0, 1], got " + std::to_string(d));
+  if (trials < 1) throw make_error("passkey", p + "trials", "must be >= 1, got " + std::to_string(trials));
 }
 
 }  // namespace ropex::eval

@@ -39,7 +39,8 @@ struct FusedRope {
   /// fixed ~0.1 ms, a third of causal seq-1K attention). true: every query block rotates its Q and
   /// every K tile in shared memory as they land, no scratch, but each K tile is rotated once per
   /// query block: on sm90 (head_dim 128, rotary half 16/32/48/64) the Hopper kernel's producer
-  /// warpgroup rotates them (+62-118%), elsewhere the FA2-style kernel (+200-252%).
+  /// warpgroup rotates them (+62-118%), elsewhere the FA2-style kernel (+200-252%). The case for
+  /// true: no memory for the scratch (a rotated copy of K, as large as K; docs/kernels.md).
   bool in_kernel = false;
   /// Or, instead of tables, positions that run on within each sequence: query i of sequence b at
   /// q_start[b] + i, key i at k_start[b] + i (device arrays [batch]; nullptr leaves that side
