@@ -154,7 +154,7 @@ def test_errors() -> None:
         ropex.men_context_length(128, 1e4, static_pairs=-2)
     with pytest.raises(ropex.Error, match="^target: must be >= 2 tokens, got 1$"):
         ropex.men_base_for_context(128, 1)
-    with pytest.raises(ropex.Error, match=r"^grid_step: must be in \(0, 1\], got 2$"):
+    with pytest.raises(ropex.Error, match=r"^grid_step: must be in \[1e-6, 1\], got 2$"):
         ropex.men_base_for_context(128, 100, grid_step=2)
     with pytest.raises(ropex.Error, match="^target: must be an integer, got 100.5$"):
         ropex.men_base_for_context(128, 100.5)
