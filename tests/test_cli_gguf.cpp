@@ -107,7 +107,7 @@ TEST_CASE("ropex perplexity --model smollm2.gguf --text: within 0.1% of HF at co
   }
 }
 
-TEST_CASE("ropex perplexity --fast: int8 activations within 1% of exact on the real Q4_1 model; CPU only") {
+TEST_CASE("ropex perplexity --fast: int8 activations within 0.5% of exact on the real Q4_1 model; CPU only") {
   if (!have_model()) return;
 #if defined(__SANITIZE_ADDRESS__)
   MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
@@ -123,7 +123,7 @@ TEST_CASE("ropex perplexity --fast: int8 activations within 1% of exact on the r
   const double f = nlohmann::json::parse(fast.out)["perplexity"].get<double>();
   MESSAGE("context 256: exact " << e << ", fast " << f << " (rel " << (f / e - 1) << ")");
   CHECK(f != e);  // the int8 path really ran
-  CHECK(std::abs(f / e - 1) < 1e-2);
+  CHECK(std::abs(f / e - 1) < 5e-3);  // measured -0.32% (the int8 kernels are bit-identical on every ISA)
   const auto gpu = run_cli(base + " --fast --device cuda");
   CHECK(gpu.code == 2);
   CHECK(gpu.err.find("--fast: is a CPU mode") != std::string::npos);
