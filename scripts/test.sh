@@ -28,12 +28,18 @@ scripts/fetch_tokenizers.sh || echo "test.sh: fetch_tokenizers failed: full toke
 scripts/fetch_models.sh || echo "test.sh: fetch_models failed: tests of the real SmolLM2 GGUF will be skipped" >&2
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-(cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900)
+# The README's examples run in the native stage below, with the build the README makes (under ASan
+# its model examples take minutes each).
+EXCLUDE=()
+[ "$CI" = true ] && EXCLUDE=(-E '^doc_examples$')
+(cd "$build" && ctest --output-on-failure -j"$JOBS" --timeout 900 "${EXCLUDE[@]}")
 if [ "$CI" = true ]; then
-  echo "== native Release build (-march=native): the tests whose code paths differ, and the long GGUF perplexity runs =="
+  echo "== native Release build (-march=native, the README's build): the tests whose code paths differ, the long GGUF runs, the README's examples =="
+  NATIVE_TESTS="test_quant_matmul test_attention test_gguf_model test_families test_cli_gguf test_check test_passkey"
   cmake -S . -B build-native -DCMAKE_BUILD_TYPE=Release -DROPEX_NATIVE=ON -DROPEX_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-native -j"$JOBS" --target test_quant_matmul test_attention test_gguf_model test_families test_cli_gguf test_check test_passkey
-  (cd build-native && ctest -R '^(test_quant_matmul|test_attention|test_gguf_model|test_families|test_cli_gguf|test_check|test_passkey)$' --output-on-failure)
+  # shellcheck disable=SC2086
+  cmake --build build-native -j"$JOBS" --target ropex_cli $NATIVE_TESTS
+  (cd build-native && ctest -R "^($(echo $NATIVE_TESTS | tr ' ' '|')|doc_examples)\$" --output-on-failure)
 
   # GCC's -fsanitize=undefined does not check float -> integer conversions; clang's
   # float-cast-overflow does. The tests where doubles become integers (the laws, theories and RoPE
@@ -58,7 +64,11 @@ fi
 echo "== Python module: pip install . + pytest =="
 python3 -m venv build-py/venv
 CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" build-py/venv/bin/pip install -q . pytest mypy ml_dtypes tqdm
-ROPEX_CLI="$PWD/$build/bin/ropex" build-py/venv/bin/python -m pytest -q python/tests
+# The CLI the module is compared with: in CI the native Release one (the sanitizer build's CLI makes
+# the model comparisons several times slower and checks nothing the C++ tests do not).
+PY_CLI="$PWD/$build/bin/ropex"
+[ "$CI" = true ] && PY_CLI="$PWD/build-native/bin/ropex"
+ROPEX_CLI="$PY_CLI" build-py/venv/bin/python -m pytest -q python/tests --durations=5
 
 if [ "$CUDA_COMPILE" = ON ]; then
   echo "== nvcc: compiling every CUDA target (sm_90a) =="
