@@ -7,6 +7,7 @@
 
 #include "cli_runner.hpp"
 #include "stories_model.hpp"
+#include "test_util.hpp"
 
 #include <ropex/eval/check.hpp>
 #include <ropex/eval/position_rise.hpp>
@@ -299,12 +300,7 @@ TEST_CASE("ropex check on the SmolLM2 GGUF (its own tokenizer, GGUF metadata): s
     MESSAGE("skipped: " << gguf << " is absent");
     return;
   }
-#if defined(__SANITIZE_ADDRESS__)
-  // 30 layers over a few thousand tokens: minutes under ASan; scripts/test.sh runs this case in
-  // its native Release build (build-native) instead.
-  MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
-  return;
-#endif
+  if (ropex::test::skip_in_sanitizer_build()) return;
   const fs::path out = fs::temp_directory_path() / ("ropex_check_smollm2_" + std::to_string(::getpid()));
   auto r = run_cli("check --model " + q(gguf) + " --text " + q(kText) + " --max-len 512 --short-window 128 --passkey-trials 0 "
                    "--threads 2 --quiet --json --report " + q(out));

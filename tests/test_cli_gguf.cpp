@@ -4,6 +4,7 @@
 // scripts/make_gguf_cli_reference.py). Skipped with a message when .models/ lacks the model
 // (scripts/fetch_models.sh). Plus the CLI's one-line refusals for GGUF input.
 #include "cli_runner.hpp"
+#include "test_util.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -83,12 +84,7 @@ TEST_CASE("ropex generate --model smollm2.gguf --prompt: 64 greedy tokens equal 
 
 TEST_CASE("ropex perplexity --model smollm2.gguf --text: within 0.1% of HF at contexts 2048 and 8192") {
   if (!have_model()) return;
-#if defined(__SANITIZE_ADDRESS__)
-  // ~10K tokens through 30 layers twice: minutes in an optimized build, past the test timeout under
-  // ASan. scripts/test.sh runs this case in its native Release build (build-native) instead.
-  MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
-  return;
-#endif
+  if (ropex::test::skip_in_sanitizer_build()) return;
   const auto ref = read_json(kFix / "smollm2_model.json")["perplexity"];
   for (const int ctx : {2048, 8192}) {
     CAPTURE(ctx);
@@ -109,10 +105,7 @@ TEST_CASE("ropex perplexity --model smollm2.gguf --text: within 0.1% of HF at co
 
 TEST_CASE("ropex perplexity --fast: int8 activations within 0.5% of exact on the real Q4_1 model; CPU only") {
   if (!have_model()) return;
-#if defined(__SANITIZE_ADDRESS__)
-  MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
-  return;
-#endif
+  if (ropex::test::skip_in_sanitizer_build()) return;
   // The 1024 GPL-3 ids of tests/fixtures/gguf_model, 4 windows of 256 (kept short for the sanitizer build).
   const fs::path ids = fs::path(ROPEX_SOURCE_DIR) / "tests" / "fixtures" / "gguf_model" / "smollm2_q4_1.tokens.npy";
   const std::string base = "perplexity --model " + q(kModel) + " --tokens " + q(ids) + " --context 256 --json --threads 2";

@@ -401,6 +401,7 @@ TEST_CASE("SmolLM2-135M-Instruct Q4_1 vs HF transformers on 1024 tokens of GPL-3
     MESSAGE("skipped: " << model.string() << " absent (run scripts/fetch_models.sh)");
     return;
   }
+  if (ropex::test::skip_in_sanitizer_build()) return;  // 5 minutes under ASan
   const auto meta = read_json(kRef / "smollm2_q4_1.json");
   REQUIRE(meta["model_bytes"].get<uintmax_t>() == fs::file_size(model));
   const std::vector<int32_t> tokens = ropex::io::read_tokens(kRef / "smollm2_q4_1.tokens.npy");

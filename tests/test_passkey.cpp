@@ -5,6 +5,7 @@
 
 #include "cli_runner.hpp"
 #include "stories_model.hpp"
+#include "test_util.hpp"
 
 #include <ropex/eval/passkey.hpp>
 #include <ropex/io/progress.hpp>
@@ -220,11 +221,7 @@ TEST_CASE("ropex passkey on the SmolLM2 GGUF with its own tokenizer: retrieves a
     MESSAGE("skipped: " << gguf << " is absent");
     return;
   }
-#if defined(__SANITIZE_ADDRESS__)
-  // 30 layers under ASan: minutes; scripts/test.sh runs this case in its native Release build.
-  MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
-  return;
-#endif
+  if (ropex::test::skip_in_sanitizer_build()) return;
   auto r = run_cli("passkey --model " + q(gguf) + " --lengths 256 --depths 0,1 --trials 1 --threads 2 --json --quiet");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);

@@ -8,7 +8,27 @@
 
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define ROPEX_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ROPEX_TEST_ASAN 1
+#endif
+#endif
+
 namespace ropex::test {
+
+/// True (with a message saying where the case runs instead) in the sanitizer build: a case that
+/// runs the real 30-layer model over thousands of tokens takes minutes under ASan, so
+/// scripts/test.sh runs it in its native Release build (build-native).
+inline bool skip_in_sanitizer_build() {
+#ifdef ROPEX_TEST_ASAN
+  MESSAGE("skipped in the sanitizer build: run by the Release build (scripts/test.sh build-native)");
+  return true;
+#else
+  return false;
+#endif
+}
 
 /// Runs f and returns the ropex::Error message it threw ("<no exception>" if none; other
 /// exception types are reported as such, so a test can tell them apart).

@@ -9,19 +9,22 @@
 #               chunks), and the same per CPU-second (user + sys), which another tenant's load
 #               does not inflate at one thread.
 #   generation  `ropex generate --fast --steps 128` after a short prompt against
-#               `llama-bench -p 0 -n 128` (depth 0), tokens/s as each reports it.
+#               `llama-bench -p 0 -n 128` (depth 0): the decode steps' rate, as each reports it
+#               (ropex times its steps apart from the model's set-up and the prompt).
 #   memory      peak RSS of every process (/usr/bin/time -v).
 # Builds: ropex Release (ROPEX_NATIVE: -march=native) into build-perf/, llama.cpp by
 # bench/cpu/build_llamacpp.sh into build-perf-llamacpp/. Results: $OUT/runs.jsonl and the
 # markdown table of bench/cpu/vs_llamacpp_report.py on stdout.
 #   bench/cpu/vs_llamacpp.sh                        # THREADS="1 2" ROUNDS=3 EXACT=1
 #   THREADS=2 ROUNDS=5 EXACT=0 bench/cpu/vs_llamacpp.sh
+#   PPL=0 ROUNDS=5 bench/cpu/vs_llamacpp.sh         # generation only
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-build-perf-data/vs-llamacpp}
 THREADS=${THREADS:-"1 2"}
 ROUNDS=${ROUNDS:-3}
 EXACT=${EXACT:-1}
+PPL=${PPL:-1}  # 0: generation only
 CONTEXT=${CONTEXT:-2048}
 STEPS=${STEPS:-128}
 MODEL=.models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -51,9 +54,11 @@ run() {
 for r in $(seq "$ROUNDS"); do
   for t in $THREADS; do
     echo "== round $r, $t thread(s) (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    run ropex-ppl-fast "$t" "$r" "$ROPEX" perplexity --model "$MODEL" --text "$TEXT" --context "$CONTEXT" --threads "$t" --fast --json
-    run llama-perplexity "$t" "$r" "$LB/llama-perplexity" -m "$MODEL" -f "$TEXT" -c "$CONTEXT" -b "$CONTEXT" -t "$t"
-    [ "$EXACT" = 0 ] || run ropex-ppl-exact "$t" "$r" "$ROPEX" perplexity --model "$MODEL" --text "$TEXT" --context "$CONTEXT" --threads "$t" --json
+    if [ "$PPL" = 1 ]; then
+      run ropex-ppl-fast "$t" "$r" "$ROPEX" perplexity --model "$MODEL" --text "$TEXT" --context "$CONTEXT" --threads "$t" --fast --json
+      run llama-perplexity "$t" "$r" "$LB/llama-perplexity" -m "$MODEL" -f "$TEXT" -c "$CONTEXT" -b "$CONTEXT" -t "$t"
+      [ "$EXACT" = 0 ] || run ropex-ppl-exact "$t" "$r" "$ROPEX" perplexity --model "$MODEL" --text "$TEXT" --context "$CONTEXT" --threads "$t" --json
+    fi
     run ropex-generate-fast "$t" "$r" "$ROPEX" generate --model "$MODEL" --prompt "$PROMPT" --steps "$STEPS" --threads "$t" --fast
     run llama-bench-tg "$t" "$r" "$LB/llama-bench" -m "$MODEL" -p 0 -n "$STEPS" -r 1 -t "$t" -o jsonl
     [ "$EXACT" = 0 ] || run ropex-generate-exact "$t" "$r" "$ROPEX" generate --model "$MODEL" --prompt "$PROMPT" --steps "$STEPS" --threads "$t"

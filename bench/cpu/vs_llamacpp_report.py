@@ -36,8 +36,13 @@ def parse_run(name, threads, rnd, log_path, time_path):
         if m:
             d["eval_tok_s"] = int(m.group(2)) / (float(m.group(1)) / 1000)
     elif name.startswith("ropex-generate"):
-        m = re.search(r"(\d+) tokens in ([0-9.]+) s \(([0-9.]+) tokens/s", log)
-        d["gen_tok_s"] = float(m.group(3))
+        # the decode steps' own rate (what llama-bench's tg measures), else the whole call's
+        m = re.search(r"decode steps in ([0-9.]+) s \(([0-9.]+) tokens/s", log)
+        if m:
+            d["gen_tok_s"] = float(m.group(2))
+        else:
+            m = re.search(r"(\d+) tokens in ([0-9.]+) s \(([0-9.]+) tokens/s", log)
+            d["gen_tok_s"] = float(m.group(3))
     elif name == "llama-bench-tg":
         j = json.loads([l for l in log.splitlines() if l.startswith("{")][-1])
         d["gen_tok_s"] = j["avg_ts"]
