@@ -166,20 +166,15 @@ inline nlohmann::ordered_json run_check(model::Checkpoint& ck, const ModelCodec&
                                                                                                              : "max_position_embeddings") +
                                                    " (" + ck.format() + ")");
   }
-  if (spec.train_len) {
-    facts.train_len = *spec.train_len;
-    inputs["train_len"] = input(facts.train_len, given("train_len"));
-  } else {
-    facts.train_len = facts.tune_len;
-    inputs["train_len"] = input(facts.train_len, "= tune_len (no continued training assumed; " + env.name("train_len") + ")");
-  }
-  if (spec.pretrain_base) {
-    facts.pretrain_base = *spec.pretrain_base;
-    inputs["pretrain_base"] = input(facts.pretrain_base, given("pretrain_base"));
-  } else {
-    facts.pretrain_base = facts.base;
-    inputs["pretrain_base"] = input(facts.base, "= base (no continued training assumed; " + env.name("pretrain_base") + ")");
-  }
+  // A fact the caller gave, or its default with where that default comes from.
+  const auto fact = [&](const char* field, const std::optional<double>& v, double fallback, const std::string& origin) {
+    inputs[field] = input(v ? *v : fallback, v ? given(field) : origin);
+    return v ? *v : fallback;
+  };
+  facts.train_len = fact("train_len", spec.train_len, facts.tune_len,
+                         "= tune_len (no continued training assumed; " + env.name("train_len") + ")");
+  facts.pretrain_base = fact("pretrain_base", spec.pretrain_base, facts.base,
+                             "= base (no continued training assumed; " + env.name("pretrain_base") + ")");
   if (facts.tune_len < facts.train_len) throw make_error(env.name("tune_len"), "", "must be >= " + env.name("train_len"));
   const int64_t S = spec.short_window.value_or(int64_t(facts.tune_len));
   inputs["short_window"] = input(S, spec.short_window ? given("short_window") : "= tune_len");
