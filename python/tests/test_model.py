@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,7 +150,18 @@ def test_progress_callback_errors_propagate(hf_model: Callable[[str], Path]) -> 
     assert m.logits(TOKENS[:4]).shape == (4, 256)  # the model is usable afterwards
 
 
-def test_ctrl_c_interrupts_a_long_call() -> None:
+@pytest.fixture
+def python_sigint_handler() -> Iterator[None]:
+    """Python's KeyboardInterrupt handler for SIGINT during the test, whatever the runner inherited
+    (a job started with & by a non-interactive shell has SIGINT ignored)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_interrupts_a_long_call(python_sigint_handler: None) -> None:
     m = _stories()
     ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 60000)
     n_windows = (len(ids) - 1 + 255) // 256
@@ -209,7 +221,10 @@ def test_gil_released_during_long_calls(call: str) -> None:
 
 
 _CTRL_C_CHILD = """
-import sys, numpy as np, ropex
+import signal, sys, numpy as np, ropex
+# Python's own SIGINT handler even where the parent left SIGINT ignored (a job started with & by a
+# non-interactive shell inherits SIG_IGN, and Python then installs no handler at all).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 m = ropex.Model(sys.argv[1])
 ids = np.random.default_rng(0).integers(0, m.config["vocab_size"], 200000)
 def progress(done, total):
