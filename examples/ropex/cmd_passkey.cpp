@@ -49,17 +49,12 @@ void run_passkey(const PasskeyCliOptions& o) {
   auto scorer = ropex::cli::make_scorer(ck, o.m);
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<ropex::eval::PasskeyTrial> trials;
   ropex::io::Progress progress("passkey", int64_t(o.lengths.size() * o.depths.size()) * o.trials, "trials", !o.m.quiet);
-  for (int64_t L : o.lengths)
-    for (double d : o.depths) {
-      const int64_t chars = ropex::eval::passkey_filler_chars(codec.codec, L, d);
-      for (int t = 0; t < o.trials; ++t) {
-        trials.push_back(ropex::eval::passkey_trial(*scorer, codec.codec, L, d, t, o.seed, chars));
-        progress.update(int64_t(trials.size()), "length " + std::to_string(L) + ", depth " + g(d) + ", " +
-                                                     g(double(scorer->model_tokens()) / scorer->model_seconds()) + " tokens/s");
-      }
-    }
+  const auto trials = ropex::eval::passkey_grid(
+      *scorer, codec.codec, o.lengths, o.depths, o.trials, o.seed, [&](const ropex::eval::PasskeyTrial& t, size_t done) {
+        progress.update(int64_t(done), "length " + std::to_string(t.length) + ", depth " + g(t.depth) + ", " +
+                                           g(double(scorer->model_tokens()) / scorer->model_seconds()) + " tokens/s");
+      });
   progress.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto cells = ropex::eval::passkey_cells(trials);

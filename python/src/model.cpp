@@ -216,14 +216,8 @@ class Model {
     const int64_t total = int64_t(lengths.size() * depths.size()) * trials;
     without_gil([&] {
       const LayerHook scope(*runner_, signals_only());
-      for (int64_t L : lengths)
-        for (double d : depths) {
-          const int64_t chars = ropex::eval::passkey_filler_chars(mc.codec, L, d);
-          for (int t = 0; t < trials; ++t) {
-            out.push_back(ropex::eval::passkey_trial(sc, mc.codec, L, d, t, seed, chars));
-            check_in(progress, int64_t(out.size()), total);
-          }
-        }
+      out = ropex::eval::passkey_grid(sc, mc.codec, lengths, depths, trials, seed,
+                                      [&](const ropex::eval::PasskeyTrial&, size_t done) { check_in(progress, int64_t(done), total); });
     });
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nb::list cells, trial_list;
@@ -259,8 +253,8 @@ class Model {
     env.given_by = "argument";
     env.model = ck_->path().string(), env.model_origin = "ropex.Model";
     env.rope_origin = rope_origin_;
-    env.extra_inputs["device"] = {{"value", device_}, {"origin", "ropex.Model(device=...)"}};
-    env.extra_inputs["dtype"] = {{"value", dtype_}, {"origin", "ropex.Model(dtype=...)"}};
+    env.extra_inputs["device"] = {{"value", device_}, {"origin", "the ropex.Model's device"}};
+    env.extra_inputs["dtype"] = {{"value", dtype_}, {"origin", "the ropex.Model's dtype"}};
     env.scorer = [this]() -> ropex::eval::Scorer& { return runner_->scorer(); };
     env.progress = [&progress](int64_t done, int64_t total, const std::string&) { check_in(progress, done, total); };
     const auto& mc = codec();

@@ -182,6 +182,23 @@ struct PasskeyCell {
   double accuracy = 0, answer_nll = 0, mean_tokens = 0;
 };
 
+/// Every trial of a grid, lengths x depths x trials in that order (the filler measured once per
+/// cell); `after(trial, done)` after each, for progress (it may throw to stop the grid).
+inline std::vector<PasskeyTrial> passkey_grid(Scorer& scorer, const TextCodec& codec, const std::vector<int64_t>& lengths,
+                                              const std::vector<double>& depths, int trials, uint64_t seed,
+                                              const std::function<void(const PasskeyTrial&, size_t)>& after = {}) {
+  std::vector<PasskeyTrial> out;
+  for (int64_t L : lengths)
+    for (double d : depths) {
+      const int64_t chars = passkey_filler_chars(codec, L, d);
+      for (int t = 0; t < trials; ++t) {
+        out.push_back(passkey_trial(scorer, codec, L, d, t, seed, chars));
+        if (after) after(out.back(), out.size());
+      }
+    }
+  return out;
+}
+
 inline std::vector<PasskeyCell> passkey_cells(const std::vector<PasskeyTrial>& trials) {
   std::vector<PasskeyCell> cells;
   for (const auto& t : trials) {
