@@ -4,7 +4,8 @@
 //     fp32 dot-product rounding bound  in * 2^-24 * sum_i |w_i x_i|  of the double reference;
 //   fast mode (int8 activations per 32-block): within  sum_b (max|x_b| / 254) * sum_{i in b} |w_i|
 //     (each activation moves by at most half its block's int8 step) plus that rounding bound.
-// Ragged row counts (1, 3, 7, 33 rows: the four-row and thread-chunk tails), odd and even block
+// Ragged row counts (1, 3, 7, 33 rows: the four-row tails; 63-577 rows over 1-8 threads: the row
+// chunks of the decode pool, bit-equal to one thread), odd and even block
 // counts per row, 1-9 tokens (the gemv path up to 4, the prefill path above).
 #include <ropex/backends/eigen/ops.hpp>
 #include <ropex/model/tensor.hpp>
@@ -178,4 +179,50 @@ TEST_CASE("PreparedX: int8 activations per 32-block") {
   px.prepare(zero.data(), 32, true);  // an all-zero block: scale 0, quants 0, no NaN
   CHECK(px.d[0] == 0.0f);
   CHECK(px.q[0] == 0);
+}
+
+// The decode products on the chunk pool: q|k|v-like groups of matrices large enough to be split
+// into row chunks (64 rows, fewer per chunk for many threads) with a software prefetch running
+// ahead of each row up to its chunk's end. Every row is the same dot as on one thread, so the
+// threaded result must equal the one-thread result bit for bit, and the reference within bound.
+TEST_CASE("decode products split over threads equal the one-thread result bit for bit") {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> nd;
+  using Ops = backends::ops<backends::cpu>;
+  const int restore = backends::cpu_threads();
+  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t in = 512;
+    RandomTensor a(t, 577, in, rng), b(t, 193, in, rng), c(t, 63, in, rng);  // ragged chunk tails
+    for (bool fast : {false, true}) {
+      const Ops ops{fast ? backends::QuantMode::fast : backends::QuantMode::exact};
+      for (int64_t n : {1, 3}) {
+        std::vector<float> x(size_t(n * in));
+        for (auto& v : x) v = nd(rng);
+        auto run = [&](int threads) {
+          backends::set_cpu_threads(threads);
+          std::vector<float> ya(size_t(n * 577), std::nanf("")), yb(size_t(n * 193), std::nanf("")),
+              yc(size_t(n * 63), std::nanf(""));
+          ops.matmul(x.data(), n, {{a.view, ya.data()}, {b.view, yb.data()}, {c.view, yc.data()}});
+          ya.insert(ya.end(), yb.begin(), yb.end());
+          ya.insert(ya.end(), yc.begin(), yc.end());
+          return ya;
+        };
+        const std::vector<float> one = run(1);
+        for (int threads : {2, 3, 8}) {
+          const std::vector<float> many = run(threads);
+          INFO(quant::ggml_type_name(t) << (fast ? " fast" : " exact") << " tokens " << n << " threads " << threads);
+          CHECK(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)) == 0);
+        }
+        const Ref ref = reference(a.view, x, n);  // the first matrix against the double reference
+        double worst = 0;
+        for (int64_t tk = 0; tk < n; ++tk)
+          for (int64_t r = 0; r < 577; ++r) {
+            const size_t k = size_t(tk * 577 + r);
+            worst = std::max(worst, std::fabs(double(one[k]) - ref.y[k]) / (fast ? ref.fast[k] : ref.bound[k]));
+          }
+        CHECK(worst <= 1.0);
+      }
+    }
+  }
+  backends::set_cpu_threads(restore);
 }
