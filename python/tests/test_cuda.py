@@ -1,5 +1,6 @@
 """Model(device="cuda") against the CLI's --device cuda (the same Llama<cuda_*> forward): logits,
-nll and perplexity of the llama2.c stories260K checkpoint and the SmolLM2 Q4_1 GGUF, in bf16 and f32.
+nll and perplexity of the llama2.c stories260K checkpoint and the SmolLM2 Q4_1 GGUF, in bf16 and f32;
+passkey (both models) and check (stories260K) in f32.
 Runs where the module is built with CUDA and a GPU is present (bench/gpu/run_python.sh); skipped
 elsewhere."""
 
@@ -84,3 +85,34 @@ def test_cuda_nll_and_perplexity_equal_cli(cli_json: Callable[..., Any], tmp_pat
     g = cli_json("generate", "--device", "cuda", "--dtype", "f32", "--model", str(path), "--prompt-tokens",
                  str(tmp_path / "prompt.txt"), "--steps", "8", "--temperature", "0")
     assert m.generate(ids[:4], steps=8) == g["tokens"]
+
+
+@pytest.mark.parametrize("name", ["stories260K", "smollm2-gguf"])
+def test_cuda_passkey_and_check_equal_cli(cli_json: Callable[..., Any], tmp_path: Path, name: str) -> None:
+    path, _ = _model_and_ids(name)
+    lengths = "256,512" if name == "stories260K" else "1024,2048"
+    ref = cli_json("passkey", "--device", "cuda", "--dtype", "f32", "--model", str(path), "--lengths", lengths,
+                   "--depths", "0,1", "--trials", "2", "--seed", "3", "--quiet")
+    m = ropex.Model(path, device="cuda", dtype="f32")
+    r = m.passkey([int(x) for x in lengths.split(",")], [0.0, 1.0], 2, seed=3)
+    assert len(r.trials) == len(ref["trials"]) == 8
+    for t, rt in zip(r.trials, ref["trials"]):
+        assert (t.length, t.key, t.tokens, t.needle_token, t.answer, t.correct) == (
+            rt["length"], rt["key"], rt["tokens"], rt["needle_token"], rt["answer"], rt["correct"])
+    for c, rc in zip(r.cells, ref["cells"]):
+        assert (c.correct, c.accuracy) == (rc["correct"], rc["accuracy"])
+        assert c.answer_nll == pytest.approx(rc["answer_nll"], abs=1e-4)  # one card, one forward
+    if name != "stories260K":
+        return  # the check of the real model: bench/gpu/passkey_check.sh (it needs pre-training facts)
+    text = FIXTURES / "gguf_cli" / "gpl3_apache2.txt"
+    ref_check = cli_json("check", "--device", "cuda", "--dtype", "f32", "--model", str(path), "--text", str(text),
+                         "--max-len", "1024", "--passkey-depths", "0,1", "--passkey-trials", "1", "--quiet",
+                         "--report", str(tmp_path / "cli"))
+    got = m.check(text, tmp_path / "py", max_len=1024, passkey_depths=[0, 1], passkey_trials=1)
+    assert got["inputs"]["device"] == {"value": "cuda", "origin": "the ropex.Model's device"}
+    assert len(got["settings"]) == len(ref_check["settings"]) == 1
+    for s, rs in zip(got["settings"], ref_check["settings"]):
+        assert s["predictions"] == rs["predictions"] and s["rise"]["margin_0.50"] == rs["rise"]["margin_0.50"]
+        assert [c["correct"] for c in s["passkey"]["cells"]] == [c["correct"] for c in rs["passkey"]["cells"]]
+        for x, y in zip(s["curve"], rs["curve"]):
+            assert x["mean_long"] == pytest.approx(y["mean_long"], abs=1e-4)
