@@ -1,5 +1,6 @@
 """Shared fixtures: the repository root, the CLI built next to the module (for its JSON and .npy
-outputs), and model directories made from tests/fixtures."""
+outputs), model directories made from tests/fixtures, and the llama2.c stories260K checkpoint with a
+tokenizer beside it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+# the llama2.c checkpoint of shared/data (ROPEX_STORIES260K where it lies elsewhere: the GPU machine)
+STORIES = Path(os.environ.get("ROPEX_STORIES260K", ROOT.parent / "shared" / "data" / "stories260K.bin"))
 
 
 def _find_cli() -> Path | None:
@@ -63,3 +66,33 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
         return d
 
     return make
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for every byte (the table byte-level BPE vocabularies use)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def stories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """stories260K.bin beside a byte-level tokenizer.json (tests/stories_model.hpp's, for the CLI tests)."""
+    if not STORIES.exists():
+        pytest.skip(f"{STORIES} is absent (llama2.c checkpoint from shared/data, or set ROPEX_STORIES260K)")
+    d = tmp_path_factory.mktemp("stories")
+    (d / "stories260K.bin").write_bytes(STORIES.read_bytes())
+    vocab: dict[str, int] = {u: b for b, u in _byte_to_unicode().items()}
+    vocab.update({"Ġt": 256, "he": 257, "Ġthe": 258})
+    tok = {"added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+           "post_processor": None, "decoder": {"type": "ByteLevel"},
+           "model": {"type": "BPE", "vocab": vocab, "merges": ["Ġ t", "h e", "Ġt he"]}}
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+    return d / "stories260K.bin"

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 import ropex
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, STORIES
 
 pytestmark = pytest.mark.skipif(not ropex.has_cuda, reason="the module is built without CUDA")
 
-STORIES = Path(os.environ.get("ROPEX_STORIES260K", ROOT.parent / "shared" / "data" / "stories260K.bin"))
 GGUF = Path(os.environ.get("ROPEX_GGUF", ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 GGUF_TOKENS = FIXTURES / "gguf_model" / "smollm2_q4_1.tokens.npy"
 
@@ -88,8 +87,9 @@ def test_cuda_nll_and_perplexity_equal_cli(cli_json: Callable[..., Any], tmp_pat
 
 
 @pytest.mark.parametrize("name", ["stories260K", "smollm2-gguf"])
-def test_cuda_passkey_and_check_equal_cli(cli_json: Callable[..., Any], tmp_path: Path, name: str) -> None:
-    path, _ = _model_and_ids(name)
+def test_cuda_passkey_and_check_equal_cli(cli_json: Callable[..., Any], stories: Path, tmp_path: Path,
+                                          name: str) -> None:
+    path = stories if name == "stories260K" else _model_and_ids(name)[0]  # stories260K with a tokenizer beside it
     lengths = "256,512" if name == "stories260K" else "1024,2048"
     ref = cli_json("passkey", "--device", "cuda", "--dtype", "f32", "--model", str(path), "--lengths", lengths,
                    "--depths", "0,1", "--trials", "2", "--seed", "3", "--quiet")

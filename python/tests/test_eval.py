@@ -11,42 +11,9 @@ from typing import Any, Callable
 import pytest
 
 import ropex
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES
 
-STORIES = ROOT.parent / "shared" / "data" / "stories260K.bin"
 TEXT = FIXTURES / "gguf_cli" / "gpl3_apache2.txt"
-
-
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for every byte (the table byte-level BPE vocabularies use)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
-
-
-@pytest.fixture(scope="module")
-def stories(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """stories260K.bin beside a byte-level tokenizer.json (tests/stories_model.hpp's, for the CLI tests)."""
-    if not STORIES.exists():
-        pytest.skip(f"{STORIES} is absent (llama2.c checkpoint from shared/data)")
-    d = tmp_path_factory.mktemp("stories")
-    (d / "stories260K.bin").write_bytes(STORIES.read_bytes())
-    vocab: dict[str, int] = {u: b for b, u in _byte_to_unicode().items()}
-    vocab.update({"Ġt": 256, "he": 257, "Ġthe": 258})
-    tok = {"added_tokens": [], "normalizer": None,
-           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
-           "post_processor": None, "decoder": {"type": "ByteLevel"},
-           "model": {"type": "BPE", "vocab": vocab, "merges": ["Ġ t", "h e", "Ġt he"]}}
-    (d / "tokenizer.json").write_text(json.dumps(tok))
-    return d / "stories260K.bin"
-
-
 GRID = dict(lengths=[256, 512], depths=[0.0, 1.0], trials=2, seed=7)
 
 

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 
 import ropex
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, STORIES
 
 TOKENS = np.load(FIXTURES / "hf" / "tokens.npy")
-STORIES = ROOT.parent / "shared" / "data" / "stories260K.bin"
 GGUF = ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
