@@ -337,8 +337,9 @@ struct ops<cpu> {
         const quant::GgmlType gt = type();
         // Software prefetch kPrefetchBytes ahead of the row being dotted, from the chunk's first
         // byte: a decode product reads each weight byte once, in short rows (360 B for a 576-wide
-        // Q4_1 row), and the hardware prefetcher alone left the loads waiting on memory (measured,
-        // SmolLM2 Q4_1 decode on a 2-core Xeon: 55 -> 80 tok/s on one thread, 97 -> 139 on two).
+        // Q4_1 row), and the hardware prefetcher alone left the loads waiting on memory (SmolLM2
+        // Q4_1 `generate --fast` on a 2-core Xeon: 52.9 -> 69.3 tok/s on one thread, 88.4 -> 113.9
+        // on two; docs/gguf.md "The prefetch").
         const size_t end = size_t(b) * row_bytes;
         prefetch(w.data, size_t(a) * row_bytes, std::min(size_t(a) * row_bytes + kPrefetchBytes, end));
         for (int64_t r = a; r < b; ++r) {
