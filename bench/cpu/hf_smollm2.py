@@ -6,6 +6,7 @@ transformers dequantizes the GGUF to float32 (from_pretrained(gguf_file=...)).
 Prints one JSON line, the same keys as bench_smollm2.
 
   python3 bench/cpu/hf_smollm2.py MODEL.gguf TOKENS.npy --threads 2 [--prefill 2048] [--decode 128] [--reps 3] [--ppl 2048]
+Needs: pip install torch transformers gguf accelerate numpy (transformers loads a GGUF only with accelerate).
 """
 import argparse, json, math, os, resource, time
 
