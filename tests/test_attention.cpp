@@ -187,7 +187,12 @@ TEST_CASE("tiled attention: decode and chunked queries over a head-major KV cach
     check_case(37, 301, 4, 1, hd, true, true, seed++);    // a chunk of 37 new tokens after 264 cached
     check_case(19, 53, 4, 4, hd, false, false, seed++);   // no mask
   }
-  check_case(129, 129, 8, 2, 64, true, false, seed++, AttentionTiles{7, 5});  // ragged tiles
+  check_case(129, 129, 8, 2, 64, true, false, seed++, AttentionTiles{7, 5});  // ragged tiles, rows path
+  // The transposed block (>= 16 queries): lanes 32 + 8, key tiles of 5 (ragged register rows),
+  // a head_dim that is not a multiple of the register rows, a cache offset
+  check_case(129, 129, 8, 2, 64, true, false, seed++, AttentionTiles{40, 5});
+  check_case(70, 70, 4, 2, 20, true, false, seed++, AttentionTiles{32, 7});
+  check_case(37, 301, 4, 1, 80, true, true, seed++, AttentionTiles{16, 13});
   check_case(129, 129, 8, 2, 64, true, true, seed++, AttentionTiles{1, 1});
   check_case(50, 50, 2, 1, 80, true, false, seed++, AttentionTiles{64, 1000});  // one key tile
 }

@@ -1,20 +1,22 @@
 // Tiled causal attention on the CPU with an online softmax (FlashAttention's algorithm, Dao et al.
 // 2022, done with CPU tiles): for each (head, block of queries) walk the visible keys in blocks,
-// keep a running max/sum per query row (attention/online_softmax.hpp) and a [block, head_dim]
-// accumulator. Memory per thread is O(block x head_dim); no [seq, seq] score matrix ever exists.
+// keep a running max/sum per query (attention/online_softmax.hpp) and an accumulator.
+// Memory per thread is O(block x head_dim); no [seq, seq] score matrix ever exists.
 //
-//   work item (h, query block Qb):          for each key block Kb (inside the causal limit and
-//                                           the sliding window, when there is one):
-//     Qs = Qb * scale       [bq, d]           S  = Qs Kb^T            [bq, bk]   (-inf where j > i)
-//     acc = 0               [bq, d]           m' = max(m, rowmax S);  acc *= exp(m - m')
-//     state[r] = {-inf, 0}                    P  = exp(S - m');       l = l*exp(m-m') + rowsum P
-//                                             acc += P Vb             [bq, d]
-//     out = acc / l
-//
-// The tile products are small register-blocked loops the compiler vectorizes (they run inside
-// OpenMP threads, where handing them to a threaded BLAS would oversubscribe the cores); a decode
-// step (few query rows) scores and accumulates straight on the cache rows (simd.hpp); exp uses
-// Eigen's packets.
+// Many queries (prefill): the block is kept transposed, queries along the vector lanes:
+//   work item (h, query block Qb):           for each key block Kb (inside the causal limit and
+//                                            the sliding window, when there is one):
+//     Qt  = (Qb * scale)^T   [d, bq]           St = Kb Qt                [bk, bq]  (-inf where j > i)
+//     acc = 0                [d, bq]           m' = max(m, colmax St);   acc *= exp(m - m')
+//     m = -inf, l = 0        [bq]              Pt = exp(St - m');        l = l*exp(m-m') + colsum Pt
+//                                              acc += Kv^T Pt  (Vb read in place as a [d, bk] matrix)
+//     out = (acc / l)^T
+// so the softmax's max, exp and sums run down columns, one query per lane (no horizontal
+// reductions), and K and V are read where they lie (K rows as the left operand, V rows as
+// columns of the left operand): nothing is transposed per tile but the query block, once.
+// Few queries (decode): scores and accumulation straight on the cache rows (simd.hpp).
+// The tile products are register-blocked kernels (they run inside OpenMP threads, where handing
+// them to a threaded BLAS would oversubscribe the cores); exp uses Eigen's packets.
 #pragma once
 #include <ropex/config.hpp>
 #include <ropex/attention/layout.hpp>
@@ -32,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace ropex::backends::eigen {
@@ -41,86 +44,84 @@ using attention::HeadsView;
 
 /// Tile sizes of the tiled attention: queries per block, keys per block.
 struct AttentionTiles {
-  int64_t queries = 126;  // K/V tiles are re-read once per query block: big blocks (a multiple of 6)
+  int64_t queries = 128;  // K/V tiles are re-read once per query block: big blocks (a multiple of 32)
   int64_t keys = 64;
 };
 
 namespace detail {
 
-// C[m, n] (+)= A[m, k] B[k, n], row-major with leading dimensions, in 6 x 16 register blocks (6 x 32
-// with AVX-512) (12 AVX2/AVX-512 accumulators; per k step 6 broadcasts of A, 2 loads of B, 12 FMAs) that the compiler
-// keeps in registers; measured ~2x a 4 x 16 block here. Used for both tile products once a query
-// block has several rows:  S = Qs Kt (Kt: the key tile transposed to [d, bk])  and  acc += P V.
-template <bool Accumulate>
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+constexpr int kTileRows = 8, kTileCols = 32;  // 16 zmm accumulators
+#else
+constexpr int kTileRows = 6, kTileCols = 16;  // 12 AVX2 accumulators (the compiler's vectors)
+#endif
+
+// One register block: C[R, cols] (+)= A[R, k] B[k, cols], cols <= kTileCols, B and C row-major;
+// A(i, p) = a[i * lda + p] (row-major) or, with AColumns, a[i + p * lda] (A's columns contiguous:
+// V rows read as the columns of V^T). Per k step: R broadcasts of A, 2 loads of B, 2R FMAs.
+template <int R, bool Accumulate, bool AColumns>
+inline void gemm_block(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                       int cols) {
+  auto at = [&](int r, int64_t p) { return AColumns ? a[p * lda + r] : a[r * lda + p]; };
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+  // Intrinsics: GCC's omp-simd loops follow the tuning's preferred width (256 bits for CPUs it
+  // does not know), which would leave half of each register unused. Ragged columns by masks.
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols > 16 ? __mmask16((1u << (cols - 16)) - 1) : __mmask16(0);
+  __m512 c0[R], c1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    c0[r] = Accumulate ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
+    c1[r] = Accumulate ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb), b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 x = _mm512_set1_ps(at(r, p));
+      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, m0, c0[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c1[r]);
+  }
+#else
+  constexpr int C = kTileCols;
+  float cc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < C; ++j) cc[r][j] = Accumulate && j < cols ? c[r * ldc + j] : 0.0f;
+  float bp[C];
+  for (int64_t p = 0; p < k; ++p) {
+    for (int j = 0; j < C; ++j) bp[j] = j < cols ? b[p * ldb + j] : 0.0f;
+    for (int r = 0; r < R; ++r) {
+      const float x = at(r, p);
+      ROPEX_OMP(simd)
+      for (int j = 0; j < C; ++j) cc[r][j] += x * bp[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < cols; ++j) c[r * ldc + j] = cc[r][j];
+#endif
+}
+
+// C[m, n] (+)= A[m, k] B[k, n] in register blocks (A as in gemm_block). Used for both tile
+// products:  St = Kb Qt  (A = the key rows)  and  acc += Vb^T Pt  (AColumns: A = the value rows).
+template <bool Accumulate, bool AColumns>
 inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                       float* c, int64_t ldc) {
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-  // AVX-512: 6 x 32 blocks, 12 zmm accumulators (2 loads of B, 6 broadcasts, 12 FMAs per k
-  // step), written with intrinsics: GCC's omp-simd loops follow the tuning's preferred width
-  // (256 bits for CPUs it does not know), which would leave half of each register unused.
-  constexpr int R = 6, C = 32;
-#else
-  constexpr int R = 6, C = 16;
-#endif
-  int64_t i = 0;
-  for (; i + R <= m; i += R) {
-    int64_t j = 0;
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-    for (; j + C <= n; j += C) {
-      __m512 c0[R], c1[R];
-#pragma GCC unroll 6
-      for (int r = 0; r < R; ++r) {
-        c0[r] = Accumulate ? _mm512_loadu_ps(c + (i + r) * ldc + j) : _mm512_setzero_ps();
-        c1[r] = Accumulate ? _mm512_loadu_ps(c + (i + r) * ldc + j + 16) : _mm512_setzero_ps();
-      }
-      for (int64_t p = 0; p < k; ++p) {
-        const __m512 b0 = _mm512_loadu_ps(b + p * ldb + j), b1 = _mm512_loadu_ps(b + p * ldb + j + 16);
-#pragma GCC unroll 6
-        for (int r = 0; r < R; ++r) {
-          const __m512 x = _mm512_set1_ps(a[(i + r) * lda + p]);
-          c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-          c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
-        }
-      }
-#pragma GCC unroll 6
-      for (int r = 0; r < R; ++r) {
-        _mm512_storeu_ps(c + (i + r) * ldc + j, c0[r]);
-        _mm512_storeu_ps(c + (i + r) * ldc + j + 16, c1[r]);
-      }
-    }
-#else
-    for (; j + C <= n; j += C) {
-      float cc[R][C];
-      for (int r = 0; r < R; ++r)
-        for (int jj = 0; jj < C; ++jj) cc[r][jj] = Accumulate ? c[(i + r) * ldc + j + jj] : 0.0f;
-      for (int64_t p = 0; p < k; ++p) {
-        const float* bp = b + p * ldb + j;
-        for (int r = 0; r < R; ++r) {
-          const float x = a[(i + r) * lda + p];
-          ROPEX_OMP(simd)
-          for (int jj = 0; jj < C; ++jj) cc[r][jj] += x * bp[jj];
-        }
-      }
-      for (int r = 0; r < R; ++r)
-        for (int jj = 0; jj < C; ++jj) c[(i + r) * ldc + j + jj] = cc[r][jj];
-    }
-#endif
-    for (int64_t r = i; r < i + R; ++r)  // ragged columns
-      for (int64_t jj = j; jj < n; ++jj) {
-        float acc = Accumulate ? c[r * ldc + jj] : 0.0f;
-        for (int64_t p = 0; p < k; ++p) acc += a[r * lda + p] * b[p * ldb + jj];
-        c[r * ldc + jj] = acc;
-      }
-  }
-  for (; i < m; ++i) {  // ragged rows
-    float* cr = c + i * ldc;
-    if (!Accumulate)
-      for (int64_t jj = 0; jj < n; ++jj) cr[jj] = 0.0f;
-    for (int64_t p = 0; p < k; ++p) {
-      const float x = a[i * lda + p];
-      const float* bp = b + p * ldb;
-      ROPEX_OMP(simd)
-      for (int64_t jj = 0; jj < n; ++jj) cr[jj] += x * bp[jj];
+  constexpr int R = kTileRows;
+  for (int64_t i = 0; i < m; i += R) {
+    const float* ai = AColumns ? a + i : a + i * lda;
+    const int rows = int(std::min<int64_t>(R, m - i));
+    for (int64_t j = 0; j < n; j += kTileCols) {
+      const int cols = int(std::min<int64_t>(kTileCols, n - j));
+      float* cij = c + i * ldc + j;
+      [&]<int... Rs>(std::integer_sequence<int, Rs...>) {  // the ragged last rows: their own block size
+        ((rows == Rs + 1 ? gemm_block<Rs + 1, Accumulate, AColumns>(k, ai, lda, b + j, ldb, cij, ldc, cols) : void()), ...);
+      }(std::make_integer_sequence<int, R>{});
     }
   }
 }
@@ -133,11 +134,12 @@ inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, HeadsView<const float> v,
                             HeadsView<float> out, const AttentionShape& s, AttentionTiles tiles = {}) {
   attention::validate(s);
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t d = s.head_dim, group = s.group();
   const int64_t bq = std::max<int64_t>(1, std::min(tiles.queries, s.n_queries));
-  const bool blocked = bq >= 6;  // several query rows: register-blocked GEMM tiles
+  const bool blocked = bq >= 16;  // enough queries to fill the vector lanes: the transposed block
   // Few query rows (decode): bigger key tiles, scored and accumulated as matrix-vector products
-  // on the cache rows in place (no transposed copy).
+  // on the cache rows in place.
   const int64_t bk = std::max<int64_t>(1, blocked ? tiles.keys : 8 * tiles.keys);
   const int64_t n_qblocks = (s.n_queries + bq - 1) / bq;
   // Items ordered (kv head, query block, head within group): neighbours reuse the same K/V rows.
@@ -146,54 +148,123 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
   const double work = double(s.n_queries) * double(s.n_keys) * double(d) * double(s.n_heads);
 
   // Per-thread scratch, kept between calls (decode calls this once per layer per token).
+  // 64-byte aligned: rows of bq lanes then start on a vector boundary, where Eigen's packet loops
+  // run from the first element (unaligned, it peels up to 15 lanes into scalar expf calls).
+  using Floats = std::vector<float, Eigen::aligned_allocator<float>>;
   struct Scratch {
-    std::vector<float> qs, acc, sc, kt;
-    std::vector<attention::SoftmaxState<float>> state;
+    Floats qs, acc, sc;
+    Floats m, l, m_new, shift, factor;  // blocked: per query lane
+    std::vector<attention::SoftmaxState<float>> state;  // decode: per query row
   };
   auto scratch = [&]() -> Scratch& {
     thread_local Scratch t;
     t.qs.resize(size_t(bq * d)), t.acc.resize(size_t(bq * d)), t.sc.resize(size_t(bq * bk));
-    t.kt.resize(blocked ? size_t(d * bk) : 0), t.state.resize(size_t(bq));
+    for (auto* lane : {&t.m, &t.l, &t.m_new, &t.shift, &t.factor}) lane->resize(blocked ? size_t(bq) : 0);
+    t.state.resize(blocked ? 0 : size_t(bq));
     return t;
   };
-  auto run_item = [&](int64_t item, Scratch& w) {
-    const int64_t kvh = item / (n_qblocks * group);
+  auto item_of = [&](int64_t item, int64_t& kvh, int64_t& h, int64_t& i0, int64_t& nr) {
+    kvh = item / (n_qblocks * group);
     const int64_t qb = (item / group) % n_qblocks;
-    const int64_t h = kvh * group + item % group;
-    const int64_t i0 = qb * bq, nr = std::min(bq, s.n_queries - i0);
-    float *qs = w.qs.data(), *acc = w.acc.data(), *sc = w.sc.data(), *kt = w.kt.data();
+    h = kvh * group + item % group;
+    i0 = qb * bq, nr = std::min(bq, s.n_queries - i0);
+  };
 
+  // Many queries: the transposed block (top of the file). Arrays below are [rows][bq] with the
+  // first nr lanes in use.
+  auto run_block = [&](int64_t item, Scratch& w) {
+    int64_t kvh, h, i0, nr;
+    item_of(item, kvh, h, i0, nr);
+    float *qt = w.qs.data(), *acc = w.acc.data(), *st = w.sc.data();
+    using Lanes = Eigen::Map<Eigen::ArrayXf>;
+    Lanes m(w.m.data(), nr), l(w.l.data(), nr), m_new(w.m_new.data(), nr), shift(w.shift.data(), nr),
+        factor(w.factor.data(), nr);
+    for (int64_t c = 0; c < nr; ++c) {
+      const float* src = q.row(i0 + c, h);
+      for (int64_t t = 0; t < d; ++t) qt[t * bq + c] = src[t] * scale;
+    }
+    std::fill(acc, acc + d * bq, 0.0f);
+    m.setConstant(kNegInf), l.setZero();
+
+    const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query sees the most keys
+    // A sliding window starts at the first query's first key: tiles wholly before it are never read.
+    const int64_t keys_begin = std::min(s.first_key(i0), keys_end);
+    for (int64_t j0 = keys_begin; j0 < keys_end; j0 += bk) {
+      const int64_t nc = std::min(bk, keys_end - j0);
+      detail::gemm_tile<false, false>(nc, nr, d, k.row(j0, kvh), k.token_stride, qt, bq, st, bq);
+      // Key j is visible to query i when first_key(i) <= j < visible_keys(i): for each key a
+      // range of lanes [lo, hi) (both bounds grow with i). Only tiles on the diagonal or the
+      // window's edge have masked entries.
+      const bool masked = j0 + nc > s.visible_keys(i0) || j0 < s.first_key(i0 + nr - 1);
+      auto visible_lanes = [&](int64_t j, int64_t& lo, int64_t& hi) {
+        lo = 0, hi = nr;
+        while (lo < nr && s.visible_keys(i0 + lo) <= j) ++lo;
+        while (hi > lo && s.first_key(i0 + hi - 1) > j) --hi;
+      };
+      if (masked)
+        for (int64_t r = 0; r < nc; ++r) {
+          int64_t lo, hi;
+          visible_lanes(j0 + r, lo, hi);
+          std::fill(st + r * bq, st + r * bq + lo, kNegInf);
+          std::fill(st + r * bq + hi, st + r * bq + nr, kNegInf);
+        }
+      // online_softmax.hpp's rescale, one query per lane: m' = max(m, column max), the old sum
+      // and accumulator scaled by exp(m - m'), P = exp(S - m'); a lane that has seen no visible
+      // key yet keeps m = -inf and weights 0.
+      m_new = m;
+      for (int64_t r = 0; r < nc; ++r) m_new = m_new.max(Lanes(st + r * bq, nr));
+      shift = (m_new == kNegInf).select(0.0f, m_new);
+      factor = (m == kNegInf).select(0.0f, (m - shift).exp());
+      l *= factor;
+      m = m_new;
+      for (int64_t r = 0; r < nc; ++r) {
+        Lanes p(st + r * bq, nr);
+        p = (p - shift).exp();
+        if (masked) {  // exp(-inf) by Eigen's packets is a denormal, not 0: the masked lanes exactly 0
+          int64_t lo, hi;
+          visible_lanes(j0 + r, lo, hi);
+          std::fill(st + r * bq, st + r * bq + lo, 0.0f);
+          std::fill(st + r * bq + hi, st + r * bq + nr, 0.0f);
+        }
+        l += p;
+      }
+      if (!(factor == 1.0f).all())
+        for (int64_t t = 0; t < d; ++t) Lanes(acc + t * bq, nr) *= factor;
+      detail::gemm_tile<true, true>(d, nr, nc, v.row(j0, kvh), v.token_stride, st, bq, acc, bq);
+    }
+    for (int64_t c = 0; c < nr; ++c) {
+      const float inv = l[c] > 0.0f ? 1.0f / l[c] : 0.0f;  // softmax_finalize
+      float* dst = out.row(i0 + c, h);
+      for (int64_t t = 0; t < d; ++t) dst[t] = acc[t * bq + c] * inv;
+    }
+  };
+
+  // Few queries: each query row scored against the cache rows in place.
+  auto run_rows = [&](int64_t item, Scratch& w) {
+    int64_t kvh, h, i0, nr;
+    item_of(item, kvh, h, i0, nr);
+    float *qs = w.qs.data(), *acc = w.acc.data(), *sc = w.sc.data();
     for (int64_t r = 0; r < nr; ++r) {
       const float* src = q.row(i0 + r, h);
       for (int64_t t = 0; t < d; ++t) qs[r * d + t] = src[t] * scale;
     }
     std::fill(acc, acc + nr * d, 0.0f);
     std::fill(w.state.begin(), w.state.begin() + nr, attention::SoftmaxState<float>{});
-
-    const int64_t keys_end = s.visible_keys(i0 + nr - 1);  // the last query row sees the most keys
-    // A sliding window starts at the first row's first key: tiles wholly before it are never read.
+    const int64_t keys_end = s.visible_keys(i0 + nr - 1);
     const int64_t keys_begin = std::min(s.first_key(i0), keys_end);
     for (int64_t j0 = keys_begin; j0 < keys_end; j0 += bk) {
       const int64_t nc = std::min(bk, keys_end - j0);
-      if (blocked) {
-        for (int64_t c = 0; c < nc; ++c) {  // Kt[t, c] = k_c[t]
-          const float* kc = k.row(j0 + c, kvh);
-          for (int64_t t = 0; t < d; ++t) kt[t * bk + c] = kc[t];
-        }
-        detail::gemm_tile<false>(nr, nc, d, qs, d, kt, bk, sc, bk);
-      } else {
-        for (int64_t r = 0; r < nr; ++r)  // s_r = K_b q_r
-          simd::gemv(k.row(j0, kvh), k.token_stride, d, nc, qs + r * d, sc + r * bk);
-      }
+      for (int64_t r = 0; r < nr; ++r)  // s_r = K_b q_r
+        simd::gemv(k.row(j0, kvh), k.token_stride, d, nc, qs + r * d, sc + r * bk);
       for (int64_t r = 0; r < nr; ++r) {
         float* sr = sc + r * bk;
         const int64_t visible = std::min(nc, s.visible_keys(i0 + r) - j0);  // causal mask
-        for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = -std::numeric_limits<float>::infinity();
+        for (int64_t c = std::max<int64_t>(visible, 0); c < nc; ++c) sr[c] = kNegInf;
         const int64_t before = std::min(nc, s.first_key(i0 + r) - j0);  // keys left of the window
-        for (int64_t c = 0; c < before; ++c) sr[c] = -std::numeric_limits<float>::infinity();
+        for (int64_t c = 0; c < before; ++c) sr[c] = kNegInf;
         Eigen::Map<Eigen::ArrayXf> row(sr, nc);
         const float factor = attention::softmax_rescale(w.state[r], row.maxCoeff());
-        if (w.state[r].max == -std::numeric_limits<float>::infinity()) {
+        if (w.state[r].max == kNegInf) {
           row.setZero();
           continue;
         }
@@ -201,12 +272,8 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
         w.state[r].sum += row.sum();
         if (factor != 1.0f) Eigen::Map<Eigen::ArrayXf>(acc + r * d, d) *= factor;
       }
-      if (blocked) {
-        detail::gemm_tile<true>(nr, d, nc, sc, bk, v.row(j0, kvh), v.token_stride, acc, d);
-      } else {
-        for (int64_t r = 0; r < nr; ++r)  // acc_r += V_b^T p_r
-          simd::axpy_rows(sc + r * bk, v.row(j0, kvh), v.token_stride, nc, d, acc + r * d);
-      }
+      for (int64_t r = 0; r < nr; ++r)  // acc_r += V_b^T p_r
+        simd::axpy_rows(sc + r * bk, v.row(j0, kvh), v.token_stride, nc, d, acc + r * d);
     }
     for (int64_t r = 0; r < nr; ++r) {
       const float inv = attention::softmax_finalize(w.state[r]);
@@ -214,6 +281,7 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
       for (int64_t t = 0; t < d; ++t) dst[t] = acc[r * d + t] * inv;
     }
   };
+  auto run_item = [&](int64_t item, Scratch& w) { blocked ? run_block(item, w) : run_rows(item, w); };
 
   if (work <= 2e5 || n_items == 1) {
     Scratch& w = scratch();
