@@ -15,26 +15,22 @@
 // reductions), and K and V are read where they lie (K rows as the left operand, V rows as
 // columns of the left operand): nothing is transposed per tile but the query block, once.
 // Few queries (decode): scores and accumulation straight on the cache rows (simd.hpp).
-// The tile products are register-blocked kernels (they run inside OpenMP threads, where handing
-// them to a threaded BLAS would oversubscribe the cores); exp uses Eigen's packets.
+// The tile products are tile_gemm.hpp's register blocks (they run inside OpenMP threads, where
+// handing them to a threaded BLAS would oversubscribe the cores); exp uses Eigen's packets.
 #pragma once
 #include <ropex/config.hpp>
 #include <ropex/attention/layout.hpp>
 #include <ropex/attention/online_softmax.hpp>
 #include <ropex/attention/reference.hpp>
 #include <ropex/backends/eigen/simd.hpp>
+#include <ropex/backends/eigen/tile_gemm.hpp>
 #include <ropex/backends/eigen/threads.hpp>
 
 #include <Eigen/Core>
 
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <utility>
 #include <vector>
 
 namespace ropex::backends::eigen {
@@ -48,85 +44,6 @@ struct AttentionTiles {
   int64_t keys = 64;
 };
 
-namespace detail {
-
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-constexpr int kTileRows = 8, kTileCols = 32;  // 16 zmm accumulators
-#else
-constexpr int kTileRows = 6, kTileCols = 16;  // 12 AVX2 accumulators (the compiler's vectors)
-#endif
-
-// One register block: C[R, cols] (+)= A[R, k] B[k, cols], cols <= kTileCols, B and C row-major;
-// A(i, p) = a[i * lda + p] (row-major) or, with AColumns, a[i + p * lda] (A's columns contiguous:
-// V rows read as the columns of V^T). Per k step: R broadcasts of A, 2 loads of B, 2R FMAs.
-template <int R, bool Accumulate, bool AColumns>
-inline void gemm_block(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                       int cols) {
-  auto at = [&](int r, int64_t p) { return AColumns ? a[p * lda + r] : a[r * lda + p]; };
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-  // Intrinsics: GCC's omp-simd loops follow the tuning's preferred width (256 bits for CPUs it
-  // does not know), which would leave half of each register unused. Ragged columns by masks.
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols > 16 ? __mmask16((1u << (cols - 16)) - 1) : __mmask16(0);
-  __m512 c0[R], c1[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    c0[r] = Accumulate ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
-    c1[r] = Accumulate ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
-  }
-  for (int64_t p = 0; p < k; ++p) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb), b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 x = _mm512_set1_ps(at(r, p));
-      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    _mm512_mask_storeu_ps(c + r * ldc, m0, c0[r]);
-    _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c1[r]);
-  }
-#else
-  constexpr int C = kTileCols;
-  float cc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < C; ++j) cc[r][j] = Accumulate && j < cols ? c[r * ldc + j] : 0.0f;
-  float bp[C];
-  for (int64_t p = 0; p < k; ++p) {
-    for (int j = 0; j < C; ++j) bp[j] = j < cols ? b[p * ldb + j] : 0.0f;
-    for (int r = 0; r < R; ++r) {
-      const float x = at(r, p);
-      ROPEX_OMP(simd)
-      for (int j = 0; j < C; ++j) cc[r][j] += x * bp[j];
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < cols; ++j) c[r * ldc + j] = cc[r][j];
-#endif
-}
-
-// C[m, n] (+)= A[m, k] B[k, n] in register blocks (A as in gemm_block). Used for both tile
-// products:  St = Kb Qt  (A = the key rows)  and  acc += Vb^T Pt  (AColumns: A = the value rows).
-template <bool Accumulate, bool AColumns>
-inline void gemm_tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                      float* c, int64_t ldc) {
-  constexpr int R = kTileRows;
-  for (int64_t i = 0; i < m; i += R) {
-    const float* ai = AColumns ? a + i : a + i * lda;
-    const int rows = int(std::min<int64_t>(R, m - i));
-    for (int64_t j = 0; j < n; j += kTileCols) {
-      const int cols = int(std::min<int64_t>(kTileCols, n - j));
-      float* cij = c + i * ldc + j;
-      [&]<int... Rs>(std::integer_sequence<int, Rs...>) {  // the ragged last rows: their own block size
-        ((rows == Rs + 1 ? gemm_block<Rs + 1, Accumulate, AColumns>(k, ai, lda, b + j, ldb, cij, ldc, cols) : void()), ...);
-      }(std::make_integer_sequence<int, R>{});
-    }
-  }
-}
-
-}  // namespace detail
 
 /// out = softmax(q k^T * scale, causal) v, computed in tiles with an online softmax; GQA through
 /// shape.n_kv_heads. `out` may not alias q/k/v. OpenMP threads share the (head, query block) items;
@@ -153,13 +70,14 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
   using Floats = std::vector<float, Eigen::aligned_allocator<float>>;
   struct Scratch {
     Floats qs, acc, sc;
-    Floats m, l, m_new, shift, factor;  // blocked: per query lane
+    Floats m, l, m_new, shift, factor, part;  // blocked: per query lane (part: 8 rows of lanes)
     std::vector<attention::SoftmaxState<float>> state;  // decode: per query row
   };
   auto scratch = [&]() -> Scratch& {
     thread_local Scratch t;
     t.qs.resize(size_t(bq * d)), t.acc.resize(size_t(bq * d)), t.sc.resize(size_t(bq * bk));
     for (auto* lane : {&t.m, &t.l, &t.m_new, &t.shift, &t.factor}) lane->resize(blocked ? size_t(bq) : 0);
+    t.part.resize(blocked ? size_t(8 * bq) : 0);
     t.state.resize(blocked ? 0 : size_t(bq));
     return t;
   };
@@ -191,7 +109,7 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
     const int64_t keys_begin = std::min(s.first_key(i0), keys_end);
     for (int64_t j0 = keys_begin; j0 < keys_end; j0 += bk) {
       const int64_t nc = std::min(bk, keys_end - j0);
-      detail::gemm_tile<false, false>(nc, nr, d, k.row(j0, kvh), k.token_stride, qt, bq, st, bq);
+      tile::gemm<false, false>(nc, nr, d, k.row(j0, kvh), k.token_stride, qt, bq, st, bq);
       // Key j is visible to query i when first_key(i) <= j < visible_keys(i): for each key a
       // range of lanes [lo, hi) (both bounds grow with i). Only tiles on the diagonal or the
       // window's edge have masked entries.
@@ -215,8 +133,11 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
       for (int64_t r = 0; r < nc; ++r) m_new = m_new.max(Lanes(st + r * bq, nr));
       shift = (m_new == kNegInf).select(0.0f, m_new);
       factor = (m == kNegInf).select(0.0f, (m - shift).exp());
-      l *= factor;
       m = m_new;
+      // Column sums into 8 partial sums (row r into r % 8), added pairwise: the rounding of a
+      // tree sum, as the rows path's Eigen reduction, instead of one long sequential chain.
+      float* part = w.part.data();
+      std::fill(part, part + 8 * bq, 0.0f);
       for (int64_t r = 0; r < nc; ++r) {
         Lanes p(st + r * bq, nr);
         p = (p - shift).exp();
@@ -226,11 +147,13 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
           std::fill(st + r * bq, st + r * bq + lo, 0.0f);
           std::fill(st + r * bq + hi, st + r * bq + nr, 0.0f);
         }
-        l += p;
+        Lanes(part + (r % 8) * bq, nr) += p;
       }
+      auto sum = [&](int i) { return Lanes(part + i * bq, nr); };
+      l = l * factor + (((sum(0) + sum(1)) + (sum(2) + sum(3))) + ((sum(4) + sum(5)) + (sum(6) + sum(7))));
       if (!(factor == 1.0f).all())
         for (int64_t t = 0; t < d; ++t) Lanes(acc + t * bq, nr) *= factor;
-      detail::gemm_tile<true, true>(d, nr, nc, v.row(j0, kvh), v.token_stride, st, bq, acc, bq);
+      tile::gemm<true, true>(d, nr, nc, v.row(j0, kvh), v.token_stride, st, bq, acc, bq);
     }
     for (int64_t c = 0; c < nr; ++c) {
       const float inv = l[c] > 0.0f ? 1.0f / l[c] : 0.0f;  // softmax_finalize

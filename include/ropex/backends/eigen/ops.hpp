@@ -215,8 +215,11 @@ struct ops<cpu> {
     // Blocks of ~4M weights (16 MB of float scratch): big enough for GEMM efficiency, small
     // enough that the whole matrix is never expanded.
     const int64_t block = std::clamp<int64_t>(int64_t(1 << 22) / in, 64, out);
-    std::vector<float> scratch(size_t(std::min(block, out) * in));
-    float* buf = scratch.data();  // shared by the converting threads (not thread_local: OpenMP threads)
+    // The calling thread's, kept between products (a fresh 16 MB vector per product cost ~6% of
+    // a one-thread prefill in page faults and zeroing); the converting threads share it via buf.
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < size_t(block * in)) scratch.resize(size_t(block * in));
+    float* buf = scratch.data();
     for (int64_t r0 = 0; r0 < out; r0 += block) {
       const int64_t rows = std::min(block, out - r0);
       ROPEX_OMP(parallel for schedule(static) if (!gemm_own_threads && rows * in > (1 << 16)))
