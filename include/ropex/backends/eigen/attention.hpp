@@ -9,7 +9,7 @@
 //     Qt  = (Qb * scale)^T   [d, bq]           St = Kb Qt                [bk, bq]  (-inf where j > i)
 //     acc = 0                [d, bq]           m' = max(m, colmax St);   acc *= exp(m - m')
 //     m = -inf, l = 0        [bq]              Pt = exp(St - m');        l = l*exp(m-m') + colsum Pt
-//                                              acc += Kv^T Pt  (Vb read in place as a [d, bk] matrix)
+//                                              acc += Vb^T Pt  (Vb read in place as a [d, bk] matrix)
 //     out = (acc / l)^T
 // so the softmax's max, exp and sums run down columns, one query per lane (no horizontal
 // reductions), and K and V are read where they lie (K rows as the left operand, V rows as
