@@ -65,8 +65,9 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
   const double work = double(s.n_queries) * double(s.n_keys) * double(d) * double(s.n_heads);
 
   // Per-thread scratch, kept between calls (decode calls this once per layer per token).
-  // 64-byte aligned: rows of bq lanes then start on a vector boundary, where Eigen's packet loops
-  // run from the first element (unaligned, it peels up to 15 lanes into scalar expf calls).
+  // Aligned to Eigen's packets (64 bytes with AVX-512): rows of bq lanes then start on a vector
+  // boundary, where its packet loops run from the first element (unaligned, it peels up to 15
+  // lanes into scalar expf calls).
   using Floats = std::vector<float, Eigen::aligned_allocator<float>>;
   struct Scratch {
     Floats qs, acc, sc;
@@ -156,7 +157,7 @@ inline void attention_tiled(HeadsView<const float> q, HeadsView<const float> k, 
       tile::gemm<true, true>(d, nr, nc, v.row(j0, kvh), v.token_stride, st, bq, acc, bq);
     }
     for (int64_t c = 0; c < nr; ++c) {
-      const float inv = l[c] > 0.0f ? 1.0f / l[c] : 0.0f;  // softmax_finalize
+      const float inv = attention::softmax_finalize(attention::SoftmaxState<float>{m[c], l[c]});
       float* dst = out.row(i0 + c, h);
       for (int64_t t = 0; t < d; ++t) dst[t] = acc[t * bq + c] * inv;
     }
